@@ -1,0 +1,61 @@
+"""All configuration, read from the environment by one settings object."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {"", "change-me", "changeme", "dev-secret", "dev-token", "secret", "test"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    environment: str = Field("development", description="'production' refuses placeholder secrets")
+    database_url: str | None = Field(None, description="unset: embedded Postgres under DATA_DIR")
+    redis_url: str | None = Field(None, description="unset: embedded redis-server under DATA_DIR")
+    data_dir: Path = Field(Path(".data"), description="embedded services' data and the upload spool")
+    upload_dir: Path | None = Field(None, description="spool for uploaded files (shared volume)")
+
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_upload_rows: int = 5_000_000
+    ingest_chunk_rows: int = 10_000
+
+    api_tokens: SecretStr = Field(SecretStr(""), description="comma-separated bearer tokens")
+
+    whatsapp_api_url: str = "https://graph.facebook.com"
+    whatsapp_api_version: str = "v21.0"
+    whatsapp_token: SecretStr = SecretStr("")
+    whatsapp_phone_number_id: str = ""
+    whatsapp_app_secret: SecretStr = SecretStr("")
+    whatsapp_verify_token: SecretStr = SecretStr("")
+
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        for name in ("whatsapp_token", "whatsapp_app_secret", "whatsapp_verify_token"):
+            value: SecretStr = getattr(self, name)
+            if value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+                raise ValueError(f"{name.upper()} must be set to a real secret in production")
+        if not self.database_url or not self.redis_url:
+            raise ValueError("DATABASE_URL and REDIS_URL must be set in production")
+        return self
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.upload_dir or self.data_dir / "uploads"
+
+    def configured_api_tokens(self) -> set[str]:
+        raw = self.api_tokens.get_secret_value()
+        return {t.strip() for t in raw.split(",") if t.strip()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

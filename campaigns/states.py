@@ -1,0 +1,132 @@
+"""Contact states, campaign statuses and the one table of legal transitions for each.
+
+Every write of a state goes through :func:`contact_transition` / :func:`campaign_transition`
+(the repository builds its SQL ``WHERE state IN (...)`` guards from these same tables), so a
+transition that is not listed here can never be applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class ContactState(StrEnum):
+    INITIAL = "initial"
+    INVALID_RECORD = "invalid_record"
+    IN_PROGRESS = "in_progress"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    DELIVERY_FAILED = "delivery_failed"
+    SENDING_FAILED = "sending_failed"
+    ERROR = "error"
+    REMOVED = "removed"
+    CANCELED_BY_ADMIN = "canceled_by_admin"
+
+    @property
+    def label(self) -> str:
+        """The name operators know from the campaign seed ("Canceled by admin")."""
+        return _CONTACT_LABELS[self]
+
+
+_CONTACT_LABELS: Mapping[ContactState, str] = {
+    ContactState.INITIAL: "Initial",
+    ContactState.INVALID_RECORD: "Invalid record",
+    ContactState.IN_PROGRESS: "In progress",
+    ContactState.RETRY_SCHEDULED: "Retry scheduled",
+    ContactState.SENT: "Sent",
+    ContactState.DELIVERED: "Delivered",
+    ContactState.READ: "Read",
+    ContactState.DELIVERY_FAILED: "Delivery failed",
+    ContactState.SENDING_FAILED: "Sending failed",
+    ContactState.ERROR: "Error",
+    ContactState.REMOVED: "Removed",
+    ContactState.CANCELED_BY_ADMIN: "Canceled by admin",
+}
+
+C = ContactState
+
+CONTACT_TRANSITIONS: Mapping[ContactState, frozenset[ContactState]] = {
+    C.INITIAL: frozenset({C.IN_PROGRESS, C.REMOVED, C.CANCELED_BY_ADMIN}),
+    C.INVALID_RECORD: frozenset(),
+    # Back to Initial / Retry scheduled: a pause released a claim that was never sent.
+    C.IN_PROGRESS: frozenset(
+        {C.SENT, C.RETRY_SCHEDULED, C.SENDING_FAILED, C.ERROR, C.INITIAL, C.DELIVERED, C.READ,
+         C.DELIVERY_FAILED}
+    ),
+    C.RETRY_SCHEDULED: frozenset({C.IN_PROGRESS, C.ERROR, C.REMOVED, C.CANCELED_BY_ADMIN}),
+    C.SENT: frozenset({C.DELIVERED, C.READ, C.DELIVERY_FAILED}),
+    C.DELIVERED: frozenset({C.READ}),
+    C.READ: frozenset(),
+    C.DELIVERY_FAILED: frozenset(),
+    C.SENDING_FAILED: frozenset(),
+    C.ERROR: frozenset(),
+    C.REMOVED: frozenset(),
+    C.CANCELED_BY_ADMIN: frozenset(),
+}
+"""In progress may also go straight to Delivered/Read/Delivery failed: a status webhook can
+settle an attempt whose worker died (or has not committed Sent yet) after the platform took it."""
+
+TERMINAL_CONTACT_STATES: frozenset[ContactState] = frozenset(
+    s for s, targets in CONTACT_TRANSITIONS.items() if not targets
+)
+PENDING_CONTACT_STATES: frozenset[ContactState] = frozenset(
+    {C.INITIAL, C.IN_PROGRESS, C.RETRY_SCHEDULED}
+)
+"""A campaign with none of these left has nothing more to send."""
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+S = CampaignStatus
+
+CAMPAIGN_TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
+    S.DRAFT: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLED}),
+    S.SCHEDULED: frozenset({S.RUNNING, S.DRAFT, S.CANCELLED}),
+    S.RUNNING: frozenset({S.PAUSED, S.COMPLETED, S.CANCELLED}),
+    S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.COMPLETED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+UPLOAD_ALLOWED: frozenset[CampaignStatus] = frozenset({S.DRAFT, S.PAUSED})
+
+
+class IllegalTransition(ValueError):
+    """A state change that the tables do not allow; it is refused, never applied."""
+
+    def __init__(self, kind: str, current: str, target: str) -> None:
+        super().__init__(f"illegal {kind} transition {current} -> {target}")
+        self.kind = kind
+        self.current = current
+        self.target = target
+
+
+def contact_transition(current: ContactState, target: ContactState) -> ContactState:
+    if target not in CONTACT_TRANSITIONS[current]:
+        raise IllegalTransition("contact", current, target)
+    return target
+
+
+def campaign_transition(current: CampaignStatus, target: CampaignStatus) -> CampaignStatus:
+    if target not in CAMPAIGN_TRANSITIONS[current]:
+        raise IllegalTransition("campaign", current, target)
+    return target
+
+
+def contact_sources(target: ContactState) -> frozenset[ContactState]:
+    """States from which ``target`` may be reached: the guard of a set-based UPDATE."""
+    return frozenset(s for s, targets in CONTACT_TRANSITIONS.items() if target in targets)
+
+
+def campaign_sources(target: CampaignStatus) -> frozenset[CampaignStatus]:
+    return frozenset(s for s, targets in CAMPAIGN_TRANSITIONS.items() if target in targets)

@@ -1,0 +1,212 @@
+"""Typed table definitions (SQLAlchemy 2). The schema itself is made only by Alembic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from campaigns.states import CampaignStatus, ContactState
+
+
+def _check_in(column: str, values: type[Any]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+UPLOAD_STATUSES = ("received", "processing", "completed", "failed", "refused")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (CheckConstraint(_check_in("status", CampaignStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    template_name: Mapped[str | None] = mapped_column(Text)
+    template_language: Mapped[str] = mapped_column(Text, server_default="en")
+    # Column names whose values fill the template body parameters, in order.
+    body_variables: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    default_region: Mapped[str] = mapped_column(String(2))
+    phone_number_id: Mapped[str | None] = mapped_column(Text)
+    rate_per_s: Mapped[Decimal] = mapped_column(Numeric(8, 2), server_default="80")
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default="5")
+    status: Mapped[str] = mapped_column(Text, server_default=CampaignStatus.DRAFT.value)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Upload(Base):
+    __tablename__ = "uploads"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in UPLOAD_STATUSES)})", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    spool_path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(Text, server_default="received")
+    phone_column: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(String(2))
+    encoding: Mapped[str | None] = mapped_column(Text)
+    delimiter: Mapped[str | None] = mapped_column(Text)
+    columns: Mapped[list[str] | None] = mapped_column(JSONB)
+    rows_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    valid_rows: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    invalid_rows: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # Last data line committed: an interrupted upload resumes after it.
+    last_line: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    reasons: Mapped[dict[str, int]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        CheckConstraint(_check_in("state", ContactState), name="state"),
+        UniqueConstraint("upload_id", "line_no"),
+        # Due work of a campaign: the claim query walks this index.
+        Index(
+            "ix_contacts_due",
+            "campaign_id",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('initial', 'retry_scheduled')"),
+        ),
+        Index("ix_contacts_campaign_state", "campaign_id", "state"),
+        # One live contact per phone and campaign; duplicates are stored as invalid records.
+        Index(
+            "uq_contacts_campaign_phone",
+            "campaign_id",
+            "phone_e164",
+            unique=True,
+            postgresql_where=text("state <> 'invalid_record'"),
+        ),
+        Index(
+            "ix_contacts_lease",
+            "lease_expires_at",
+            postgresql_where=text("state = 'in_progress'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    phone_raw: Mapped[str] = mapped_column(Text)
+    phone_e164: Mapped[str | None] = mapped_column(Text)
+    wa_id: Mapped[str | None] = mapped_column(Text)
+    variables: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    state: Mapped[str] = mapped_column(Text, server_default=ContactState.INITIAL.value)
+    reason_code: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), unique=True)
+    wamid: Mapped[str | None] = mapped_column(Text, unique=True)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ContactEvent(Base):
+    """Append-only log of every contact transition."""
+
+    __tablename__ = "contact_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    from_state: Mapped[str | None] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    source: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CampaignEvent(Base):
+    """Append-only log of campaign status changes and admin commands."""
+
+    __tablename__ = "campaign_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    from_status: Mapped[str | None] = mapped_column(Text)
+    to_status: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    source: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class OptOut(Base):
+    __tablename__ = "opt_outs"
+
+    phone_e164: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    # sha256 of the token: a leaked table does not leak usable tokens.
+    token_sha256: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+campaigns_t = Campaign.__table__
+uploads_t = Upload.__table__
+contacts_t = Contact.__table__
+contact_events_t = ContactEvent.__table__
+campaign_events_t = CampaignEvent.__table__
+opt_outs_t = OptOut.__table__
+api_tokens_t = ApiToken.__table__
