@@ -1,4 +1,4 @@
-"""Engine creation. One engine per URL and process; a forked Celery child drops the parent's pool."""
+"""Engine creation: one engine per URL and process; a forked Celery child drops the parent's."""
 
 from __future__ import annotations
 

@@ -73,11 +73,15 @@ class Campaign(Base):
 class Upload(Base):
     __tablename__ = "uploads"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(s) for s in UPLOAD_STATUSES)})", name="status"),
+        CheckConstraint(
+            f"status IN ({', '.join(repr(s) for s in UPLOAD_STATUSES)})", name="status"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
     filename: Mapped[str] = mapped_column(Text)
     spool_path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -139,7 +143,9 @@ class Contact(Base):
     reason_code: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempt_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), unique=True)
     wamid: Mapped[str | None] = mapped_column(Text, unique=True)

@@ -1,0 +1,135 @@
+"""Upload benchmark: a full upload into Postgres vs the bare phonenumbers loop on the same rows.
+
+    python bench/ingest.py [--rows 1000000]
+
+Prints one JSON line: rows, upload_rows_per_s, bare_parse_rows_per_s, ratio, peak_rss_mb.
+The upload runs in a child process (its peak RSS is the figure); Postgres and Redis are the
+embedded ones unless DATABASE_URL / REDIS_URL are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import phonenumbers
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from campaigns import sample_data  # noqa: E402
+
+REGION = "DE"
+
+
+def bare_parse_rate(path: Path) -> tuple[int, float]:
+    """parse + is_valid + format(E164) on every phone value, in batches; times only the loop."""
+    parse, is_valid, fmt = (
+        phonenumbers.parse,
+        phonenumbers.is_valid_number,
+        phonenumbers.format_number,
+    )
+    e164 = phonenumbers.PhoneNumberFormat.E164
+    total, elapsed = 0, 0.0
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        while True:
+            batch = [row[0] for _, row in zip(range(100_000), reader, strict=False)]
+            if not batch:
+                break
+            start = time.perf_counter()
+            for raw in batch:
+                try:
+                    number = parse(raw, REGION)
+                except phonenumbers.NumberParseException:
+                    continue
+                if is_valid(number):
+                    fmt(number, e164)
+            elapsed += time.perf_counter() - start
+            total += len(batch)
+    return total, total / elapsed
+
+
+def child_upload(path: Path) -> None:
+    """Runs in its own process: register + ingest exactly as the worker does."""
+    from campaigns import services
+    from campaigns.runtime import resolve
+    from schemas.api import CampaignCreate
+
+    runtime = resolve()
+    engine = runtime.engine
+    campaign = services.create_campaign(
+        engine, CampaignCreate(name="bench", template="bf_offer", region=REGION)
+    )
+    start = time.perf_counter()
+    with path.open("rb") as handle:
+        spooled = services.spool_upload(
+            iter(lambda: handle.read(1 << 20), b""), runtime.settings.spool_dir, max_bytes=1 << 34
+        )
+    upload = services.register_upload(engine, campaign.id, spooled, filename=path.name)
+    final = services.run_ingest(
+        engine,
+        upload.id,
+        max_rows=runtime.settings.max_upload_rows,
+        chunk_rows=runtime.settings.ingest_chunk_rows,
+    )
+    elapsed = time.perf_counter() - start
+    assert final.status == "completed", final.error
+    print(
+        json.dumps(
+            {
+                "rows": final.rows_read,
+                "valid": final.valid,
+                "invalid": final.invalid,
+                "seconds": elapsed,
+                "campaign_id": campaign.id,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_upload(args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = sample_data.write_csv(Path(tmp) / "contacts.csv", args.rows, seed=11)
+        rows, bare_rate = bare_parse_rate(path)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        upload = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    upload_rate = upload["rows"] / upload["seconds"]
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "upload_rows_per_s": round(upload_rate),
+                "bare_parse_rows_per_s": round(bare_rate),
+                "ratio": round(upload_rate / bare_rate, 3),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+                "valid": upload["valid"],
+                "invalid": upload["invalid"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The FastAPI application: routers, auth, and one shape for every refusal."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from campaigns import services
+from campaigns.api import campaigns
+from campaigns.api.deps import require_token
+from campaigns.csv_intake import RefusalCode, UploadRefused
+from campaigns.states import IllegalTransition
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="wa-campaigns",
+        description="WhatsApp template campaigns: CSV intake, dispatch, delivery status.",
+        version="0.1.0",
+    )
+    app.include_router(campaigns.router, dependencies=[Depends(require_token)])
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(services.NotFound)
+    async def _not_found(_: Request, exc: services.NotFound) -> JSONResponse:
+        return _problem(status.HTTP_404_NOT_FOUND, exc.code, str(exc))
+
+    @app.exception_handler(services.CommandRefused)
+    async def _refused(_: Request, exc: services.CommandRefused) -> JSONResponse:
+        return _problem(status.HTTP_409_CONFLICT, exc.code, exc.message)
+
+    @app.exception_handler(IllegalTransition)
+    async def _illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return _problem(status.HTTP_409_CONFLICT, "illegal_transition", str(exc))
+
+    @app.exception_handler(UploadRefused)
+    async def _upload_refused(_: Request, exc: UploadRefused) -> JSONResponse:
+        code = (
+            status.HTTP_413_CONTENT_TOO_LARGE
+            if exc.code is RefusalCode.TOO_LARGE
+            else status.HTTP_400_BAD_REQUEST
+        )
+        return _problem(code, exc.code.value, exc.message)
+
+    return app
+
+
+def _problem(http_status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=http_status)

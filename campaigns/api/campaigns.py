@@ -1,0 +1,168 @@
+"""Campaigns, uploads and contacts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from campaigns import services
+from campaigns.api.deps import EngineDep, RuntimeDep
+from campaigns.csv_intake import RefusalCode, UploadRefused
+from campaigns.states import ContactState
+from schemas.api import CampaignCreate, CampaignOut, ContactPage, UploadOut
+
+router = APIRouter()
+
+StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
+
+
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
+def create_campaign(body: CampaignCreate, engine: EngineDep) -> CampaignOut:
+    return services.create_campaign(engine, body)
+
+
+@router.get("/campaigns", response_model=list[CampaignOut])
+def list_campaigns(engine: EngineDep) -> list[CampaignOut]:
+    return services.list_campaigns(engine)
+
+
+@router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
+def get_campaign(campaign_id: int, engine: EngineDep) -> CampaignOut:
+    return services.get_campaign(engine, campaign_id)
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/campaigns/{campaign_id}/uploads",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadOut,
+    openapi_extra=_UPLOAD_BODY,
+    summary="Upload a contact CSV (raw body or multipart field `file`); validated by a worker",
+)
+async def upload_contacts(
+    campaign_id: int,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    filename: str | None = None,
+    phone_column: str | None = None,
+    region: Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")] = None,
+) -> UploadOut:
+    settings = runtime.settings
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        # Starlette spools multipart parts to a temporary file: memory stays bounded.
+        form = await request.form(max_files=1, max_part_size=settings.max_upload_bytes)
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise UploadRefused(RefusalCode.EMPTY_FILE, "multipart body has no `file` part")
+        name = filename or part.filename or "upload.csv"
+        chunks = _read_sync(part.file)
+        spooled = await run_in_threadpool(
+            services.spool_upload, chunks, settings.spool_dir, max_bytes=settings.max_upload_bytes
+        )
+    else:
+        name = filename or "upload.csv"
+        spooled = await _spool_stream(request.stream(), runtime)
+    upload = await run_in_threadpool(
+        services.register_upload,
+        runtime.engine,
+        campaign_id,
+        spooled,
+        filename=name,
+        phone_column=phone_column,
+        region=region,
+    )
+    from workers.ingest import ingest_upload
+
+    ingest_upload.delay(upload.id)
+    response.headers["Location"] = f"/uploads/{upload.id}"
+    return upload
+
+
+def _read_sync(handle: object) -> Iterator[bytes]:
+    read = handle.read  # type: ignore[attr-defined]
+    while block := read(1 << 20):
+        yield block
+
+
+async def _spool_stream(stream: AsyncIterator[bytes], runtime: RuntimeDep) -> services.Spooled:
+    settings = runtime.settings
+    with services.SpoolWriter(settings.spool_dir, max_bytes=settings.max_upload_bytes) as writer:
+        async for block in stream:
+            writer.write(block)
+    return writer.spooled()
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadOut)
+def get_upload(upload_id: int, engine: EngineDep) -> UploadOut:
+    return services.get_upload(engine, upload_id)
+
+
+@router.post(
+    "/uploads/{upload_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=UploadOut
+)
+def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
+    upload = services.mark_upload_for_retry(engine, upload_id)
+    from workers.ingest import ingest_upload
+
+    ingest_upload.delay(upload.id)
+    return upload
+
+
+@router.get("/campaigns/{campaign_id}/uploads", response_model=list[UploadOut])
+def list_uploads(campaign_id: int, engine: EngineDep) -> list[UploadOut]:
+    services.get_campaign(engine, campaign_id)
+    return services.list_uploads(engine, campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/contacts", response_model=ContactPage)
+def list_contacts(
+    campaign_id: int,
+    engine: EngineDep,
+    state: StateFilter = None,
+    after_id: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ContactPage:
+    return services.page_contacts(
+        engine, campaign_id, states=state or (), after_id=after_id, limit=limit
+    )
+
+
+@router.get(
+    "/campaigns/{campaign_id}/contacts.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export_contacts(
+    campaign_id: int, engine: EngineDep, state: StateFilter = None
+) -> StreamingResponse:
+    rows = services.export_contacts_csv(engine, campaign_id, states=state or ())
+    return StreamingResponse(
+        rows,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-contacts.csv"'
+        },
+    )

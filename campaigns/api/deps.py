@@ -1,0 +1,53 @@
+"""Shared dependencies of the HTTP API: the runtime and bearer-token auth."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from campaigns import services
+from campaigns.runtime import Runtime, resolve
+
+_bearer = HTTPBearer(
+    auto_error=False, description="a token from API_TOKENS or `wa-campaigns token create`"
+)
+
+
+def get_runtime() -> Runtime:
+    return resolve()
+
+
+def get_engine(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Engine:
+    return runtime.engine
+
+
+async def require_token(
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail={"code": "unauthenticated", "message": "a bearer token is required"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    valid = await run_in_threadpool(
+        services.token_is_valid,
+        runtime.engine,
+        runtime.settings.configured_api_tokens(),
+        credentials.credentials,
+    )
+    if not valid:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail={"code": "invalid_token", "message": "the bearer token is not valid"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -1,0 +1,417 @@
+"""The `wa-campaigns` command line.
+
+Exit codes: 0 done, 1 unexpected failure, 2 refused (bad input or an illegal command: nothing
+was changed). ``--json`` prints exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import BaseModel, ValidationError
+
+EXIT_REFUSED = 2
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _emit(args: argparse.Namespace, payload: Any, human: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
+        print(json.dumps(payload, default=str))
+    else:
+        human()
+
+
+def _runtime() -> Any:
+    from campaigns.runtime import resolve
+
+    return resolve()
+
+
+# --------------------------------------------------------------------------- campaign
+
+
+def cmd_campaign_create(args: argparse.Namespace) -> int:
+    from campaigns import services
+    from schemas.api import CampaignCreate
+
+    try:
+        body = CampaignCreate(
+            name=args.name,
+            template=args.template,
+            language=args.language,
+            region=args.region,
+            body_variables=[v.strip() for v in args.variables.split(",") if v.strip()]
+            if args.variables
+            else [],
+            phone_number_id=args.phone_number_id,
+            rate_per_s=args.rate,
+            max_attempts=args.max_attempts,
+        )
+    except ValidationError as exc:
+        raise Refused("invalid_campaign", _validation_message(exc)) from exc
+    campaign = services.create_campaign(_runtime().engine, body)
+    _emit(args, campaign, lambda: print(f"campaign {campaign.id} created: {campaign.name}"))
+    return 0
+
+
+def cmd_campaign_list(args: argparse.Namespace) -> int:
+    from campaigns import services
+
+    campaigns = services.list_campaigns(_runtime().engine)
+
+    def human() -> None:
+        for c in campaigns:
+            print(f"{c.id:>5}  {c.status.value:<10} {c.total:>9} contacts  {c.name}")
+
+    _emit(args, {"campaigns": [c.model_dump(mode="json") for c in campaigns]}, human)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from campaigns import services
+
+    campaign = services.get_campaign(_runtime().engine, args.campaign_id)
+
+    def human() -> None:
+        reason = f" ({campaign.status_reason})" if campaign.status_reason else ""
+        print(f"campaign {campaign.id} {campaign.name!r}: {campaign.status.value}{reason}")
+        for state, n in campaign.counts.items():
+            if n:
+                print(f"  {state:<18} {n:>10,}")
+        print(f"  {'total':<18} {campaign.total:>10,}")
+
+    _emit(args, campaign, human)
+    return 0
+
+
+# --------------------------------------------------------------------------- upload
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from campaigns import progress, services
+    from workers.ingest import ingest_upload
+
+    runtime = _runtime()
+    settings = runtime.settings
+    path = Path(args.file)
+    if not path.is_file():
+        raise Refused("file_not_found", f"{path} is not a file")
+    with path.open("rb") as handle:
+        spooled = services.spool_upload(
+            iter(lambda: handle.read(1 << 20), b""),
+            settings.spool_dir,
+            max_bytes=settings.max_upload_bytes,
+        )
+    upload = services.register_upload(
+        runtime.engine,
+        args.campaign_id,
+        spooled,
+        filename=path.name,
+        phone_column=args.phone_column,
+        region=args.region,
+    )
+    ingest_upload.delay(upload.id)
+    if args.no_wait:
+        _emit(args, upload, lambda: print(f"upload {upload.id} queued"))
+        return 0
+    bar = _ProgressBar(path) if sys.stderr.isatty() and not args.json else None
+    final = upload
+    for final in progress.follow_upload(runtime.engine, runtime.redis_url, upload.id):
+        if bar is not None:
+            bar.show(final.rows_read, final.valid, final.invalid)
+    if bar is not None:
+        bar.close()
+
+    def human() -> None:
+        print(f"upload {final.id}: {final.status}")
+        if final.error:
+            print(f"  {final.error}")
+        print(f"  rows {final.rows_read:,}  valid {final.valid:,}  invalid {final.invalid:,}")
+        for reason, n in sorted(final.reasons.items(), key=lambda kv: -kv[1]):
+            print(f"    {reason:<24} {n:>9,}")
+
+    _emit(args, final, human)
+    return 0 if final.status == "completed" else EXIT_REFUSED
+
+
+class _ProgressBar:
+    """Rows read against an estimate from the file size and the average row length."""
+
+    def __init__(self, path: Path) -> None:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(64 * 1024)
+        lines = max(1, head.count(b"\n"))
+        self.estimate = max(1, int(size / (len(head) / lines)) - 1)
+
+    def show(self, rows: int, valid: int, invalid: int) -> None:
+        share = min(1.0, rows / self.estimate)
+        filled = int(share * 30)
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:4.0%}  "
+            f"{rows:,} rows  {valid:,} valid  {invalid:,} invalid"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def cmd_upload_status(args: argparse.Namespace) -> int:
+    from campaigns import services
+
+    upload = services.get_upload(_runtime().engine, args.upload_id)
+    _emit(args, upload, lambda: print(upload.model_dump_json(indent=2)))
+    return 0
+
+
+def cmd_upload_retry(args: argparse.Namespace) -> int:
+    from campaigns import services
+    from workers.ingest import ingest_upload
+
+    upload = services.mark_upload_for_retry(_runtime().engine, args.upload_id)
+    ingest_upload.delay(upload.id)
+    _emit(args, upload, lambda: print(f"upload {upload.id} queued again"))
+    return 0
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    from campaigns import services
+    from campaigns.states import ContactState
+
+    try:
+        states = [ContactState(s) for s in args.state or ()]
+    except ValueError as exc:
+        states_list = ", ".join(s.value for s in ContactState)
+        raise Refused("invalid_state", f"{exc}; states: {states_list}") from exc
+    engine = _runtime().engine
+    if args.csv:
+        for block in services.export_contacts_csv(engine, args.campaign_id, states=states):
+            sys.stdout.write(block)
+        return 0
+    page = services.page_contacts(
+        engine, args.campaign_id, states=states, after_id=args.after_id, limit=args.limit
+    )
+
+    def human() -> None:
+        for c in page.items:
+            print(
+                f"{c.id:>8} line {c.line:>7}  {c.state.value:<16} {c.phone_e164 or c.phone_raw!r}"
+                f"  {c.reason or ''}"
+            )
+
+    _emit(args, page, human)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from campaigns import services
+
+    created = services.create_api_token(_runtime().engine, args.name)
+    _emit(args, created, lambda: print(created.token))
+    return 0
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from campaigns import devenv
+    from campaigns.config import get_settings
+    from campaigns.storage import migrate
+
+    data_dir = get_settings().data_dir
+    if args.action == "down":
+        stopped = devenv.down(data_dir)
+        _emit(
+            args,
+            {"stopped": stopped},
+            lambda: print("stopped: " + (", ".join(stopped) or "nothing")),
+        )
+        return 0
+    services = devenv.up(data_dir)
+    migrate.upgrade(services.database_url)
+    payload = {"database_url": services.database_url, "redis_url": services.redis_url}
+
+    def human() -> None:
+        print(f"export DATABASE_URL={shlex.quote(services.database_url)}")
+        print(f"export REDIS_URL={shlex.quote(services.redis_url)}")
+
+    _emit(args, payload, human)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from campaigns.storage import migrate
+
+    runtime = _runtime()
+    migrate.upgrade(runtime.database_url)
+    _emit(args, {"migrated": True}, lambda: print("schema is at head"))
+    return 0
+
+
+def worker_argv(queues: str, concurrency: int | None, *, hostname: str | None = None) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queues,
+        "--loglevel",
+        "INFO",
+        "-E",
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> NoReturn:
+    _runtime()  # starts embedded services if needed and exports their URLs to the worker
+    os.execv(sys.executable, worker_argv(args.queues, args.concurrency))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _runtime()
+    uvicorn.run(
+        "campaigns.api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from campaigns.demo import run_demo
+
+    return run_demo(contacts=args.contacts, as_json=args.json)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wa-campaigns", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        p.set_defaults(handler=handler)
+        return p
+
+    campaign = sub.add_parser("campaign", help="create and list campaigns")
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    p = command("create", cmd_campaign_create, "create a draft campaign", campaign_sub)
+    p.add_argument("--name", required=True)
+    p.add_argument("--template", help="approved template name")
+    p.add_argument("--language", default="en")
+    p.add_argument("--region", required=True, help="default region, e.g. DE")
+    p.add_argument("--variables", help="CSV columns filling the template body, comma-separated")
+    p.add_argument("--phone-number-id", help="sender phone number id")
+    p.add_argument("--rate", type=float, default=80.0, help="messages per second (<= 1000)")
+    p.add_argument("--max-attempts", type=int, default=5)
+    command("list", cmd_campaign_list, "list campaigns", campaign_sub)
+
+    p = command("upload", cmd_upload, "upload a contacts CSV and wait for validation")
+    p.add_argument("campaign_id", type=int)
+    p.add_argument("file")
+    p.add_argument("--phone-column")
+    p.add_argument("--region", help="override the campaign's default region for this file")
+    p.add_argument("--no-wait", action="store_true")
+
+    p = command("upload-status", cmd_upload_status, "show an upload's report")
+    p.add_argument("upload_id", type=int)
+    p = command("upload-retry", cmd_upload_retry, "queue a failed upload again (resumes)")
+    p.add_argument("upload_id", type=int)
+
+    p = command("status", cmd_status, "a campaign's status and counts per state")
+    p.add_argument("campaign_id", type=int)
+
+    p = command("contacts", cmd_contacts, "list or export a campaign's contacts")
+    p.add_argument("campaign_id", type=int)
+    p.add_argument("--state", action="append", help="filter; repeat for several states")
+    p.add_argument("--csv", action="store_true", help="export all matching rows as CSV")
+    p.add_argument("--after-id", type=int, default=0)
+    p.add_argument("--limit", type=int, default=100)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    p = command("create", cmd_token_create, "create an API bearer token", token_sub)
+    p.add_argument("--name", required=True)
+
+    p = command("dev", cmd_dev, "start/stop the embedded Postgres and Redis")
+    p.add_argument("action", choices=("up", "down"))
+    command("migrate", cmd_migrate, "apply the database migrations")
+
+    p = command("worker", cmd_worker, "run a Celery worker")  # type: ignore[arg-type]
+    p.add_argument("-Q", "--queues", default="ingest,dispatch,webhooks")
+    p.add_argument("-c", "--concurrency", type=int)
+
+    p = command("serve", cmd_serve, "run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+    p = command("demo", cmd_demo, "run a demo campaign end to end")
+    p.add_argument("--contacts", type=int, default=10_000)
+    return parser
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from campaigns.csv_intake import UploadRefused
+    from campaigns.services import CommandRefused, NotFound
+    from campaigns.states import IllegalTransition
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (Refused, CommandRefused, UploadRefused) as exc:
+        code = exc.code.value if isinstance(exc, UploadRefused) else exc.code
+        return _refuse(args, str(code), exc.message)
+    except NotFound as exc:
+        return _refuse(args, exc.code, str(exc))
+    except IllegalTransition as exc:
+        return _refuse(args, "illegal_transition", str(exc))
+
+
+def _refuse(args: argparse.Namespace, code: str, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    print(f"refused: {message}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Bodies of the HTTP API and the CLI's --json output."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from campaigns.states import CampaignStatus, ContactState
+
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    template: str | None = Field(None, description="approved WhatsApp template name")
+    language: str = Field("en", description="template language code")
+    region: RegionCode = Field(description="default region for numbers without a country code")
+    body_variables: list[str] = Field(
+        default_factory=list, description="CSV columns that fill the template body, in order"
+    )
+    phone_number_id: str | None = Field(
+        None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
+    )
+    rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
+    max_attempts: int = Field(5, ge=1, le=20)
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    status: CampaignStatus
+    status_reason: str | None
+    template: str | None
+    language: str
+    region: str
+    body_variables: list[str]
+    phone_number_id: str | None
+    rate_per_s: float
+    max_attempts: int
+    scheduled_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="contacts per state, every state listed")
+    total: int
+
+
+class UploadOut(BaseModel):
+    id: int
+    campaign_id: int
+    filename: str
+    status: str = Field(description="received, processing, completed, failed or refused")
+    size_bytes: int
+    encoding: str | None
+    delimiter: str | None
+    phone_column: str | None
+    columns: list[str] | None
+    rows_read: int
+    valid: int
+    invalid: int
+    reasons: dict[str, int]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ContactOut(BaseModel):
+    id: int
+    line: int
+    phone_raw: str
+    phone_e164: str | None
+    state: ContactState
+    reason: str | None
+    wamid: str | None
+    attempts: int
+    error_code: int | None
+    error_detail: str | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    variables: dict[str, str]
+
+
+class ContactPage(BaseModel):
+    items: list[ContactOut]
+    next_after_id: int | None = Field(description="pass as after_id for the next page")
+
+
+class TokenCreated(BaseModel):
+    id: int
+    name: str
+    token: str = Field(description="shown once; only its sha256 is stored")
+
+
+class Problem(BaseModel):
+    """Every refusal: a stable code and a message for the operator."""
+
+    code: str
+    message: str

@@ -1,0 +1,84 @@
+"""Session-wide embedded Postgres and Redis; one database and one Redis db per xdist worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = ROOT / ".data" / "test"
+API_TOKEN = "test-token-0123456789"
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw") or 0)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Real Postgres and Redis (embedded), configured through the environment like production."""
+    from campaigns import devenv, runtime
+    from campaigns.storage import migrate
+
+    index = _worker_index()
+    pg = devenv.EmbeddedPostgres(TEST_DATA / "pg")
+    server_uri = pg.start()
+    database_url = devenv.ensure_database(server_uri, f"wa_test_{index}", recreate=True)
+    migrate.upgrade(database_url)
+    redis_base = devenv.EmbeddedRedis(TEST_DATA / "redis").start()
+    redis_url = redis_base.rsplit("/", 1)[0] + f"/{index + 1}"
+    data_dir = tmp_path_factory.mktemp("data")
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(data_dir),
+        "API_TOKENS": API_TOKEN,
+        "PG_SERVER_URI": server_uri,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    runtime.reset()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    runtime.reset()
+
+
+@pytest.fixture
+def db(stack: dict[str, str]) -> object:
+    """The engine on a clean database (tables truncated) and a flushed Redis db."""
+    import redis
+    from sqlalchemy import text
+
+    from campaigns.runtime import resolve
+
+    engine = resolve().engine
+    with engine.begin() as conn:
+        tables = (
+            conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    redis.Redis.from_url(stack["REDIS_URL"]).flushdb()
+    return engine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path)
+        for kind in ("integration", "e2e", "reliability"):
+            if f"{os.sep}{kind}{os.sep}" in path:
+                item.add_marker(getattr(pytest.mark, kind))

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import API_TOKEN
+
+
+@pytest.fixture(scope="session")
+def ingest_worker(stack: dict[str, str]) -> Iterator[Any]:
+    """A real Celery worker (in a thread) consuming the ingest queue of the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from workers.app import app
+
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=["ingest"],
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def api(db: object) -> Iterator[TestClient]:
+    from campaigns.api.app import create_app
+
+    with TestClient(create_app(), headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
+        yield client

@@ -1,0 +1,48 @@
+"""The Celery app: queues, reliability settings, per-process setup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from campaigns.runtime import resolve
+from campaigns.storage.engine import dispose_after_fork
+
+QUEUES = ("ingest", "dispatch", "webhooks")
+
+
+def make_app() -> Celery:
+    runtime = resolve()
+    app = Celery("wa_campaigns", broker=runtime.redis_url, include=["workers.ingest"])
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="dispatch",
+        task_routes={"workers.ingest.*": {"queue": "ingest"}},
+        # A task is acknowledged after it ran; a worker killed mid-task gets it redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Longer than any countdown we use, so Redis never redelivers a task still waiting.
+        broker_transport_options={"visibility_timeout": 2 * 3600},
+        # Batch tasks run for seconds to minutes: never hoard messages another worker could run.
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    dispose_after_fork()
