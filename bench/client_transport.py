@@ -1,0 +1,141 @@
+"""Requests/s of the WhatsApp client over httpx's own pool vs over the aiohttp transport.
+
+A trivial aiohttp server answering the Cloud API success JSON runs in a subprocess (its
+own core); this process drives ``WhatsAppClient.send_template`` with CONCURRENCY
+concurrent senders for DURATION_S per transport and prints one JSON line:
+{"httpx_default_rps", "httpx_aiohttp_rps", "ratio", ...}.
+
+    .venv/bin/python bench/client_transport.py [--duration 5] [--concurrency 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint
+
+
+async def _serve() -> None:
+    from aiohttp import web
+
+    counter = itertools.count()
+
+    async def messages(request: web.Request) -> web.Response:
+        body = await request.json()
+        to = body["to"]
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": f"wamid.bench{next(counter)}", "message_status": "accepted"}],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/{version}/{phone_number_id}/messages", messages)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(port, flush=True)
+    await asyncio.Event().wait()
+
+
+async def _measure(
+    client: WhatsAppClient, endpoint: WhatsAppEndpoint, concurrency: int, duration_s: float
+) -> float:
+    stop_at = 0.0
+    done = 0
+
+    async def sender(worker: int) -> None:
+        nonlocal done
+        n = 0
+        while time.perf_counter() < stop_at:
+            result = await client.send_template(
+                endpoint,
+                to_e164=f"+49151{worker:04d}{n % 1000:03d}",
+                template="bf_offer",
+                language="en",
+                body_params=["Anna", "20%"],
+                callback_data=f"attempt-{worker}-{n}",
+            )
+            if result.wamid is None:
+                raise RuntimeError(f"bench send failed: {result}")
+            n += 1
+            done += 1
+
+    # Warm-up: open the pool's connections before timing.
+    stop_at = time.perf_counter() + 0.5
+    await asyncio.gather(*(sender(i) for i in range(concurrency)))
+    done = 0
+    started = time.perf_counter()
+    stop_at = started + duration_s
+    await asyncio.gather(*(sender(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def _run(port: int, concurrency: int, duration_s: float) -> dict[str, float | int]:
+    endpoint = WhatsAppEndpoint(
+        base_url=f"http://127.0.0.1:{port}",
+        api_version="v21.0",
+        phone_number_id="1234",
+        token="bench-token",
+    )
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    default = WhatsAppClient(
+        max_connections=concurrency, transport=httpx.AsyncHTTPTransport(limits=limits)
+    )
+    try:
+        httpx_rps = await _measure(default, endpoint, concurrency, duration_s)
+    finally:
+        await default.aclose()
+    aio = WhatsAppClient(max_connections=concurrency)  # the client's default: aiohttp
+    try:
+        aiohttp_rps = await _measure(aio, endpoint, concurrency, duration_s)
+    finally:
+        await aio.aclose()
+    return {
+        "httpx_default_rps": round(httpx_rps, 1),
+        "httpx_aiohttp_rps": round(aiohttp_rps, 1),
+        "ratio": round(aiohttp_rps / httpx_rps, 2),
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(_serve())
+        return
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        result = asyncio.run(_run(port, args.concurrency, args.duration))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Per-sender token bucket shared by every worker, and the campaign pause flags (Redis).
+
+The bucket is one Lua script (one round trip per call) over one hash per sender
+(``tokens``, ``ts``, plus the last ``rate``/``burst``), timed by the Redis server clock
+(``TIME``) so worker clocks do not matter.
+
+Why ``acquire`` may *book* a token: with hundreds of concurrent acquirers per sender, a
+plain "take a token or come back when the next one is due" bucket wakes every waiter for
+every token (1,000 waiters x 1,000 tokens/s = 10^6 round trips/s). Instead the script lets
+a caller take a token that becomes due within ``reserve_ahead_s`` (the balance goes
+negative: a queue of booked slots) and says how long to sleep; when that queue is full it
+says when it will have room. Inside a process only one coroutine per sender talks to
+Redis at a time, so Redis sees about ``rate + processes / reserve_ahead_s`` calls/s. The
+rate stays exact because the balance is charged at booking time. A booked slot cannot be
+revoked: after ``penalize`` at most ``rate * reserve_ahead_s`` booked sends still go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+__all__ = ["LimiterStats", "PauseFlags", "RateLimiter", "default_burst"]
+
+# KEYS[1] bucket hash. ARGV: rate (tokens/s), burst, cost, horizon_s, penalty_s.
+# Acquire (penalty_s = 0) returns {taken, wait_us}:
+#   {1, 0}  taken now;  {1, w}  taken (booked), due in w us: sleep, then go;
+#   {0, w}  not taken, retry in w us (horizon 0: until a token is due).
+# Penalty (penalty_s > 0, rate/burst "0": use the stored ones): no tokens until
+# now + penalty_s; booked slots stay owed. Refill is suspended while ts is in the future.
+# Replies are integers (Redis truncates Lua numbers); state is written with %.17g because
+# tostring() keeps 14 digits, too few for microsecond timestamps.
+_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local st = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'burst')
+local rate = tonumber(ARGV[1]) / 1000000
+local burst = tonumber(ARGV[2])
+if rate <= 0 then rate = (tonumber(st[3]) or 0) / 1000000 end
+if burst <= 0 then burst = tonumber(st[4]) or 0 end
+local cost = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4]) * 1000000
+local penalty = tonumber(ARGV[5]) * 1000000
+local tokens = tonumber(st[1])
+local ts = tonumber(st[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate)
+  ts = now
+end
+local taken = 0
+local wait = 0
+if penalty > 0 then
+  tokens = math.min(tokens, 0)
+  ts = math.max(ts, now + penalty)
+else
+  -- A billionth of a token of float error must not cost a 1 us wait.
+  local need = cost - tokens
+  if need < 1e-9 then need = 0 end
+  wait = (ts - now) + need / rate
+  if wait <= horizon then
+    tokens = tokens - cost
+    taken = 1
+  else
+    wait = wait - horizon
+  end
+end
+local f = '%.17g'
+redis.call('HSET', KEYS[1], 'tokens', string.format(f, tokens), 'ts', string.format(f, ts),
+  'rate', string.format(f, rate * 1000000), 'burst', string.format(f, burst))
+-- Expire once the bucket would be full again: a missing key means exactly that.
+local full_in = ts - now
+if rate > 0 then full_in = full_in + math.max(0, burst - tokens) / rate end
+redis.call('PEXPIRE', KEYS[1], math.ceil(full_in / 1000) + 1000)
+return {taken, math.ceil(wait)}
+"""
+
+
+def default_burst(rate_per_s: float) -> float:
+    """A tenth of a second of tokens (at least one).
+
+    Big enough that short event-loop stalls do not lose tokens of an idle bucket, small
+    enough that the initial burst adds < 1% over a 30 s window and a 1 s window of the
+    platform sees at most 1.1 x the rate.
+    """
+    return max(1.0, rate_per_s / 10.0)
+
+
+@dataclass(slots=True)
+class LimiterStats:
+    """Counters for metrics: how often and how long senders waited for a token."""
+
+    acquired: int = 0
+    waits: int = 0
+    waited_s: float = 0.0
+    round_trips: int = 0
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str = "wa:rl",
+        reserve_ahead_s: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        if reserve_ahead_s < 0:
+            raise ValueError("reserve_ahead_s must be >= 0")
+        self._redis = redis
+        self._prefix = key_prefix
+        self._horizon = reserve_ahead_s
+        self._rng = rng or random.Random()
+        # EVALSHA, falling back to SCRIPT LOAD after a Redis restart (NoScriptError).
+        self._script = redis.register_script(_BUCKET_LUA)
+        self._gates: dict[str, asyncio.Lock] = {}  # per sender; see acquire()
+        self.stats = LimiterStats()
+
+    def key(self, sender_id: str) -> str:
+        return f"{self._prefix}:{sender_id}"
+
+    async def _call(
+        self, sender_id: str, rate: float, burst: float, horizon: float, penalty: float = 0.0
+    ) -> tuple[bool, float]:
+        self.stats.round_trips += 1
+        reply = await self._script(
+            keys=[self.key(sender_id)],
+            args=[repr(rate), repr(burst), "1", repr(horizon), repr(penalty)],
+        )
+        taken, wait_us = reply
+        return bool(int(taken)), int(wait_us) / 1_000_000
+
+    @staticmethod
+    def _check(rate_per_s: float, burst: float | None) -> float:
+        if not rate_per_s > 0:
+            raise ValueError("rate_per_s must be > 0")
+        burst = default_burst(rate_per_s) if burst is None else burst
+        if not burst >= 1:
+            raise ValueError("burst must be >= 1 (one message costs one token)")
+        return burst
+
+    async def try_acquire(
+        self, sender_id: str, rate_per_s: float, *, burst: float | None = None
+    ) -> float:
+        """One round trip: 0.0 if a token was taken, else seconds until one is due."""
+        burst = self._check(rate_per_s, burst)
+        taken, wait = await self._call(sender_id, rate_per_s, burst, 0.0)
+        if taken:
+            self.stats.acquired += 1
+            return 0.0
+        return max(wait, 1e-6)  # never 0.0 when nothing was taken
+
+    async def acquire(
+        self, sender_id: str, rate_per_s: float, *, burst: float | None = None
+    ) -> float:
+        """Wait for one token of ``sender_id``; returns the seconds waited.
+
+        Each loop is one script call that either takes (or books) a token or says how long
+        until the booking horizon has room; the sleep is that time, never a fixed poll.
+        Within a process, one coroutine per sender talks to Redis at a time (a FIFO lock
+        held only while booking), so Redis sees about ``rate + processes / horizon`` calls
+        per second however many coroutines wait. Cancellation while sleeping on a booked
+        slot wastes that one slot, nothing more.
+        """
+        burst = self._check(rate_per_s, burst)
+        started = time.monotonic()
+        gate = self._gates.get(sender_id)
+        if gate is None:
+            gate = self._gates[sender_id] = asyncio.Lock()
+        blocked = gate.locked()
+        async with gate:
+            while True:
+                taken, wait = await self._call(sender_id, rate_per_s, burst, self._horizon)
+                if taken:
+                    break
+                # Booking queue full: come back when it has room, plus a spread so that
+                # processes do not all return together. Half the horizon leaves the
+                # queue at least half full meanwhile, so no token goes unused.
+                blocked = True
+                await asyncio.sleep(wait + self._rng.uniform(0.0, self._horizon / 2))
+        if wait > 0:
+            blocked = True
+            await asyncio.sleep(wait)  # the booked slot; outside the gate
+        self.stats.acquired += 1
+        if not blocked:
+            return 0.0
+        waited = time.monotonic() - started
+        self.stats.waits += 1
+        self.stats.waited_s += waited
+        return waited
+
+    async def penalize(self, sender_id: str, seconds: float) -> None:
+        """No new tokens for ``sender_id`` for ``seconds`` (after 130429), for every worker.
+
+        Extends, never shortens, a running penalty; afterwards the bucket refills from
+        empty, so there is no burst right after it.
+        """
+        if not seconds > 0:
+            return
+        # rate/burst "0": the script refills with the ones stored by the last acquire.
+        await self._call(sender_id, 0.0, 0.0, 0.0, penalty=seconds)
+
+    async def reset(self, sender_id: str) -> None:
+        await self._redis.delete(self.key(sender_id))
+
+
+class PauseFlags:
+    """Campaign pause flags, read before each message (design: pause within 1 s).
+
+    Postgres stays the source of truth (claims only take running campaigns); the flag is
+    what stops sends already claimed. No TTL: a pause lasts until cleared.
+    """
+
+    def __init__(self, redis: aioredis.Redis, key_prefix: str = "wa:paused") -> None:
+        self._redis = redis
+        self._prefix = key_prefix
+
+    def key(self, campaign_id: int) -> str:
+        return f"{self._prefix}:{campaign_id}"
+
+    async def set_paused(self, campaign_id: int) -> None:
+        await self._redis.set(self.key(campaign_id), b"1")
+
+    async def clear(self, campaign_id: int) -> None:
+        await self._redis.delete(self.key(campaign_id))
+
+    async def is_paused(self, campaign_id: int) -> bool:
+        return bool(await self._redis.exists(self.key(campaign_id)))

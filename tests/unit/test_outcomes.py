@@ -1,0 +1,242 @@
+"""Every row of the provider-notes error table, the HTTP/transport fallbacks and backoff."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from campaigns.outcomes import (
+    ERROR_CLASSES,
+    Decision,
+    OutcomeKind,
+    SendResult,
+    TransportFailure,
+    backoff_seconds,
+    classify,
+    describe_error,
+)
+
+RETRY, FAILED, ERROR = OutcomeKind.RETRY, OutcomeKind.SENDING_FAILED, OutcomeKind.ERROR
+
+
+def _error(code: int, status: int = 400, details: str | None = "some details") -> SendResult:
+    return SendResult(
+        http_status=status,
+        error_code=code,
+        error_subcode=2494010,
+        error_title=f"(#{code}) title",
+        error_details=details,
+    )
+
+
+def _classify(result: SendResult, attempt_no: int = 1, max_attempts: int = 5) -> Decision:
+    return classify(result, attempt_no, max_attempts, random.Random(7))
+
+
+# code, kind, pause_campaign, slow_down, opted_out, minimum retry delay (s)
+TABLE: list[tuple[int, OutcomeKind, bool, bool, bool, float]] = [
+    (130429, RETRY, False, True, False, 1.0),
+    (131056, RETRY, False, False, False, 60.0),
+    (80007, RETRY, False, True, False, 60.0),
+    (4, RETRY, False, True, False, 60.0),
+    (613, RETRY, False, True, False, 60.0),
+    (131000, RETRY, False, False, False, 0.0),
+    (1, RETRY, False, False, False, 0.0),
+    (2, RETRY, False, False, False, 0.0),
+    (131016, RETRY, False, False, False, 0.0),
+    (131026, FAILED, False, False, False, 0.0),
+    (1013, FAILED, False, False, False, 0.0),
+    (131049, FAILED, False, False, False, 0.0),
+    (131050, FAILED, False, False, True, 0.0),
+    (131047, ERROR, False, False, False, 0.0),
+    (470, ERROR, False, False, False, 0.0),
+    (131048, ERROR, True, False, False, 0.0),
+    (131008, ERROR, False, False, False, 0.0),
+    (131009, ERROR, False, False, False, 0.0),
+    (100, ERROR, False, False, False, 0.0),
+    (132000, ERROR, False, False, False, 0.0),
+    (132001, ERROR, True, False, False, 0.0),
+    (132005, ERROR, True, False, False, 0.0),
+    (132007, ERROR, True, False, False, 0.0),
+    (132015, ERROR, True, False, False, 0.0),
+    (132016, ERROR, True, False, False, 0.0),
+    (190, ERROR, True, False, False, 0.0),
+    (10, ERROR, True, False, False, 0.0),
+    (200, ERROR, True, False, False, 0.0),
+    (3, ERROR, True, False, False, 0.0),
+    (131031, ERROR, True, False, False, 0.0),
+    (368, ERROR, True, False, False, 0.0),
+    (133010, ERROR, True, False, False, 0.0),
+]
+
+
+def test_table_covers_every_documented_code() -> None:
+    assert {row[0] for row in TABLE} == set(ERROR_CLASSES)
+
+
+@pytest.mark.parametrize(("code", "kind", "pause", "slow", "opted_out", "min_delay"), TABLE)
+def test_error_table_row(
+    code: int, kind: OutcomeKind, pause: bool, slow: bool, opted_out: bool, min_delay: float
+) -> None:
+    decision = _classify(_error(code))
+    assert decision.kind is kind
+    assert decision.pause_campaign is pause
+    assert decision.slow_down is slow
+    assert decision.opted_out is opted_out
+    assert str(code) in decision.reason
+    assert "some details" in decision.reason  # error_data.details kept for the operator
+    if kind is RETRY:
+        assert decision.retry_after_s is not None
+        assert decision.retry_after_s >= max(min_delay, 1.0)
+    else:
+        assert decision.retry_after_s is None
+
+
+@pytest.mark.parametrize("code", [c for c, kind, *_ in TABLE if kind is RETRY])
+def test_retry_past_max_attempts_is_error(code: int) -> None:
+    decision = _classify(_error(code), attempt_no=5, max_attempts=5)
+    assert decision.kind is ERROR
+    assert decision.reason.startswith("retries exhausted: ")
+    assert str(code) in decision.reason
+    assert decision.retry_after_s is None
+    assert not decision.pause_campaign
+
+
+def test_exhausted_throughput_limit_still_slows_the_sender() -> None:
+    assert _classify(_error(130429), attempt_no=3, max_attempts=3).slow_down
+
+
+def test_last_allowed_retry_is_still_retry() -> None:
+    assert _classify(_error(131000), attempt_no=4, max_attempts=5).kind is RETRY
+
+
+def test_pair_rate_retry_is_minutes_not_seconds() -> None:
+    delays = [
+        classify(_error(131056), 1, 5, random.Random(seed)).retry_after_s for seed in range(50)
+    ]
+    assert all(d is not None and 60.0 <= d <= 960.0 for d in delays)
+
+
+def test_success_is_sent() -> None:
+    result = SendResult(wamid="wamid.X", wa_id="4915123456789", http_status=200)
+    assert _classify(result) == Decision(OutcomeKind.SENT, reason="accepted")
+
+
+def test_2xx_without_wamid_is_unknown_not_retry() -> None:
+    decision = _classify(SendResult(http_status=200, error_details="garbage"))
+    assert decision.kind is OutcomeKind.UNKNOWN
+
+
+def test_after_send_transport_failure_is_unknown_and_never_retried() -> None:
+    result = SendResult(transport=TransportFailure.AFTER_SEND, error_title="ReadTimeout")
+    decision = _classify(result, attempt_no=1, max_attempts=5)
+    assert decision.kind is OutcomeKind.UNKNOWN
+    assert decision.retry_after_s is None
+    assert "ReadTimeout" in decision.reason
+
+
+def test_connect_failure_is_retried_with_backoff() -> None:
+    result = SendResult(transport=TransportFailure.CONNECT, error_title="ConnectError")
+    decision = _classify(result)
+    assert decision.kind is RETRY
+    assert decision.retry_after_s is not None
+    assert "ConnectError" in decision.reason
+    assert _classify(result, attempt_no=5, max_attempts=5).kind is ERROR
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_without_code_is_retried(status: int) -> None:
+    decision = _classify(SendResult(http_status=status, error_details="<html>bad gateway"))
+    assert decision.kind is RETRY
+    assert f"HTTP {status}" in decision.reason
+
+
+def test_5xx_with_unknown_code_is_retried() -> None:
+    assert _classify(_error(999999, status=503)).kind is RETRY
+
+
+def test_5xx_with_known_code_follows_the_code() -> None:
+    assert _classify(_error(131026, status=500)).kind is FAILED
+
+
+def test_unknown_code_is_error_with_code_in_reason() -> None:
+    decision = _classify(_error(987654))
+    assert decision.kind is ERROR
+    assert not decision.pause_campaign
+    assert "987654" in decision.reason
+
+
+def test_401_without_body_pauses() -> None:
+    decision = _classify(SendResult(http_status=401))
+    assert decision.kind is ERROR
+    assert decision.pause_campaign
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_wrong_credentials_or_url_without_code_pause(status: int) -> None:
+    assert _classify(SendResult(http_status=status)).pause_campaign
+
+
+def test_429_without_code_is_retry_and_slow_down() -> None:
+    decision = _classify(SendResult(http_status=429))
+    assert decision.kind is RETRY
+    assert decision.slow_down
+
+
+def test_other_4xx_without_code_is_error() -> None:
+    decision = _classify(SendResult(http_status=413))
+    assert decision.kind is ERROR
+    assert "413" in decision.reason
+
+
+def test_no_response_at_all_is_unknown() -> None:
+    assert _classify(SendResult()).kind is OutcomeKind.UNKNOWN
+
+
+def test_reason_is_bounded() -> None:
+    assert len(_classify(_error(131026, details="x" * 10_000)).reason) <= 500
+
+
+def test_invalid_attempt_numbers() -> None:
+    with pytest.raises(ValueError, match="1-based"):
+        classify(SendResult(), 0, 5)
+
+
+def test_describe_error() -> None:
+    assert describe_error(131050) == "131050: recipient stopped marketing messages"
+    assert describe_error(42) == "42: unknown platform error"
+
+
+@given(
+    attempt_no=st.integers(min_value=1, max_value=10_000),
+    base=st.floats(min_value=0.0, max_value=100.0),
+    cap=st.floats(min_value=0.0, max_value=10_000.0),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_backoff_within_bounds(attempt_no: int, base: float, cap: float, seed: int) -> None:
+    delay = backoff_seconds(attempt_no, base=base, cap=cap, rng=random.Random(seed))
+    assert 0.0 <= delay <= min(cap, base * 2.0 ** min(attempt_no - 1, 1023))
+
+
+@given(seed=st.integers(min_value=0, max_value=2**32))
+def test_backoff_first_attempt_is_at_most_base(seed: int) -> None:
+    assert backoff_seconds(1, base=2.0, cap=900.0, rng=random.Random(seed)) <= 2.0
+
+
+@given(attempt_no=st.integers(min_value=1, max_value=12))
+def test_backoff_grows_exponentially_up_to_the_cap(attempt_no: int) -> None:
+    # Full jitter: the top of the range doubles per attempt until it reaches the cap.
+    samples = [
+        backoff_seconds(attempt_no, base=2.0, cap=900.0, rng=random.Random(s)) for s in range(200)
+    ]
+    ceiling = min(900.0, 2.0 * 2 ** (attempt_no - 1))
+    assert max(samples) <= ceiling
+    assert max(samples) > 0.9 * ceiling  # the jitter spans the whole range
+
+
+def test_backoff_rejects_attempt_zero() -> None:
+    with pytest.raises(ValueError, match="1-based"):
+        backoff_seconds(0, rng=random.Random(1))

@@ -1,0 +1,244 @@
+"""Redis token bucket and pause flags, on fakeredis (Lua through ``lupa``).
+
+Pacing is checked on a simulated Redis clock: the script reads ``TIME`` from the server,
+so moving fakeredis' clock moves the bucket without sleeping. ``acquire`` (which sleeps)
+is checked with short real waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import fakeredis.aioredis
+import pytest
+import redis.asyncio as aioredis
+from fakeredis.commands_mixins import server_mixin
+
+from campaigns.clients.ratelimit import PauseFlags, RateLimiter, default_burst
+
+T = TypeVar("T")
+
+
+class FakeClock:
+    """Stands in for the ``time`` module fakeredis' TIME command reads."""
+
+    def __init__(self) -> None:
+        self.now_us = int(time.time() * 1_000_000)  # whole microseconds, like TIME
+
+    @property
+    def now(self) -> float:
+        return self.now_us / 1_000_000
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now_us += round(seconds * 1_000_000)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(server_mixin, "time", fake)
+    return fake
+
+
+def with_redis(test: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def main() -> T:
+        r = fakeredis.aioredis.FakeRedis()
+        try:
+            return await test(r)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(main())
+
+
+async def granted_over(
+    limiter: RateLimiter, clock: FakeClock, sender: str, rate: float, seconds: float
+) -> int:
+    """Take every token the bucket gives over ``seconds`` of simulated time."""
+    end = clock.now + seconds
+    granted = 0
+    while clock.now < end:
+        wait = await limiter.try_acquire(sender, rate)
+        if wait == 0.0:
+            granted += 1
+        else:
+            clock.advance(wait)
+    return granted
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(80.0, 1.0), (1000.0, 0.05), (0.5, 20.0)])
+def test_tokens_granted_at_the_configured_pace(
+    clock: FakeClock, rate: float, seconds: float
+) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        granted = await granted_over(limiter, clock, "s1", rate, seconds)
+        # One initial burst, then exactly the rate (+1 for the token due at the end).
+        expected = default_burst(rate) + rate * seconds
+        assert expected - 1 <= granted <= expected + 1
+
+    with_redis(test)
+
+
+def test_try_acquire_reports_the_wait_for_the_next_token(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        assert await limiter.try_acquire("s", 10.0, burst=1) == 0.0
+        assert await limiter.try_acquire("s", 10.0, burst=1) == pytest.approx(0.1, abs=1e-5)
+        clock.advance(0.06)
+        assert await limiter.try_acquire("s", 10.0, burst=1) == pytest.approx(0.04, abs=1e-5)
+        clock.advance(0.04)
+        assert await limiter.try_acquire("s", 10.0, burst=1) == 0.0
+
+    with_redis(test)
+
+
+def test_idle_bucket_refills_only_up_to_burst(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        assert await limiter.try_acquire("s", 100.0, burst=5) == 0.0
+        clock.advance(60.0)
+        taken = [await limiter.try_acquire("s", 100.0, burst=5) for _ in range(6)]
+        assert taken[:5] == [0.0] * 5
+        assert taken[5] > 0.0
+
+    with_redis(test)
+
+
+def test_senders_are_independent(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        assert await limiter.try_acquire("a", 1.0, burst=1) == 0.0
+        assert await limiter.try_acquire("a", 1.0, burst=1) > 0.0
+        assert await limiter.try_acquire("b", 1.0, burst=1) == 0.0
+        await limiter.penalize("a", 30.0)
+        assert await limiter.try_acquire("b", 1.0, burst=1) == pytest.approx(1.0, abs=1e-5)
+
+    with_redis(test)
+
+
+def test_workers_share_one_bucket(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        one, two = RateLimiter(r), RateLimiter(r)  # two processes, one Redis
+        assert await one.try_acquire("s", 1.0, burst=1) == 0.0
+        assert await two.try_acquire("s", 1.0, burst=1) > 0.0
+
+    with_redis(test)
+
+
+def test_penalize_blocks_then_refills_from_empty(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        assert await limiter.try_acquire("s", 100.0, burst=10) == 0.0
+        await limiter.penalize("s", 2.0)
+        assert await limiter.try_acquire("s", 100.0, burst=10) == pytest.approx(2.01, abs=1e-4)
+        clock.advance(1.0)
+        assert await limiter.try_acquire("s", 100.0, burst=10) == pytest.approx(1.01, abs=1e-4)
+        clock.advance(1.0)
+        # No burst right after the penalty: one token per 1/rate again.
+        assert await limiter.try_acquire("s", 100.0, burst=10) == pytest.approx(0.01, abs=1e-4)
+        clock.advance(0.01)
+        assert await limiter.try_acquire("s", 100.0, burst=10) == 0.0
+
+    with_redis(test)
+
+
+def test_penalize_extends_never_shortens(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        await limiter.penalize("s", 5.0)
+        await limiter.penalize("s", 1.0)
+        assert await limiter.try_acquire("s", 1000.0) >= 5.0
+        await limiter.penalize("s", 10.0)
+        assert await limiter.try_acquire("s", 1000.0) >= 10.0
+
+    with_redis(test)
+
+
+def test_penalize_on_an_unknown_sender_blocks_it(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        await limiter.penalize("new", 3.0)
+        assert await limiter.try_acquire("new", 80.0) == pytest.approx(3.0 + 1 / 80, abs=1e-4)
+
+    with_redis(test)
+
+
+def test_bucket_key_expires_once_it_would_be_full(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r, key_prefix="t:rl")
+        await limiter.try_acquire("s", 10.0, burst=1)
+        ttl_ms = await r.pttl("t:rl:s")
+        assert 1000 < ttl_ms <= 1100  # 0.1 s to refill + 1 s margin
+
+    with_redis(test)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0.0, None), (-1.0, None), (10.0, 0.5)])
+def test_invalid_rates_are_refused(rate: float, burst: float | None) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        with pytest.raises(ValueError, match="must be"):
+            await RateLimiter(r).acquire("s", rate, burst=burst)
+
+    with_redis(test)
+
+
+def test_acquire_without_waiting_returns_zero() -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        assert await limiter.acquire("s", 100.0, burst=3) == 0.0
+        assert limiter.stats.acquired == 1
+        assert limiter.stats.waits == 0
+
+    with_redis(test)
+
+
+def test_concurrent_acquirers_are_paced_without_polling() -> None:
+    rate, n, horizon = 100.0, 25, 0.1
+
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r, reserve_ahead_s=horizon)
+        started = time.monotonic()
+        waits = await asyncio.gather(*(limiter.acquire("s", rate, burst=1) for _ in range(n)))
+        elapsed = time.monotonic() - started
+        # burst 1, then one token per 10 ms: the last one is due after (n - 1) / rate.
+        assert (n - 1) / rate - 0.02 <= elapsed <= (n - 1) / rate + 0.25
+        assert limiter.stats.acquired == n
+        assert limiter.stats.waits == n - 1
+        assert limiter.stats.waited_s == pytest.approx(sum(waits))
+        # Booked slots need one round trip; others come back spread over the horizon.
+        # A poll-per-token design would need ~n * n / 2 = 300 round trips here.
+        assert limiter.stats.round_trips < 4 * n
+
+    with_redis(test)
+
+
+def test_pause_flags() -> None:
+    async def test(r: aioredis.Redis) -> None:
+        flags = PauseFlags(r)
+        assert not await flags.is_paused(7)
+        await flags.set_paused(7)
+        assert await flags.is_paused(7)
+        assert not await flags.is_paused(8)
+        await flags.set_paused(7)  # idempotent
+        await flags.clear(7)
+        assert not await flags.is_paused(7)
+        await flags.clear(7)  # clearing twice is fine
+        assert await r.ttl(flags.key(7)) == -2
+
+    with_redis(test)
+
+
+def test_pause_flag_has_no_ttl() -> None:
+    async def test(r: aioredis.Redis) -> None:
+        flags = PauseFlags(r, key_prefix="t:paused")
+        await flags.set_paused(1)
+        assert await r.ttl("t:paused:1") == -1
+
+    with_redis(test)
