@@ -44,6 +44,7 @@ __all__ = [
     "TemplateSendRequest",
     "WebhookContact",
     "WebhookPayload",
+    "WebhookProfile",
     "sign_payload",
     "verify_signature",
 ]
