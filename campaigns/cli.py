@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("up", "down"))
     command("migrate", cmd_migrate, "apply the database migrations")
 
-    p = command("worker", cmd_worker, "run a Celery worker")  # type: ignore[arg-type]
+    p = command("worker", cmd_worker, "run a Celery worker")
     p.add_argument("-Q", "--queues", default="ingest,dispatch,webhooks")
     p.add_argument("-c", "--concurrency", type=int)
 

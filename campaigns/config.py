@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="'production' refuses placeholder secrets")
     database_url: str | None = Field(None, description="unset: embedded Postgres under DATA_DIR")
     redis_url: str | None = Field(None, description="unset: embedded redis-server under DATA_DIR")
-    data_dir: Path = Field(Path(".data"), description="embedded services' data and the upload spool")
+    data_dir: Path = Field(
+        Path(".data"), description="embedded services' data and the upload spool"
+    )
     upload_dir: Path | None = Field(None, description="spool for uploaded files (shared volume)")
 
     max_upload_bytes: int = 200 * 1024 * 1024

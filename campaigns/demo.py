@@ -16,7 +16,11 @@ from schemas.api import CampaignCreate
 def run_demo(*, contacts: int, as_json: bool) -> int:
     started = time.monotonic()
     runtime = resolve()
-    say = (lambda _msg: None) if as_json else (lambda msg: print(msg, file=sys.stderr))
+
+    def say(message: str) -> None:
+        if not as_json:
+            print(message, file=sys.stderr)
+
     if contacts == 10_000 and sample_data.EXAMPLE_CSV.exists():
         csv_path = sample_data.EXAMPLE_CSV
     else:

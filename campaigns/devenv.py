@@ -121,7 +121,9 @@ def ensure_database(server_uri: str, name: str, *, recreate: bool = False) -> st
 
     with psycopg.connect(server_uri, autocommit=True) as conn:
         if recreate:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -187,16 +189,26 @@ class EmbeddedRedis:
             subprocess.run(
                 [
                     str(_redis_server_binary()),
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--dir", str(self.data_dir.resolve()),
-                    "--appendonly", "yes",
-                    "--appendfsync", "everysec",
-                    "--save", "",
-                    "--maxmemory-policy", "noeviction",
-                    "--daemonize", "yes",
-                    "--pidfile", str(self._pid_file.resolve()),
-                    "--logfile", str((self.data_dir / "redis.log").resolve()),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.data_dir.resolve()),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--maxmemory-policy",
+                    "noeviction",
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    str(self._pid_file.resolve()),
+                    "--logfile",
+                    str((self.data_dir / "redis.log").resolve()),
                 ],
                 check=True,
             )

@@ -39,7 +39,7 @@ def follow_upload(
     periodic re-read covers a message lost while Redis restarted.
     """
     client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(channel(upload_id))
     try:
         current = services.get_upload(engine, upload_id)

@@ -18,6 +18,7 @@ _FIRST_NAMES = ("Anna", "Jonas", "Lea", "Mateo", "Sofia", "Liam", "Ã‰lodie", "SÃ
 def _mobile_template(region: str) -> tuple[int, str]:
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
     assert example is not None
+    assert example.country_code is not None
     return example.country_code, str(example.national_number)
 
 

@@ -53,8 +53,16 @@ CONTACT_TRANSITIONS: Mapping[ContactState, frozenset[ContactState]] = {
     C.INVALID_RECORD: frozenset(),
     # Back to Initial / Retry scheduled: a pause released a claim that was never sent.
     C.IN_PROGRESS: frozenset(
-        {C.SENT, C.RETRY_SCHEDULED, C.SENDING_FAILED, C.ERROR, C.INITIAL, C.DELIVERED, C.READ,
-         C.DELIVERY_FAILED}
+        {
+            C.SENT,
+            C.RETRY_SCHEDULED,
+            C.SENDING_FAILED,
+            C.ERROR,
+            C.INITIAL,
+            C.DELIVERED,
+            C.READ,
+            C.DELIVERY_FAILED,
+        }
     ),
     C.RETRY_SCHEDULED: frozenset({C.IN_PROGRESS, C.ERROR, C.REMOVED, C.CANCELED_BY_ADMIN}),
     C.SENT: frozenset({C.DELIVERED, C.READ, C.DELIVERY_FAILED}),

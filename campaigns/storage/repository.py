@@ -329,4 +329,5 @@ def api_token_exists(conn: Connection, token: str) -> bool:
 
 
 def now(conn: Connection) -> datetime:
-    return conn.execute(select(func.now())).scalar_one()  # type: ignore[no-any-return]
+    moment: datetime = conn.execute(select(func.now())).scalar_one()
+    return moment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -209,10 +210,10 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-campaigns_t = Campaign.__table__
-uploads_t = Upload.__table__
-contacts_t = Contact.__table__
-contact_events_t = ContactEvent.__table__
-campaign_events_t = CampaignEvent.__table__
-opt_outs_t = OptOut.__table__
-api_tokens_t = ApiToken.__table__
+campaigns_t = cast(Table, Campaign.__table__)
+uploads_t = cast(Table, Upload.__table__)
+contacts_t = cast(Table, Contact.__table__)
+contact_events_t = cast(Table, ContactEvent.__table__)
+campaign_events_t = cast(Table, CampaignEvent.__table__)
+opt_outs_t = cast(Table, OptOut.__table__)
+api_tokens_t = cast(Table, ApiToken.__table__)

@@ -33,7 +33,9 @@ def test_contact_transition_follows_the_table(current: ContactState, target: Con
 
 
 @given(st.sampled_from(list(S)), st.sampled_from(list(S)))
-def test_campaign_transition_follows_the_table(current: CampaignStatus, target: CampaignStatus) -> None:
+def test_campaign_transition_follows_the_table(
+    current: CampaignStatus, target: CampaignStatus
+) -> None:
     if target in CAMPAIGN_TRANSITIONS[current]:
         assert campaign_transition(current, target) is target
     else:
@@ -61,10 +63,15 @@ def test_every_state_has_a_row_and_a_label() -> None:
 
 
 def test_terminal_and_pending_sets() -> None:
-    assert TERMINAL_CONTACT_STATES == {
-        C.INVALID_RECORD, C.READ, C.DELIVERY_FAILED, C.SENDING_FAILED, C.ERROR, C.REMOVED,
+    assert {
+        C.INVALID_RECORD,
+        C.READ,
+        C.DELIVERY_FAILED,
+        C.SENDING_FAILED,
+        C.ERROR,
+        C.REMOVED,
         C.CANCELED_BY_ADMIN,
-    }
+    } == TERMINAL_CONTACT_STATES
     assert PENDING_CONTACT_STATES.isdisjoint(TERMINAL_CONTACT_STATES)
 
 
