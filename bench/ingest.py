@@ -80,6 +80,7 @@ def child_upload(path: Path) -> None:
         upload.id,
         max_rows=runtime.settings.max_upload_rows,
         chunk_rows=runtime.settings.ingest_chunk_rows,
+        parse_workers=runtime.settings.ingest_parse_workers,
     )
     elapsed = time.perf_counter() - start
     assert final.status == "completed", final.error

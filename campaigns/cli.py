@@ -279,6 +279,10 @@ def worker_argv(queues: str, concurrency: int | None, *, hostname: str | None = 
         "INFO",
         "-E",
     ]
+    if queues == "ingest":
+        # Ingest tasks fan phone parsing out to a process pool, which a daemonic prefork
+        # child may not start; threads keep the task in the (non-daemonic) worker process.
+        argv += ["--pool", "threads"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if hostname:
@@ -390,8 +394,9 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from campaigns.commands import CommandRefused
     from campaigns.csv_intake import UploadRefused
-    from campaigns.services import CommandRefused, NotFound
+    from campaigns.services import NotFound
     from campaigns.states import IllegalTransition
 
     args = build_parser().parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     max_upload_rows: int = 5_000_000
     ingest_chunk_rows: int = 10_000
+    ingest_parse_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="processes parsing phones per upload (needs a non-prefork ingest worker)",
+    )
 
     api_tokens: SecretStr = Field(SecretStr(""), description="comma-separated bearer tokens")
 

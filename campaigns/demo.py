@@ -31,7 +31,7 @@ def run_demo(*, contacts: int, as_json: bool) -> int:
     from campaigns.cli import worker_argv
 
     worker = subprocess.Popen(
-        worker_argv("ingest,dispatch,webhooks", 2, hostname="demo@%h"),
+        worker_argv("ingest", 2, hostname="demo-ingest@%h"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -11,10 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from enum import StrEnum
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberFormat
+from phonenumbers import (
+    NumberParseException,
+    PhoneNumber,
+    PhoneNumberFormat,
+    country_code_for_region,
+)
 from phonenumbers import timezone as pn_timezone
 
 
@@ -103,6 +109,13 @@ def normalize_phone(raw: str, default_region: str) -> PhoneOk | PhoneBad:
     if has_letter:
         return _SCIENTIFIC_BAD if _SCIENTIFIC(s) else _NOT_A_NUMBER
 
+    # Excel's lost "+" on a number of the campaign's own country ("4915123456789" in DE): some
+    # regions' rules also accept those digits as a (different!) national number, so the
+    # international reading must win. A national number is written with its trunk "0".
+    if s[0] != "0" and s.isdigit() and len(s) >= 10 and s.startswith(_own_code(default_region)):
+        own = _parse_valid("+" + s)
+        if own is not None:
+            return own
     try:
         p = _parse(s, default_region)
     except NumberParseException as exc:
@@ -110,6 +123,12 @@ def normalize_phone(raw: str, default_region: str) -> PhoneOk | PhoneBad:
     if _is_valid(p):
         return PhoneOk(_format(p, _E164))
     return _repair(s, default_region, p, None)
+
+
+@lru_cache(maxsize=512)
+def _own_code(region: str) -> str:
+    code = country_code_for_region(region)
+    return str(code) if code else "\x00"  # unknown region: a prefix no digit string has
 
 
 def _repair(

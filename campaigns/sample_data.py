@@ -25,10 +25,12 @@ def _mobile_template(region: str) -> tuple[int, str]:
 _TEMPLATES = {region: _mobile_template(region) for region in _REGIONS}
 
 
-def _valid_number(rng: random.Random, region: str, serial: int) -> tuple[int, str]:
+def _valid_number(region: str, serial: int) -> tuple[int, str]:
+    """The region's example mobile with its last digits replaced by the serial: unique per row."""
     country_code, national = _TEMPLATES[region]
-    tail = f"{serial % 100000:05d}"
-    return country_code, national[: -len(tail)] + tail
+    width = min(6, len(national) - 4)
+    tail = f"{serial % 10**width:0{width}d}"
+    return country_code, national[:-width] + tail
 
 
 def _format(rng: random.Random, region: str, country_code: int, national: str, home: str) -> str:
@@ -74,7 +76,7 @@ def generate_rows(
             phone = rng.choice(recent)
         else:
             region = home_region if rng.random() < 0.5 else rng.choice(_REGIONS)
-            country_code, national = _valid_number(rng, region, serial)
+            country_code, national = _valid_number(region, serial)
             phone = _format(rng, region, country_code, national, home_region)
             if len(recent) < 1000:
                 recent.append(phone)

@@ -6,25 +6,30 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping
 
+from campaigns.commands import CommandRefused, check_upload
 from campaigns.csv_intake import (
     CsvLayout,
     InvalidRow,
+    RawRecord,
     RefusalCode,
     UploadRefused,
     iter_records,
     sniff_layout,
     validate_record,
 )
-from campaigns.states import UPLOAD_ALLOWED, CampaignStatus, ContactState
+from campaigns.states import CampaignStatus, ContactState
 from campaigns.storage import repository as repo
 from schemas.api import (
     CampaignCreate,
@@ -44,15 +49,6 @@ class NotFound(LookupError):
     def __init__(self, what: str, ident: int | str) -> None:
         super().__init__(f"{what} {ident} not found")
         self.code = f"{what}_not_found"
-
-
-class CommandRefused(Exception):
-    """An admin command or upload that is not legal now; nothing was changed."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --------------------------------------------------------------------------- campaigns
@@ -177,13 +173,7 @@ def register_upload(
             campaign = repo.get_campaign(conn, campaign_id, for_update=True)
             if campaign is None:
                 raise NotFound("campaign", campaign_id)
-            status = CampaignStatus(campaign["status"])
-            if status not in UPLOAD_ALLOWED:
-                raise CommandRefused(
-                    "upload_not_allowed",
-                    f"campaign {campaign_id} is {status.value}: uploads are allowed only while "
-                    "it is draft or paused",
-                )
+            check_upload(CampaignStatus(campaign["status"]))
             with spooled.path.open("rb") as handle:
                 head = handle.read(HEAD_BYTES)
             layout = sniff_layout(
@@ -255,6 +245,7 @@ def run_ingest(
     *,
     max_rows: int,
     chunk_rows: int,
+    parse_workers: int = 1,
     on_progress: ProgressCallback | None = None,
 ) -> UploadOut:
     """Validates and stores every row of a spooled upload, a chunk per transaction.
@@ -268,7 +259,9 @@ def run_ingest(
             return get_upload(engine, upload_id)
         lock_conn.commit()
         try:
-            return _ingest_locked(engine, upload_id, max_rows, chunk_rows, on_progress)
+            return _ingest_locked(
+                engine, upload_id, max_rows, chunk_rows, parse_workers, on_progress
+            )
         finally:
             repo.unlock_upload(lock_conn, upload_id)
             lock_conn.commit()
@@ -279,6 +272,7 @@ def _ingest_locked(
     upload_id: int,
     max_rows: int,
     chunk_rows: int,
+    parse_workers: int,
     on_progress: ProgressCallback | None,
 ) -> UploadOut:
     with engine.begin() as conn:
@@ -304,7 +298,14 @@ def _ingest_locked(
             )
             stream.seek(0)
             for chunk, last_line in _stage_chunks(
-                stream, layout, region, required, max_rows, chunk_rows, int(upload["last_line"])
+                stream,
+                layout,
+                region,
+                required,
+                max_rows,
+                chunk_rows,
+                int(upload["last_line"]),
+                parse_workers,
             ):
                 with engine.begin() as conn:
                     result = repo.ingest_chunk(
@@ -360,29 +361,58 @@ def _stage_chunks(
     max_rows: int,
     chunk_rows: int,
     start_after_line: int,
+    parse_workers: int,
 ) -> Iterator[tuple[list[repo.StageRow], int]]:
-    """Validated rows in chunks of ``chunk_rows``, each with the last line it covers."""
+    """Validated rows in chunks of ``chunk_rows``, in file order, each with its last line.
+
+    Reading the CSV stays in this process; phone parsing (the dominant cost) is spread over
+    ``parse_workers`` processes with at most two chunks per worker in flight (bounded memory).
+    """
+    records = iter_records(stream, layout, max_rows=max_rows, start_after_line=start_after_line)
+    batches = _batched(records, chunk_rows)
+    if parse_workers <= 1 or multiprocessing.current_process().daemon:
+        # A Celery prefork child is daemonic and may not fork; parse here instead.
+        for batch in batches:
+            yield stage_rows(batch, region, required), batch[-1].line
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(parse_workers, mp_context=context) as pool:
+        in_flight: deque[tuple[Future[list[repo.StageRow]], int]] = deque()
+        for batch in batches:
+            in_flight.append((pool.submit(stage_rows, batch, region, required), batch[-1].line))
+            if len(in_flight) >= 2 * parse_workers:
+                future, last_line = in_flight.popleft()
+                yield future.result(), last_line
+        while in_flight:
+            future, last_line = in_flight.popleft()
+            yield future.result(), last_line
+
+
+def _batched(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
+    batch: list[RawRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stage_rows(
+    records: Sequence[RawRecord], region: str, required: Sequence[str]
+) -> list[repo.StageRow]:
+    """Validates a batch of records into COPY rows (runs in a parse worker process)."""
     dumps = json.dumps
-    chunk: list[repo.StageRow] = []
-    last_line = start_after_line
-    for record in iter_records(
-        stream, layout, max_rows=max_rows, start_after_line=start_after_line
-    ):
+    rows: list[repo.StageRow] = []
+    append = rows.append
+    for record in records:
         row = validate_record(record, region, required)
         if isinstance(row, InvalidRow):
-            chunk.append(
-                (row.line, row.phone_raw, None, dumps(row.variables), row.code, row.reason)
-            )
+            append((row.line, row.phone_raw, None, dumps(row.variables), row.code, row.reason))
         else:
-            chunk.append(
-                (row.line, row.phone_raw, row.phone_e164, dumps(row.variables), None, None)
-            )
-        last_line = record.line
-        if len(chunk) >= chunk_rows:
-            yield chunk, last_line
-            chunk = []
-    if chunk:
-        yield chunk, last_line
+            append((row.line, row.phone_raw, row.phone_e164, dumps(row.variables), None, None))
+    return rows
 
 
 def mark_upload_for_retry(engine: Engine, upload_id: int) -> UploadOut:

@@ -106,8 +106,6 @@ CAMPAIGN_TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
     S.CANCELLED: frozenset(),
 }
 
-UPLOAD_ALLOWED: frozenset[CampaignStatus] = frozenset({S.DRAFT, S.PAUSED})
-
 
 class IllegalTransition(ValueError):
     """A state change that the tables do not allow; it is refused, never applied."""

@@ -18,5 +18,6 @@ def ingest_upload(upload_id: int) -> None:
         upload_id,
         max_rows=settings.max_upload_rows,
         chunk_rows=settings.ingest_chunk_rows,
+        parse_workers=settings.ingest_parse_workers,
         on_progress=publisher.publish,
     )

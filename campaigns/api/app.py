@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from campaigns import services
 from campaigns.api import campaigns
 from campaigns.api.deps import require_token
+from campaigns.commands import CommandRefused
 from campaigns.csv_intake import RefusalCode, UploadRefused
 from campaigns.states import IllegalTransition
 
@@ -28,8 +29,8 @@ def create_app() -> FastAPI:
     async def _not_found(_: Request, exc: services.NotFound) -> JSONResponse:
         return _problem(status.HTTP_404_NOT_FOUND, exc.code, str(exc))
 
-    @app.exception_handler(services.CommandRefused)
-    async def _refused(_: Request, exc: services.CommandRefused) -> JSONResponse:
+    @app.exception_handler(CommandRefused)
+    async def _refused(_: Request, exc: CommandRefused) -> JSONResponse:
         return _problem(status.HTTP_409_CONFLICT, exc.code, exc.message)
 
     @app.exception_handler(IllegalTransition)

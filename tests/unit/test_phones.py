@@ -52,6 +52,12 @@ ACCEPTED = [
     ("4915123456789", "GB", "+4915123456789"),
     ("447911123456", "US", "+447911123456"),
     ("12015550123", "GB", "+12015550123"),
+    # ...also for the campaign's own country, where DE rules would read the digits as a
+    # different national number (+494915123456789): the international reading wins
+    ("4915123456789", "DE", "+4915123456789"),
+    ("447911123456", "GB", "+447911123456"),
+    ("33612345678", "FR", "+33612345678"),
+    ("15123456789", "DE", "+4915123456789"),  # no trunk 0 and not "49...": national reading
     # legacy Mexican mobile "+52 1 ..."
     ("+52 1 55 1234 5678", "MX", "+525512345678"),
     ("+5215512345678", "US", "+525512345678"),

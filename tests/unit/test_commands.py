@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from campaigns import commands
+from campaigns.commands import CommandRefused
+from campaigns.states import CAMPAIGN_TRANSITIONS, CampaignStatus
+
+S = CampaignStatus
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def start(status: CampaignStatus, **kw: object) -> CampaignStatus:
+    args: dict[str, object] = {
+        "initial_contacts": 10,
+        "template": "bf_offer",
+        "at": None,
+        "now": NOW,
+    }
+    args.update(kw)
+    return commands.check_start(status, **args)  # type: ignore[arg-type]
+
+
+def test_start_now_and_scheduled() -> None:
+    assert start(S.DRAFT) is S.RUNNING
+    assert start(S.DRAFT, at=NOW + timedelta(hours=1)) is S.SCHEDULED
+    assert start(S.DRAFT, at=NOW - timedelta(hours=1)) is S.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("kw", "code"),
+    [
+        ({"template": None}, "no_template"),
+        ({"initial_contacts": 0}, "no_contacts"),
+        ({"at": datetime(2026, 12, 1, 9, 0)}, "naive_time"),
+    ],
+)
+def test_start_preconditions(kw: dict[str, object], code: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        start(S.DRAFT, **kw)
+    assert refused.value.code == code
+
+
+@given(st.sampled_from(list(S)))
+def test_each_command_is_legal_exactly_where_the_rules_say(status: CampaignStatus) -> None:
+    cases = {
+        "pause": (commands.check_pause, {S.RUNNING}),
+        "resume": (commands.check_resume, {S.PAUSED}),
+        "cancel": (commands.check_cancel, {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}),
+        "remove": (commands.check_remove, {S.DRAFT, S.SCHEDULED, S.PAUSED}),
+        "start": (start, {S.DRAFT}),
+        "upload": (commands.check_upload, {S.DRAFT, S.PAUSED}),
+    }
+    for name, (check, allowed) in cases.items():
+        if status in allowed:
+            target = check(status)
+            if target is not None:  # every target is a legal lifecycle step
+                assert target in CAMPAIGN_TRANSITIONS[status], name
+        else:
+            with pytest.raises(CommandRefused) as refused:
+                check(status)
+            assert status.value in refused.value.message, name
