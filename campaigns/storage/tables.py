@@ -125,6 +125,16 @@ class Contact(Base):
             unique=True,
             postgresql_where=text("state <> 'invalid_record'"),
         ),
+        # Partial: a fresh upload's rows have neither, and indexing their NULLs costs ingest time.
+        Index(
+            "uq_contacts_attempt_id",
+            "attempt_id",
+            unique=True,
+            postgresql_where=text("attempt_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_contacts_wamid", "wamid", unique=True, postgresql_where=text("wamid IS NOT NULL")
+        ),
         Index(
             "ix_contacts_lease",
             "lease_expires_at",
@@ -148,8 +158,8 @@ class Contact(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    attempt_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), unique=True)
-    wamid: Mapped[str | None] = mapped_column(Text, unique=True)
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    wamid: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_detail: Mapped[str | None] = mapped_column(Text)
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

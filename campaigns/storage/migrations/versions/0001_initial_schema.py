@@ -229,9 +229,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
-        sa.UniqueConstraint("attempt_id", name=op.f("uq_contacts_attempt_id")),
         sa.UniqueConstraint("upload_id", "line_no", name=op.f("uq_contacts_upload_id_line_no")),
-        sa.UniqueConstraint("wamid", name=op.f("uq_contacts_wamid")),
     )
     op.create_index(
         "ix_contacts_campaign_state", "contacts", ["campaign_id", "state"], unique=False
@@ -242,6 +240,20 @@ def upgrade() -> None:
         ["campaign_id", "next_attempt_at"],
         unique=False,
         postgresql_where=sa.text("state IN ('initial', 'retry_scheduled')"),
+    )
+    op.create_index(
+        "uq_contacts_attempt_id",
+        "contacts",
+        ["attempt_id"],
+        unique=True,
+        postgresql_where=sa.text("attempt_id IS NOT NULL"),
+    )
+    op.create_index(
+        "uq_contacts_wamid",
+        "contacts",
+        ["wamid"],
+        unique=True,
+        postgresql_where=sa.text("wamid IS NOT NULL"),
     )
     op.create_index(
         "ix_contacts_lease",
@@ -260,6 +272,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("uq_contacts_wamid", table_name="contacts")
+    op.drop_index("uq_contacts_attempt_id", table_name="contacts")
     op.drop_index(
         "uq_contacts_campaign_phone",
         table_name="contacts",
