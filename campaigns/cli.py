@@ -83,9 +83,18 @@ def cmd_campaign_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from campaigns import services
+    import redis
 
-    campaign = services.get_campaign(_runtime().engine, args.campaign_id)
+    from campaigns import services
+    from campaigns.clients import telemetry
+
+    runtime = _runtime()
+    client = redis.Redis.from_url(runtime.redis_url)
+    campaign = services.get_campaign(
+        runtime.engine,
+        args.campaign_id,
+        rate_now=lambda cid: telemetry.rate_now(client, cid),
+    )
 
     def human() -> None:
         reason = f" ({campaign.status_reason})" if campaign.status_reason else ""
@@ -94,8 +103,87 @@ def cmd_status(args: argparse.Namespace) -> int:
             if n:
                 print(f"  {state:<18} {n:>10,}")
         print(f"  {'total':<18} {campaign.total:>10,}")
+        eta = f", ETA {campaign.eta_seconds:,.0f} s" if campaign.eta_seconds is not None else ""
+        print(f"  rate now {campaign.rate_now_per_s:,.1f} msg/s{eta}")
 
     _emit(args, campaign, human)
+    return 0
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def _admin_deps() -> tuple[Any, Any]:
+    import redis
+
+    from campaigns.clients.send_gate import SyncPauseFlags
+
+    runtime = _runtime()
+    return runtime.engine, SyncPauseFlags(redis.Redis.from_url(runtime.redis_url))
+
+
+def _show_campaign(args: argparse.Namespace, campaign: Any) -> None:
+    reason = f" ({campaign.status_reason})" if campaign.status_reason else ""
+    _emit(args, campaign, lambda: print(f"campaign {campaign.id}: {campaign.status.value}{reason}"))
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from campaigns import admin
+
+    at = None
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError as exc:
+            raise Refused("bad_time", f"--at {args.at!r} is not an ISO 8601 time") from exc
+    engine, flags = _admin_deps()
+    _show_campaign(args, admin.start_campaign(engine, flags, args.campaign_id, at=at))
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from campaigns import admin
+
+    engine, flags = _admin_deps()
+    _show_campaign(args, admin.pause_campaign(engine, flags, args.campaign_id))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from campaigns import admin
+
+    engine, flags = _admin_deps()
+    _show_campaign(args, admin.resume_campaign(engine, flags, args.campaign_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from campaigns import admin
+
+    engine, flags = _admin_deps()
+    _show_campaign(args, admin.cancel_campaign(engine, flags, args.campaign_id))
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from campaigns import admin
+
+    if not args.contact and not args.phone:
+        raise Refused("nothing_to_remove", "name contacts with --contact ID or --phone NUMBER")
+    engine, _ = _admin_deps()
+    report = admin.remove_contacts(
+        engine, args.campaign_id, ids=args.contact or [], phones=args.phone or []
+    )
+
+    def human() -> None:
+        for item in report.items:
+            note = f"  {item.message}" if item.message else ""
+            print(f"{item.contact:<20} {item.result.value}{note}")
+        print(f"removed {report.removed}")
+
+    _emit(args, report, human)
     return 0
 
 
@@ -265,7 +353,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_argv(queues: str, concurrency: int | None, *, hostname: str | None = None) -> list[str]:
+def worker_argv(
+    queues: str, concurrency: int | None, *, hostname: str | None = None, beat: bool = False
+) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -287,12 +377,35 @@ def worker_argv(queues: str, concurrency: int | None, *, hostname: str | None = 
         argv += ["--concurrency", str(concurrency)]
     if hostname:
         argv += ["--hostname", hostname]
+    if beat:
+        argv += ["--beat", "--schedule", str(_beat_schedule_file())]
     return argv
+
+
+def _beat_schedule_file() -> Path:
+    from campaigns.config import get_settings
+
+    path = get_settings().data_dir / "celerybeat-schedule"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
 
 
 def cmd_worker(args: argparse.Namespace) -> NoReturn:
     _runtime()  # starts embedded services if needed and exports their URLs to the worker
-    os.execv(sys.executable, worker_argv(args.queues, args.concurrency))
+    os.execv(sys.executable, worker_argv(args.queues, args.concurrency, beat=args.beat))
+
+
+def cmd_beat(args: argparse.Namespace) -> NoReturn:
+    _runtime()
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO"]
+    os.execv(sys.executable, [*argv, "--schedule", str(_beat_schedule_file())])
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from campaigns.simulator.__main__ import main as simulator_main
+
+    simulator_main(args.simulator_args)
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -377,6 +490,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("worker", cmd_worker, "run a Celery worker")
     p.add_argument("-Q", "--queues", default="ingest,dispatch,webhooks")
     p.add_argument("-c", "--concurrency", type=int)
+    p.add_argument(
+        "--beat", action="store_true", help="also run the periodic tick (dev: one worker)"
+    )
+    command("beat", cmd_beat, "run the periodic scheduler (one per deployment)")
+
+    p = command("simulator", cmd_simulator, "run the Cloud API simulator (see --help)")
+    p.add_argument("simulator_args", nargs=argparse.REMAINDER, help="--port, --webhook-url, ...")
+
+    for name, handler, help_ in (
+        ("pause", cmd_pause, "pause a running campaign"),
+        ("resume", cmd_resume, "resume a paused campaign"),
+        ("cancel", cmd_cancel, "cancel a campaign: unsent contacts become canceled_by_admin"),
+    ):
+        p = command(name, handler, help_)
+        p.add_argument("campaign_id", type=int)
+    p = command("start", cmd_start, "start a draft campaign now or --at a time")
+    p.add_argument("campaign_id", type=int)
+    p.add_argument("--at", help="ISO 8601 time with zone, e.g. 2026-12-01T09:00:00Z")
+    p = command("remove", cmd_remove, "remove contacts of a draft or paused campaign")
+    p.add_argument("campaign_id", type=int)
+    p.add_argument("--contact", type=int, action="append", help="contact id; repeatable")
+    p.add_argument("--phone", action="append", help="phone number; repeatable")
 
     p = command("serve", cmd_serve, "run the HTTP service")
     p.add_argument("--host", default="127.0.0.1")
@@ -399,6 +534,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from campaigns.services import NotFound
     from campaigns.states import IllegalTransition
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["simulator"]:
+        # Its own parser takes every option (argparse.REMAINDER misses leading options).
+        from campaigns.simulator.__main__ import main as simulator_main
+
+        simulator_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

@@ -40,7 +40,25 @@ class Settings(BaseSettings):
     whatsapp_app_secret: SecretStr = SecretStr("")
     whatsapp_verify_token: SecretStr = SecretStr("")
 
+    whatsapp_timeout_s: float = Field(10.0, description="per request; later = outcome unknown")
+
+    dispatch_parallel_batches: int = Field(
+        2, ge=1, description="batch chains per running campaign (spread over dispatch workers)"
+    )
+    dispatch_concurrency: int = Field(200, ge=1, description="sends in flight per batch")
+    dispatch_lease_margin_s: float = Field(
+        60.0, gt=0, description="lease of a claimed batch beyond twice its sending time"
+    )
+    outcome_unknown_grace_s: float = Field(
+        600.0,
+        ge=0,
+        description="wait for a webhook after a lease expired before Error 'outcome unknown'",
+    )
+
     log_json: bool = False
+    flower_url: str = Field(
+        "http://localhost:5555", description="Flower, linked from the dashboard's queue panel"
+    )
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

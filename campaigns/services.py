@@ -29,7 +29,7 @@ from campaigns.csv_intake import (
     sniff_layout,
     validate_record,
 )
-from campaigns.states import CampaignStatus, ContactState
+from campaigns.states import PENDING_CONTACT_STATES, CampaignStatus, ContactState
 from campaigns.storage import repository as repo
 from schemas.api import (
     CampaignCreate,
@@ -72,25 +72,54 @@ def create_campaign(engine: Engine, body: CampaignCreate) -> CampaignOut:
         return _campaign_out(conn, campaign_id)
 
 
-def get_campaign(engine: Engine, campaign_id: int) -> CampaignOut:
+RateReader = Callable[[int], float]
+"""Messages accepted per second lately for a campaign (Redis telemetry), for rate and ETA."""
+
+
+def get_campaign(
+    engine: Engine, campaign_id: int, *, rate_now: RateReader | None = None
+) -> CampaignOut:
     with engine.connect() as conn:
-        return _campaign_out(conn, campaign_id)
+        return _campaign_out(conn, campaign_id, rate_now=rate_now)
 
 
-def list_campaigns(engine: Engine) -> list[CampaignOut]:
+def list_campaigns(engine: Engine, *, rate_now: RateReader | None = None) -> list[CampaignOut]:
     with engine.connect() as conn:
-        return [_campaign_out(conn, int(row["id"]), row) for row in repo.list_campaigns(conn)]
+        return [
+            _campaign_out(conn, int(row["id"]), row, rate_now=rate_now)
+            for row in repo.list_campaigns(conn)
+        ]
 
 
-def _campaign_out(conn: Connection, campaign_id: int, row: RowMapping | None = None) -> CampaignOut:
+def eta_seconds(
+    status: CampaignStatus, pending: int, rate_now: float, configured_rate: float
+) -> float | None:
+    """Time left for the contacts still to send, at the measured rate (or the configured one
+    before any was measured); None when the campaign is not sending."""
+    if status is not CampaignStatus.RUNNING or pending == 0:
+        return None
+    rate = rate_now if rate_now > 0 else configured_rate
+    return round(pending / rate, 1)
+
+
+def _campaign_out(
+    conn: Connection,
+    campaign_id: int,
+    row: RowMapping | None = None,
+    *,
+    rate_now: RateReader | None = None,
+) -> CampaignOut:
     row = row or repo.get_campaign(conn, campaign_id)
     if row is None:
         raise NotFound("campaign", campaign_id)
     counts = repo.counts_by_state(conn, campaign_id)
+    status = CampaignStatus(row["status"])
+    rate = rate_now(campaign_id) if rate_now is not None else 0.0
+    pending = sum(counts[s.value] for s in PENDING_CONTACT_STATES)
     return CampaignOut(
         id=row["id"],
         name=row["name"],
-        status=CampaignStatus(row["status"]),
+        status=status,
         status_reason=row["status_reason"],
         template=row["template_name"],
         language=row["template_language"],
@@ -105,6 +134,8 @@ def _campaign_out(conn: Connection, campaign_id: int, row: RowMapping | None = N
         finished_at=row["finished_at"],
         counts=counts,
         total=sum(counts.values()),
+        rate_now_per_s=round(rate, 1),
+        eta_seconds=eta_seconds(status, pending, rate, float(row["rate_per_s"])),
     )
 
 

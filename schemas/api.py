@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -48,6 +49,10 @@ class CampaignOut(BaseModel):
     finished_at: datetime | None
     counts: dict[str, int] = Field(description="contacts per state, every state listed")
     total: int
+    rate_now_per_s: float = Field(0.0, description="messages accepted per second, last 10 s")
+    eta_seconds: float | None = Field(
+        None, description="time left at the current (or configured) rate; null when idle"
+    )
 
 
 class UploadOut(BaseModel):
@@ -95,6 +100,38 @@ class TokenCreated(BaseModel):
     id: int
     name: str
     token: str = Field(description="shown once; only its sha256 is stored")
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime | None = Field(None, description="start later (with a time zone); now if null")
+
+
+class RemoveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    phones: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class RemoveResult(StrEnum):
+    SUCCESS = "SUCCESS"
+    NOT_FOUND = "NOT_FOUND"
+    FAILURE = "FAILURE"
+
+
+class RemoveItem(BaseModel):
+    contact: str = Field(description="the id or phone as given")
+    result: RemoveResult
+    contact_id: int | None = None
+    message: str | None = None
+
+
+class RemoveReport(BaseModel):
+    campaign_id: int
+    items: list[RemoveItem]
+    removed: int
 
 
 class Problem(BaseModel):

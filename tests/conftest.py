@@ -18,6 +18,10 @@ def _worker_index() -> int:
     return int(worker.removeprefix("gw") or 0)
 
 
+# Separate test runs sharing one embedded server (e.g. two checkouts) pick different slots.
+SLOT = int(os.environ.get("WA_TEST_SLOT", "0"))
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Real Postgres and Redis (embedded), configured through the environment like production."""
@@ -27,10 +31,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     index = _worker_index()
     pg = devenv.EmbeddedPostgres(TEST_DATA / "pg")
     server_uri = pg.start()
-    database_url = devenv.ensure_database(server_uri, f"wa_test_{index}", recreate=True)
+    database_url = devenv.ensure_database(server_uri, f"wa_test_{SLOT}_{index}", recreate=True)
     migrate.upgrade(database_url)
     redis_base = devenv.EmbeddedRedis(TEST_DATA / "redis").start()
-    redis_url = redis_base.rsplit("/", 1)[0] + f"/{index + 1}"
+    redis_url = redis_base.rsplit("/", 1)[0] + f"/{1 + SLOT * 4 + index}"
     data_dir = tmp_path_factory.mktemp("data")
     env = {
         "DATABASE_URL": database_url,

@@ -12,15 +12,31 @@ from campaigns.runtime import resolve
 from campaigns.storage.engine import dispose_after_fork
 
 QUEUES = ("ingest", "dispatch", "webhooks")
+TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks", "workers.maintenance"]
+
+# Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    # Starts due scheduled campaigns, keeps one dispatch loop alive per running campaign,
+    # settles expired leases, completes campaigns with nothing left to send.
+    "dispatch-tick": {"task": "workers.maintenance.tick", "schedule": 1.0},
+    # Applies inbox rows whose first try did not match (unknown wamid yet) and stragglers.
+    "webhooks-sweep": {"task": "workers.webhooks.sweep_inbox", "schedule": 2.0},
+}
 
 
 def make_app() -> Celery:
     runtime = resolve()
-    app = Celery("wa_campaigns", broker=runtime.redis_url, include=["workers.ingest"])
+    app = Celery("wa_campaigns", broker=runtime.redis_url, include=TASK_MODULES)
     app.conf.update(
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="dispatch",
-        task_routes={"workers.ingest.*": {"queue": "ingest"}},
+        task_routes={
+            "workers.ingest.*": {"queue": "ingest"},
+            "workers.dispatch.*": {"queue": "dispatch"},
+            "workers.maintenance.*": {"queue": "dispatch"},
+            "workers.webhooks.*": {"queue": "webhooks"},
+        },
+        beat_schedule=BEAT_SCHEDULE,
         # A task is acknowledged after it ran; a worker killed mid-task gets it redelivered.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from campaigns import services
-from campaigns.api.deps import EngineDep, RuntimeDep
+from campaigns import admin, services
+from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
 from campaigns.csv_intake import RefusalCode, UploadRefused
 from campaigns.states import ContactState
-from schemas.api import CampaignCreate, CampaignOut, ContactPage, UploadOut
+from schemas.api import (
+    CampaignCreate,
+    CampaignOut,
+    ContactPage,
+    Problem,
+    RemoveBody,
+    RemoveReport,
+    StartBody,
+    UploadOut,
+)
 
 router = APIRouter()
 
@@ -26,13 +35,52 @@ def create_campaign(body: CampaignCreate, engine: EngineDep) -> CampaignOut:
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
-def list_campaigns(engine: EngineDep) -> list[CampaignOut]:
-    return services.list_campaigns(engine)
+def list_campaigns(engine: EngineDep, rate_now: RateDep) -> list[CampaignOut]:
+    return services.list_campaigns(engine, rate_now=rate_now)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-def get_campaign(campaign_id: int, engine: EngineDep) -> CampaignOut:
-    return services.get_campaign(engine, campaign_id)
+def get_campaign(campaign_id: int, engine: EngineDep, rate_now: RateDep) -> CampaignOut:
+    return services.get_campaign(engine, campaign_id, rate_now=rate_now)
+
+
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    status.HTTP_409_CONFLICT: {"model": Problem, "description": "illegal now; nothing changed"},
+    status.HTTP_404_NOT_FOUND: {"model": Problem},
+}
+
+
+@router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut, responses=_REFUSED)
+def start_campaign(
+    campaign_id: int, engine: EngineDep, flags: FlagsDep, body: StartBody | None = None
+) -> CampaignOut:
+    """Draft -> running now, or -> scheduled when `at` is in the future."""
+    return admin.start_campaign(engine, flags, campaign_id, at=body.at if body else None)
+
+
+@router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut, responses=_REFUSED)
+def pause_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+    """No new claims; sends in flight stop before their next message."""
+    return admin.pause_campaign(engine, flags, campaign_id)
+
+
+@router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut, responses=_REFUSED)
+def resume_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+    return admin.resume_campaign(engine, flags, campaign_id)
+
+
+@router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut, responses=_REFUSED)
+def cancel_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+    """As pause, then every contact not yet sent becomes canceled_by_admin."""
+    return admin.cancel_campaign(engine, flags, campaign_id)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/contacts/remove", response_model=RemoveReport, responses=_REFUSED
+)
+def remove_contacts(campaign_id: int, body: RemoveBody, engine: EngineDep) -> RemoveReport:
+    """Draft, scheduled or paused campaigns only; one SUCCESS / NOT_FOUND / FAILURE per item."""
+    return admin.remove_contacts(engine, campaign_id, ids=body.contact_ids, phones=body.phones)
 
 
 _UPLOAD_BODY = {

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
+import redis
 from fastapi import Depends, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from campaigns import services
+from campaigns.clients import telemetry
+from campaigns.clients.send_gate import SyncPauseFlags
 from campaigns.runtime import Runtime, resolve
 
 _bearer = HTTPBearer(
@@ -51,3 +55,27 @@ async def require_token(
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+@lru_cache(maxsize=4)
+def _redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def get_redis(runtime: RuntimeDep) -> redis.Redis:
+    return _redis_client(runtime.redis_url)
+
+
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+
+
+def get_flags(client: RedisDep) -> SyncPauseFlags:
+    return SyncPauseFlags(client)
+
+
+def get_rate_reader(client: RedisDep) -> services.RateReader:
+    return lambda campaign_id: telemetry.rate_now(client, campaign_id)
+
+
+FlagsDep = Annotated[SyncPauseFlags, Depends(get_flags)]
+RateDep = Annotated[services.RateReader, Depends(get_rate_reader)]

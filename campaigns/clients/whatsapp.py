@@ -28,9 +28,11 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from campaigns.dispatch import SendJob
 from campaigns.outcomes import SendResult, TransportFailure
 
 __all__ = [
+    "CloudApiTransport",
     "WhatsAppClient",
     "WhatsAppEndpoint",
     "build_template_payload",
@@ -280,3 +282,35 @@ class WhatsAppClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+class CloudApiTransport:
+    """The dispatch port (``campaigns.dispatch.MessageTransport``) over the Cloud API client."""
+
+    def __init__(self, client: WhatsAppClient, *, base_url: str, api_version: str, token: str):
+        self._client = client
+        self._base_url = base_url
+        self._api_version = api_version
+        self._token = token
+        self._endpoints: dict[str, WhatsAppEndpoint] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._base_url!r})"
+
+    def _endpoint(self, sender_id: str) -> WhatsAppEndpoint:
+        endpoint = self._endpoints.get(sender_id)
+        if endpoint is None:
+            endpoint = self._endpoints[sender_id] = WhatsAppEndpoint(
+                self._base_url, self._api_version, sender_id, self._token
+            )
+        return endpoint
+
+    async def send(self, job: SendJob) -> SendResult:
+        return await self._client.send_template(
+            self._endpoint(job.sender_id),
+            to_e164=job.to_e164,
+            template=job.template,
+            language=job.language,
+            body_params=job.body_params,
+            callback_data=job.callback_data,
+        )

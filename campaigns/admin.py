@@ -1,0 +1,181 @@
+"""Admin commands as use cases: start, pause, resume, cancel, remove contacts.
+
+The legality of each command is decided by ``campaigns.commands`` (pure); here it is applied
+in one transaction with the campaign row locked, then the Redis pause flag follows. Postgres
+is the source of truth (claims take running campaigns only); the flag is what stops sends
+that are already claimed, within one message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine, RowMapping
+
+from campaigns import commands
+from campaigns.phones import PhoneOk, normalize_phone
+from campaigns.services import NotFound, get_campaign
+from campaigns.states import CampaignStatus, ContactState, contact_sources
+from campaigns.storage import dispatch_repo as drepo
+from campaigns.storage import repository as repo
+from schemas.api import CampaignOut, RemoveItem, RemoveReport, RemoveResult
+
+S = CampaignStatus
+
+
+class PauseFlagStore(Protocol):
+    def set_paused(self, campaign_id: int) -> None: ...
+
+    def clear(self, campaign_id: int) -> None: ...
+
+
+def _locked(conn: Connection, campaign_id: int) -> RowMapping:
+    row = repo.get_campaign(conn, campaign_id, for_update=True)
+    if row is None:
+        raise NotFound("campaign", campaign_id)
+    return row
+
+
+def start_campaign(
+    engine: Engine, flags: PauseFlagStore, campaign_id: int, *, at: datetime | None = None
+) -> CampaignOut:
+    with engine.begin() as conn:
+        row = _locked(conn, campaign_id)
+        status = S(row["status"])
+        counts = repo.counts_by_state(conn, campaign_id)
+        now = repo.now(conn)
+        target = commands.check_start(
+            status,
+            initial_contacts=counts[ContactState.INITIAL.value],
+            template=row["template_name"],
+            at=at,
+            now=now,
+        )
+        extra: dict[str, object] = {"status_reason": None}
+        if target is S.SCHEDULED:
+            extra["scheduled_at"] = at
+        else:
+            extra["started_at"] = now
+        detail = f"start at {at.isoformat()}" if target is S.SCHEDULED and at else "start"
+        repo.set_campaign_status(
+            conn, campaign_id, status, target, source="admin", detail=detail, extra=extra
+        )
+    flags.clear(campaign_id)
+    return get_campaign(engine, campaign_id)
+
+
+def pause_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
+    with engine.begin() as conn:
+        status = S(_locked(conn, campaign_id)["status"])
+        target = commands.check_pause(status)
+        repo.set_campaign_status(
+            conn,
+            campaign_id,
+            status,
+            target,
+            source="admin",
+            detail="pause",
+            extra={"status_reason": "paused by admin"},
+        )
+    # After the commit: a flag without the status would only stall sends until resume.
+    flags.set_paused(campaign_id)
+    return get_campaign(engine, campaign_id)
+
+
+def resume_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
+    with engine.begin() as conn:
+        status = S(_locked(conn, campaign_id)["status"])
+        target = commands.check_resume(status)
+        repo.set_campaign_status(
+            conn,
+            campaign_id,
+            status,
+            target,
+            source="admin",
+            detail="resume",
+            extra={"status_reason": None},
+        )
+    flags.clear(campaign_id)
+    return get_campaign(engine, campaign_id)
+
+
+def cancel_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
+    """As pause, then every unclaimed contact becomes Canceled by admin. Claims in flight are
+    given back by their batch (which then cancels them) or finish their one send."""
+    # The flag goes up first: a cancel must stop sends even if the commit below waits on a
+    # batch's lock of the campaign row. If the command is refused, the flag comes down again.
+    flags.set_paused(campaign_id)
+    try:
+        with engine.begin() as conn:
+            status = S(_locked(conn, campaign_id)["status"])
+            target = commands.check_cancel(status)
+            repo.set_campaign_status(
+                conn,
+                campaign_id,
+                status,
+                target,
+                source="admin",
+                detail="cancel",
+                extra={"status_reason": "cancelled by admin", "finished_at": repo.now(conn)},
+            )
+            drepo.cancel_pending(conn, campaign_id, detail="campaign cancelled")
+    except Exception:
+        with engine.connect() as conn:
+            row = repo.get_campaign(conn, campaign_id)
+        if row is not None and row["status"] == S.RUNNING.value:
+            flags.clear(campaign_id)
+        raise
+    return get_campaign(engine, campaign_id)
+
+
+def remove_contacts(
+    engine: Engine, campaign_id: int, *, ids: Sequence[int] = (), phones: Sequence[str] = ()
+) -> RemoveReport:
+    """Contacts named by id or phone -> Removed; one report line per item given."""
+    removable = contact_sources(ContactState.REMOVED)
+    with engine.begin() as conn:
+        row = _locked(conn, campaign_id)
+        commands.check_remove(S(row["status"]))
+        region = row["default_region"]
+        e164_of: dict[str, str | None] = {}
+        for phone in phones:
+            parsed = normalize_phone(phone, region)
+            e164_of[phone] = parsed.e164 if isinstance(parsed, PhoneOk) else None
+        found = drepo.find_contacts(
+            conn,
+            campaign_id,
+            ids=list(ids),
+            phones=[p for p in e164_of.values() if p is not None],
+        )
+        by_id = {int(r["id"]): r for r in found}
+        by_phone = {str(r["phone_e164"]): r for r in found if r["phone_e164"]}
+        items: list[RemoveItem] = []
+        to_remove: set[int] = set()
+
+        def judge(label: str, contact: RowMapping | None) -> None:
+            if contact is None:
+                items.append(RemoveItem(contact=label, result=RemoveResult.NOT_FOUND))
+                return
+            state = ContactState(contact["state"])
+            cid = int(contact["id"])
+            if state in removable or cid in to_remove:
+                to_remove.add(cid)
+                items.append(RemoveItem(contact=label, result=RemoveResult.SUCCESS, contact_id=cid))
+            else:
+                items.append(
+                    RemoveItem(
+                        contact=label,
+                        result=RemoveResult.FAILURE,
+                        contact_id=cid,
+                        message=f"contact is {state.value}: it cannot be removed",
+                    )
+                )
+
+        for contact_id in ids:
+            judge(str(contact_id), by_id.get(contact_id))
+        for phone, e164 in e164_of.items():
+            judge(phone, by_phone.get(e164) if e164 else None)
+        removed = drepo.remove_contacts(conn, campaign_id, sorted(to_remove), detail="removed")
+    return RemoveReport(campaign_id=campaign_id, items=items, removed=removed)

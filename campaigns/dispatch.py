@@ -1,0 +1,425 @@
+"""Dispatch use cases: claim a batch, send it under the rate limiter, record it; recover leases.
+
+The network is reached only through two small ports (``SendGate``, ``MessageTransport``)
+that the Celery adapter fills with Redis and the Cloud API client, so this module stays free
+of Celery and HTTP libraries. Transactions are short and never span a network call:
+claim (one statement, commit) -> sends (no transaction open) -> record (one statement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
+
+from sqlalchemy import Engine
+
+from campaigns.outcomes import Decision, OutcomeKind, SendResult, classify
+from campaigns.states import CampaignStatus, ContactState
+from campaigns.storage import dispatch_repo as drepo
+from campaigns.storage import repository as repo
+from campaigns.storage.dispatch_repo import ClaimedContact, RecordedOutcome
+
+log = logging.getLogger(__name__)
+
+C = ContactState
+T = TypeVar("T")
+
+MAX_BATCH = 500
+MIN_BATCH = 20
+SLOW_DOWN_S = 1.0  # how long the sender's bucket stops after a 130429
+
+
+# --------------------------------------------------------------------------- ports
+
+
+@dataclass(frozen=True, slots=True)
+class SendJob:
+    """One template message, everything the transport needs and nothing more."""
+
+    sender_id: str
+    to_e164: str
+    template: str
+    language: str
+    body_params: tuple[str, ...]
+    callback_data: str
+
+
+class CoroutineRunner(Protocol):
+    """Runs an awaitable to completion from synchronous code (the worker's event loop)."""
+
+    def __call__(self, awaitable: Awaitable[T], /) -> T: ...
+
+
+class MessageTransport(Protocol):
+    async def send(self, job: SendJob) -> SendResult: ...
+
+
+class SendGate(Protocol):
+    """Redis side of a send: the shared token bucket, pause flags, started markers."""
+
+    async def before_send(
+        self, campaign_id: int, sender_id: str, rate: float, attempt: str
+    ) -> bool:
+        """Waits for a token; False if the campaign is paused (nothing may be sent)."""
+        ...
+
+    async def is_paused(self, campaign_id: int) -> bool: ...
+
+    async def pause(self, campaign_id: int) -> None: ...
+
+    async def slow_down(self, sender_id: str, seconds: float) -> None: ...
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def batch_size_for(rate_per_s: float) -> int:
+    """About two seconds of sending: big enough to amortise claim and record, small enough
+    that a killed worker strands few contacts and a slow campaign's lease stays short."""
+    return max(MIN_BATCH, min(MAX_BATCH, math.ceil(rate_per_s * 2)))
+
+
+def lease_seconds(batch: int, rate_per_s: float, *, margin_s: float) -> float:
+    """Time a batch may take at its rate, twice over, plus a margin for slow answers."""
+    return 2.0 * batch / rate_per_s + margin_s
+
+
+def released_to(attempts_after_claim: int) -> ContactState:
+    """Where an unsent claim goes back to: Initial if it never had an attempt before."""
+    return C.INITIAL if attempts_after_claim <= 1 else C.RETRY_SCHEDULED
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignPlan:
+    id: int
+    status: CampaignStatus
+    template: str
+    language: str
+    body_variables: tuple[str, ...]
+    sender_id: str
+    rate_per_s: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One claimed contact after the send phase. ``result`` None: released unsent."""
+
+    contact: ClaimedContact
+    result: SendResult | None
+    decision: Decision | None
+    answered_at: datetime | None
+    latency_s: float | None
+
+
+@dataclass
+class BatchReport:
+    campaign_id: int
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    error_codes: Counter[int] = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
+    paused_reason: str | None = None
+    more: bool = False  # a full batch was claimed: more is probably due now
+    completed: bool = False
+
+
+def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> CampaignPlan | None:
+    with engine.connect() as conn:
+        row = repo.get_campaign(conn, campaign_id)
+    if row is None:
+        return None
+    return CampaignPlan(
+        id=campaign_id,
+        status=CampaignStatus(row["status"]),
+        template=row["template_name"] or "",
+        language=row["template_language"],
+        body_variables=tuple(row["body_variables"] or ()),
+        sender_id=row["phone_number_id"] or default_sender,
+        rate_per_s=float(row["rate_per_s"]),
+        max_attempts=int(row["max_attempts"]),
+    )
+
+
+def claim_batch(
+    engine: Engine, plan: CampaignPlan, *, lease_margin_s: float
+) -> list[ClaimedContact]:
+    size = batch_size_for(plan.rate_per_s)
+    lease = lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
+    with engine.begin() as conn:
+        return drepo.claim_due(conn, plan.id, limit=size, lease_s=lease)
+
+
+def job_for(plan: CampaignPlan, contact: ClaimedContact) -> SendJob:
+    return SendJob(
+        sender_id=plan.sender_id,
+        to_e164=contact.phone_e164,
+        template=plan.template,
+        language=plan.language,
+        body_params=tuple(contact.variables.get(name, "") for name in plan.body_variables),
+        callback_data=str(contact.attempt_id),
+    )
+
+
+async def send_claimed(
+    plan: CampaignPlan,
+    claimed: Sequence[ClaimedContact],
+    gate: SendGate,
+    transport: MessageTransport,
+    *,
+    concurrency: int = 200,
+    rng: random.Random | None = None,
+) -> list[Attempt]:
+    """Sends every claimed contact once, paced by the gate; stops at a pause flag.
+
+    A decision that pauses the campaign (bad token, missing template) raises the flag at once,
+    so the rest of this batch and every other worker's batch stop before their next message.
+    """
+    rng = rng or random.Random()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(contact: ClaimedContact) -> Attempt:
+        async with slots:
+            go = await gate.before_send(
+                plan.id, plan.sender_id, plan.rate_per_s, str(contact.attempt_id)
+            )
+            if not go:
+                return Attempt(contact, None, None, None, None)
+            started = time.monotonic()
+            result = await transport.send(job_for(plan, contact))
+            latency = time.monotonic() - started
+        decision = classify(result, contact.attempt_no, plan.max_attempts, rng)
+        if decision.pause_campaign:
+            await gate.pause(plan.id)
+        if decision.slow_down:
+            await gate.slow_down(plan.sender_id, SLOW_DOWN_S)
+        return Attempt(contact, result, decision, datetime.now(UTC), latency)
+
+    return list(await asyncio.gather(*(one(c) for c in claimed)))
+
+
+def _recorded(attempt: Attempt) -> RecordedOutcome:
+    contact, result, decision = attempt.contact, attempt.result, attempt.decision
+    if result is None or decision is None:
+        return RecordedOutcome(
+            contact.id, contact.attempt_id, released_to(contact.attempt_no), released=True
+        )
+    target = {
+        OutcomeKind.SENT: C.SENT,
+        OutcomeKind.RETRY: C.RETRY_SCHEDULED,
+        OutcomeKind.SENDING_FAILED: C.SENDING_FAILED,
+        OutcomeKind.ERROR: C.ERROR,
+        OutcomeKind.UNKNOWN: None,  # stays in progress: its webhook (or recovery) settles it
+    }[decision.kind]
+    detail = None
+    if result.error_code is not None or result.error_details or result.error_title:
+        detail = " - ".join(x for x in (result.error_title, result.error_details) if x)[:500]
+    return RecordedOutcome(
+        contact_id=contact.id,
+        attempt_id=contact.attempt_id,
+        state=target,
+        reason=decision.reason if target is not C.SENT else None,
+        wamid=result.wamid,
+        wa_id=result.wa_id,
+        error_code=result.error_code,
+        error_detail=detail,
+        retry_after_s=decision.retry_after_s,
+        at=attempt.answered_at if target is C.SENT else None,
+    )
+
+
+def record_batch(engine: Engine, plan: CampaignPlan, attempts: Sequence[Attempt]) -> BatchReport:
+    report = BatchReport(campaign_id=plan.id, claimed=len(attempts))
+    pause_reason: str | None = None
+    opted_out: list[str] = []
+    for attempt in attempts:
+        decision, result = attempt.decision, attempt.result
+        if decision is None or result is None:
+            report.outcomes["released"] += 1
+            continue
+        report.outcomes[decision.kind.value] += 1
+        if result.error_code is not None:
+            report.error_codes[result.error_code] += 1
+        if attempt.latency_s is not None:
+            report.latencies_s.append(attempt.latency_s)
+        if decision.kind is OutcomeKind.SENT and attempt.answered_at is not None:
+            report.accepted_at.append(attempt.answered_at.timestamp())
+        if decision.pause_campaign and pause_reason is None:
+            pause_reason = f"paused automatically: {decision.reason}"
+        if decision.opted_out:
+            opted_out.append(attempt.contact.phone_e164)
+
+    with engine.begin() as conn:
+        drepo.record_outcomes(conn, [_recorded(a) for a in attempts])
+        drepo.insert_opt_outs(conn, opted_out, "platform 131050")
+        row = repo.get_campaign(conn, plan.id, for_update=True)
+        status = CampaignStatus(row["status"]) if row else plan.status
+        if pause_reason and status is CampaignStatus.RUNNING:
+            repo.set_campaign_status(
+                conn,
+                plan.id,
+                status,
+                CampaignStatus.PAUSED,
+                source="dispatch",
+                detail=pause_reason,
+                extra={"status_reason": pause_reason},
+            )
+            report.paused_reason = pause_reason
+            status = CampaignStatus.PAUSED
+        if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
+            # Claims given back after a cancel are cancelled like every other unsent contact.
+            drepo.cancel_pending(conn, plan.id, detail="campaign cancelled")
+        if status is CampaignStatus.RUNNING and not drepo.has_pending(conn, plan.id):
+            repo.set_campaign_status(
+                conn,
+                plan.id,
+                status,
+                CampaignStatus.COMPLETED,
+                source="dispatch",
+                extra={"finished_at": repo.now(conn)},
+            )
+            report.completed = True
+    return report
+
+
+def run_batch(
+    engine: Engine,
+    campaign_id: int,
+    gate: SendGate,
+    transport: MessageTransport,
+    run: CoroutineRunner,
+    *,
+    default_sender: str,
+    lease_margin_s: float = 60.0,
+    concurrency: int = 200,
+) -> BatchReport:
+    """Claim, send, record one batch of a campaign. ``run`` runs a coroutine to completion."""
+    plan = load_plan(engine, campaign_id, default_sender)
+    if plan is None or plan.status is not CampaignStatus.RUNNING:
+        return BatchReport(campaign_id=campaign_id)
+    if run(gate.is_paused(campaign_id)):
+        return BatchReport(campaign_id=campaign_id)  # a pause is on its way to Postgres
+    claimed = claim_batch(engine, plan, lease_margin_s=lease_margin_s)
+    if not claimed:
+        return BatchReport(campaign_id=campaign_id)
+    attempts = run(send_claimed(plan, claimed, gate, transport, concurrency=concurrency))
+    report = record_batch(engine, plan, attempts)
+    report.more = len(claimed) >= batch_size_for(plan.rate_per_s) and not report.paused_reason
+    return report
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+OUTCOME_UNKNOWN = "outcome unknown: the worker stopped after the send started"
+
+
+@dataclass
+class RecoveryReport:
+    released: int = 0
+    errored: int = 0
+    waiting: int = 0
+
+
+def decide_expired_lease(
+    lease: drepo.ExpiredLease, *, started: bool, now: datetime, grace_s: float
+) -> tuple[ContactState, str] | None:
+    """Released if the send never started; Error after the grace if it did (no webhook came)."""
+    if not started:
+        return released_to(lease.attempts), "released: the worker stopped before sending"
+    if lease.lease_expires_at + timedelta(seconds=grace_s) <= now:
+        return C.ERROR, OUTCOME_UNKNOWN
+    return None
+
+
+def recover_expired_leases(
+    engine: Engine,
+    started_probe: Callable[[Sequence[uuid.UUID]], set[uuid.UUID]],
+    *,
+    grace_s: float,
+) -> RecoveryReport:
+    """Expired leases: never a blind re-send. A webhook of the attempt has already settled the
+    contact (the applier matches in-progress contacts by attempt id); what is left is released
+    when the send provably never started, or becomes Error after the grace period."""
+    report = RecoveryReport()
+    with engine.begin() as conn:
+        leases = drepo.expired_leases(conn)
+        if not leases:
+            return report
+        now = repo.now(conn)
+        started = started_probe([lease.attempt_id for lease in leases])
+        settled: list[tuple[drepo.ExpiredLease, ContactState, str]] = []
+        for lease in leases:
+            verdict = decide_expired_lease(
+                lease, started=lease.attempt_id in started, now=now, grace_s=grace_s
+            )
+            if verdict is None:
+                report.waiting += 1
+                continue
+            settled.append((lease, *verdict))
+            if verdict[0] is C.ERROR:
+                report.errored += 1
+            else:
+                report.released += 1
+        if settled:
+            drepo.settle_leases(conn, settled)
+    return report
+
+
+def start_due_scheduled(engine: Engine) -> list[int]:
+    started: list[int] = []
+    with engine.begin() as conn:
+        for campaign_id in drepo.due_scheduled_campaigns(conn):
+            repo.set_campaign_status(
+                conn,
+                campaign_id,
+                CampaignStatus.SCHEDULED,
+                CampaignStatus.RUNNING,
+                source="schedule",
+                extra={"started_at": repo.now(conn)},
+            )
+            started.append(campaign_id)
+    return started
+
+
+def complete_finished(engine: Engine) -> list[int]:
+    """Running campaigns with nothing left in Initial, In progress or Retry scheduled."""
+    done: list[int] = []
+    with engine.begin() as conn:
+        for campaign_id in drepo.campaign_ids_by_status(conn, [CampaignStatus.RUNNING.value]):
+            if drepo.has_pending(conn, campaign_id):
+                continue
+            row = repo.get_campaign(conn, campaign_id, for_update=True)
+            if row is None or row["status"] != CampaignStatus.RUNNING.value:
+                continue
+            if drepo.has_pending(conn, campaign_id):
+                continue
+            repo.set_campaign_status(
+                conn,
+                campaign_id,
+                CampaignStatus.RUNNING,
+                CampaignStatus.COMPLETED,
+                source="dispatch",
+                extra={"finished_at": repo.now(conn)},
+            )
+            done.append(campaign_id)
+    return done
+
+
+def campaigns_with_due_work(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        running = drepo.campaign_ids_by_status(conn, [CampaignStatus.RUNNING.value])
+        return [cid for cid in running if drepo.next_due_in_s(conn, cid) == 0.0]

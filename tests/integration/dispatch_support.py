@@ -1,0 +1,122 @@
+"""Shared set-up for dispatch tests: campaigns with contacts, and the send ports on a loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, text
+
+from campaigns import services
+from campaigns.clients.ratelimit import PauseFlags, RateLimiter
+from campaigns.clients.send_gate import RedisSendGate, SyncPauseFlags
+from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
+from campaigns.runtime import resolve
+from campaigns.simulator.runner import RunningSimulator
+from schemas.api import CampaignCreate
+
+T = TypeVar("T")
+SENDER = "100200300"
+
+
+def phone(n: int) -> str:
+    """Distinct valid German mobiles; the last two digits pick the simulator's outcome."""
+    return f"+49151{20000000 + n:08d}"
+
+
+def csv_for(numbers: Sequence[str]) -> bytes:
+    lines = ["phone,name"] + [f"{p},Name {i}" for i, p in enumerate(numbers)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def campaign_with_contacts(
+    engine: Engine,
+    numbers: Sequence[str],
+    *,
+    template: str = "bf_offer",
+    rate: float = 1000,
+    max_attempts: int = 5,
+) -> int:
+    body = CampaignCreate(
+        name="dispatch",
+        template=template,
+        region="DE",
+        body_variables=["name"],
+        phone_number_id=SENDER,
+        rate_per_s=Decimal(str(rate)),
+        max_attempts=max_attempts,
+    )
+    campaign_id = services.create_campaign(engine, body).id
+    settings = resolve().settings
+    spooled = services.spool_upload(
+        iter([csv_for(numbers)]), settings.spool_dir, max_bytes=50_000_000
+    )
+    upload = services.register_upload(engine, campaign_id, spooled, filename="c.csv")
+    done = services.run_ingest(
+        engine, upload.id, max_rows=1_000_000, chunk_rows=10_000, parse_workers=1
+    )
+    assert done.valid == len(numbers), done
+    return campaign_id
+
+
+def states(engine: Engine, campaign_id: int) -> dict[str, str]:
+    """phone -> state of every contact of the campaign."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT phone_e164, state FROM contacts WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+        return {str(p): str(s) for p, s in rows}
+
+
+def contact_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT * FROM contacts WHERE campaign_id = :c ORDER BY id"), {"c": campaign_id}
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def sync_flags() -> SyncPauseFlags:
+    return SyncPauseFlags(redis.Redis.from_url(resolve().redis_url))
+
+
+class SendPorts:
+    """The real gate (Redis) and transport (httpx to the simulator) on a private loop."""
+
+    def __init__(self, sim: RunningSimulator, *, timeout_s: float = 5.0) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.redis = aioredis.Redis.from_url(resolve().redis_url)
+        self.gate = RedisSendGate(self.redis, RateLimiter(self.redis), PauseFlags(self.redis))
+        self.client = WhatsAppClient(timeout_s=timeout_s, max_connections=100)
+        self.transport = CloudApiTransport(
+            self.client,
+            base_url=sim.base_url,
+            api_version=sim.config.api_version,
+            token=sim.config.access_token,
+        )
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        async def _await() -> T:
+            return await awaitable
+
+        return self.loop.run_until_complete(_await())
+
+    def close(self) -> None:
+        self.run(self.client.aclose())
+        self.run(self.redis.aclose())
+        self.loop.close()
+
+
+@contextmanager
+def send_ports(sim: RunningSimulator, **kw: Any) -> Iterator[SendPorts]:
+    ports = SendPorts(sim, **kw)
+    try:
+        yield ports
+    finally:
+        ports.close()

@@ -1,0 +1,281 @@
+"""Dispatch on real Postgres and Redis against the simulator: claim, send, record, recover."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from campaigns import admin, dispatch
+from campaigns.simulator.config import SimulatorConfig
+from campaigns.simulator.outcomes import OutcomeKind
+from campaigns.simulator.runner import RunningSimulator
+from campaigns.states import CampaignStatus, ContactState, IllegalTransition
+from campaigns.storage import dispatch_repo as drepo
+from tests.integration.dispatch_support import (
+    SENDER,
+    SendPorts,
+    campaign_with_contacts,
+    contact_rows,
+    phone,
+    send_ports,
+    states,
+    sync_flags,
+)
+
+
+@pytest.fixture
+def sim() -> Iterator[RunningSimulator]:
+    config = SimulatorConfig(port=0, pair_interval_s=0, timeout_hang_s=3.0)
+    with RunningSimulator(config) as running:
+        yield running
+
+
+@pytest.fixture
+def ports(sim: RunningSimulator) -> Iterator[SendPorts]:
+    with send_ports(sim, timeout_s=1.0) as p:
+        yield p
+
+
+def run_until_idle(
+    engine: Engine, campaign_id: int, ports: SendPorts
+) -> list[dispatch.BatchReport]:
+    reports = []
+    for _ in range(100):
+        report = dispatch.run_batch(
+            engine, campaign_id, ports.gate, ports.transport, ports.run, default_sender=SENDER
+        )
+        reports.append(report)
+        if not report.more:
+            return reports
+    raise AssertionError("dispatch did not go idle")
+
+
+def campaign_status(engine: Engine, campaign_id: int) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
+        ).one()
+        return str(row.status), row.status_reason
+
+
+def test_campaign_sends_every_contact_once_and_completes(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    numbers = [phone(i) for i in range(450)]
+    campaign_id = campaign_with_contacts(db, numbers, rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+
+    reports = run_until_idle(db, campaign_id, ports)
+
+    assert sum(r.claimed for r in reports) == 450
+    assert len(reports) >= 1 and all(r.claimed <= dispatch.MAX_BATCH for r in reports)
+    assert set(states(db, campaign_id).values()) == {"sent"}
+    stats = sim.stats()
+    assert stats["accepted_total"] == 450
+    assert stats["duplicate_count"] == 0
+    assert campaign_status(db, campaign_id)[0] == "completed"
+    rows = contact_rows(db, campaign_id)
+    assert all(r["wamid"] and r["sent_at"] and r["attempts"] == 1 for r in rows)
+    assert all(r["lease_expires_at"] is None for r in rows)
+    with db.connect() as conn:
+        events = conn.execute(
+            text(
+                "SELECT from_state, to_state, count(*) FROM contact_events "
+                "WHERE campaign_id = :c GROUP BY 1, 2 ORDER BY 1"
+            ),
+            {"c": campaign_id},
+        ).all()
+    assert {(f, t): n for f, t, n in events} == {
+        ("initial", "in_progress"): 450,
+        ("in_progress", "sent"): 450,
+    }
+
+
+def test_each_error_class_lands_in_its_state(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    codes = {1: 131026, 2: 131050, 3: 131000, 4: 100, 5: 130429}
+    explicit: dict[str, OutcomeKind | int] = {
+        phone(n).removeprefix("+"): code for n, code in codes.items()
+    }
+    explicit[phone(6).removeprefix("+")] = OutcomeKind.TIMEOUT
+    sim.update_config(explicit=explicit)
+    numbers = [phone(i) for i in range(7)]
+    campaign_id = campaign_with_contacts(db, numbers)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+
+    run_until_idle(db, campaign_id, ports)
+
+    by_phone = {r["phone_e164"]: r for r in contact_rows(db, campaign_id)}
+    assert by_phone[phone(0)]["state"] == "sent"
+    assert by_phone[phone(1)]["state"] == "sending_failed"
+    assert by_phone[phone(1)]["error_code"] == 131026
+    assert by_phone[phone(2)]["state"] == "sending_failed"  # 131050 stopped marketing
+    retry = by_phone[phone(3)]
+    assert retry["state"] == "retry_scheduled" and retry["attempts"] == 1
+    assert retry["next_attempt_at"] > datetime.now(UTC)
+    assert by_phone[phone(4)]["state"] == "error" and by_phone[phone(4)]["error_code"] == 100
+    assert by_phone[phone(5)]["state"] == "retry_scheduled"  # throughput: back soon
+    unknown = by_phone[phone(6)]
+    # A timeout after the request left: never re-sent, it waits for its webhook.
+    assert unknown["state"] == "in_progress" and unknown["lease_expires_at"] is not None
+    with db.connect() as conn:
+        opted = conn.execute(text("SELECT phone_e164 FROM opt_outs")).scalars().all()
+    assert opted == [phone(2)]
+    assert campaign_status(db, campaign_id)[0] == "running"  # retries are still pending
+
+
+def test_retries_exhausted_become_error(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    sim.update_config(explicit={phone(1).removeprefix("+"): 131000})
+    campaign_id = campaign_with_contacts(db, [phone(1)], max_attempts=2)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    run_until_idle(db, campaign_id, ports)
+    assert states(db, campaign_id) == {phone(1): "retry_scheduled"}
+    with db.begin() as conn:  # the backoff has passed
+        conn.execute(
+            text("UPDATE contacts SET next_attempt_at = now() WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        )
+    run_until_idle(db, campaign_id, ports)
+    (row,) = contact_rows(db, campaign_id)
+    assert row["state"] == "error" and row["attempts"] == 2
+    assert row["reason"].startswith("retries exhausted")
+    assert campaign_status(db, campaign_id)[0] == "completed"
+    assert sim.stats()["requests_total"] == 2
+
+
+def test_template_error_pauses_the_campaign_and_stops_the_batch(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    sim.update_config(missing_templates=["bf_offer"])
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(60)], rate=20)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+
+    report = dispatch.run_batch(
+        db, campaign_id, ports.gate, ports.transport, ports.run, default_sender=SENDER
+    )
+
+    status, reason = campaign_status(db, campaign_id)
+    assert status == "paused"
+    assert reason is not None and "132001" in reason
+    assert report.paused_reason and not report.more
+    # At 20 msg/s the first answers come back before most tokens: the flag stops the rest.
+    counts = states(db, campaign_id)
+    errors = sum(1 for s in counts.values() if s == "error")
+    assert errors >= 1 and report.outcomes["released"] >= 1
+    assert errors + report.outcomes["released"] == report.claimed
+    assert sum(1 for s in counts.values() if s == "initial") == 60 - errors
+    assert sim.stats()["requests_total"] == errors
+    assert sync_flags().is_paused(campaign_id)
+
+
+def test_pause_releases_unsent_claims_and_cancel_cancels_them(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(30)])
+    flags = sync_flags()
+    admin.start_campaign(db, flags, campaign_id)
+    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    assert plan is not None
+    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    assert len(claimed) == 30
+
+    admin.pause_campaign(db, flags, campaign_id)
+    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
+    dispatch.record_batch(db, plan, attempts)
+
+    assert sim.stats()["requests_total"] == 0
+    rows = contact_rows(db, campaign_id)
+    assert {r["state"] for r in rows} == {"initial"}
+    assert {r["attempts"] for r in rows} == {0}  # a released claim is not an attempt
+
+    admin.resume_campaign(db, flags, campaign_id)
+    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    assert plan is not None
+    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    admin.cancel_campaign(db, flags, campaign_id)
+    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
+    dispatch.record_batch(db, plan, attempts)
+    assert set(states(db, campaign_id).values()) == {"canceled_by_admin"}
+    assert sim.stats()["requests_total"] == 0
+    assert campaign_status(db, campaign_id)[0] == "cancelled"
+
+
+def test_recording_is_guarded_by_the_attempt(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(1)])
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    assert plan is not None
+    (claimed,) = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    stale = drepo.RecordedOutcome(claimed.id, uuid.uuid4(), ContactState.ERROR, reason="stale")
+    with db.begin() as conn:
+        assert drepo.record_outcomes(conn, [stale]) == (0, 0)
+    # A status webhook moved the contact on before the worker's commit: the worker only adds
+    # the wamid it lacks and never moves the state back.
+    with db.begin() as conn:
+        conn.execute(
+            text("UPDATE contacts SET state = 'delivered' WHERE id = :i"), {"i": claimed.id}
+        )
+    sent = drepo.RecordedOutcome(
+        claimed.id, claimed.attempt_id, ContactState.SENT, wamid="wamid.X", at=datetime.now(UTC)
+    )
+    with db.begin() as conn:
+        assert drepo.record_outcomes(conn, [sent]) == (0, 1)
+    (row,) = contact_rows(db, campaign_id)
+    assert row["state"] == "delivered" and row["wamid"] == "wamid.X"
+    # A target the table does not allow from In progress is refused before any SQL runs.
+    removed = drepo.RecordedOutcome(claimed.id, claimed.attempt_id, ContactState.REMOVED)
+    with db.begin() as conn, pytest.raises(IllegalTransition):
+        drepo.record_outcomes(conn, [removed])
+
+
+def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(3)])
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    with db.begin() as conn:
+        claimed = drepo.claim_due(conn, campaign_id, limit=10, lease_s=0)
+    never, started_old, started_new = claimed
+    with db.begin() as conn:  # the third lease expired only a moment ago
+        conn.execute(
+            text(
+                "UPDATE contacts SET lease_expires_at = now() - interval '1 hour' "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": [never.id, started_old.id]},
+        )
+        conn.execute(
+            text(
+                "UPDATE contacts SET lease_expires_at = now() - interval '1 second' WHERE id = :i"
+            ),
+            {"i": started_new.id},
+        )
+    report = dispatch.recover_expired_leases(
+        db, lambda ids: {started_old.attempt_id, started_new.attempt_id}, grace_s=600
+    )
+    assert (report.released, report.errored, report.waiting) == (1, 1, 1)
+    by_id = {r["id"]: r for r in contact_rows(db, campaign_id)}
+    assert by_id[never.id]["state"] == "initial" and by_id[never.id]["attempts"] == 0
+    assert by_id[started_old.id]["state"] == "error"
+    assert by_id[started_old.id]["reason"] == dispatch.OUTCOME_UNKNOWN
+    assert by_id[started_new.id]["state"] == "in_progress"
+
+
+def test_scheduled_start_runs_when_due(db: Engine) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(1)])
+    at = datetime.now(UTC) + timedelta(hours=1)
+    out = admin.start_campaign(db, sync_flags(), campaign_id, at=at)
+    assert out.status is CampaignStatus.SCHEDULED and out.scheduled_at == at
+    assert dispatch.start_due_scheduled(db) == []
+    with db.begin() as conn:
+        conn.execute(text("UPDATE campaigns SET scheduled_at = now() - interval '1 second'"))
+    assert dispatch.start_due_scheduled(db) == [campaign_id]
+    assert campaign_status(db, campaign_id)[0] == "running"
+    assert dispatch.campaigns_with_due_work(db) == [campaign_id]

@@ -1,0 +1,47 @@
+"""The beat tick: scheduled starts, batch chains for running campaigns, lease recovery,
+completion. Idempotent and cheap when idle; any number of ticks may overlap safely."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import shared_task
+
+from campaigns import dispatch
+from campaigns.clients.send_gate import DispatchLoops, started_attempts
+from campaigns.runtime import resolve
+from workers.dispatch import send_batch
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="workers.maintenance.tick", acks_late=True, ignore_result=True)
+def tick() -> None:
+    runtime = resolve()
+    settings = runtime.settings
+    engine = runtime.engine
+    client = redis.Redis.from_url(runtime.redis_url)
+    try:
+        for campaign_id in dispatch.start_due_scheduled(engine):
+            log.info("campaign %s started on schedule", campaign_id)
+        recovery = dispatch.recover_expired_leases(
+            engine,
+            lambda attempts: started_attempts(client, attempts),
+            grace_s=settings.outcome_unknown_grace_s,
+        )
+        if recovery.released or recovery.errored:
+            log.warning(
+                "expired leases: %d released unsent, %d outcome unknown",
+                recovery.released,
+                recovery.errored,
+            )
+        loops = DispatchLoops(client)
+        for campaign_id in dispatch.campaigns_with_due_work(engine):
+            for slot in range(settings.dispatch_parallel_batches):
+                if loops.try_take(campaign_id, slot):
+                    send_batch.apply_async((campaign_id, slot))
+        for campaign_id in dispatch.complete_finished(engine):
+            log.info("campaign %s completed", campaign_id)
+    finally:
+        client.close()
