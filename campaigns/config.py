@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         2, ge=1, description="batch chains per running campaign (spread over dispatch workers)"
     )
     dispatch_concurrency: int = Field(200, ge=1, description="sends in flight per batch")
+    dispatch_loop_ttl_s: int = Field(
+        30, ge=2, description="a batch chain whose worker died is restarted after this long"
+    )
     dispatch_lease_margin_s: float = Field(
         60.0, gt=0, description="lease of a claimed batch beyond twice its sending time"
     )
@@ -56,6 +59,29 @@ class Settings(BaseSettings):
     )
 
     log_json: bool = False
+
+    webhook_apply_batch: int = Field(
+        200, ge=1, description="inbox rows (POST bodies) applied per transaction"
+    )
+    webhook_drain_budget_s: float = Field(
+        5.0, gt=0, description="seconds one apply task drains the inbox before re-queueing"
+    )
+    webhook_kick_debounce_ms: int = Field(
+        200, ge=1, description="the receiver queues at most one apply task per this window"
+    )
+    webhook_retry_base_s: float = Field(
+        1.0, gt=0, description="first backoff of a status matching no contact yet (doubles)"
+    )
+    webhook_retry_max_tries: int = Field(
+        10, ge=1, description="tries before an unmatched status is reported to operators"
+    )
+    webhook_retry_max_age_s: float = Field(
+        3600.0, gt=0, description="age after which an unmatched status is reported anyway"
+    )
+    opt_out_words: str = Field(
+        "STOP,UNSUBSCRIBE",
+        description="comma-separated replies that opt a phone out (case/spacing ignored)",
+    )
     flower_url: str = Field(
         "http://localhost:5555", description="Flower, linked from the dashboard's queue panel"
     )

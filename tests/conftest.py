@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The live stack (simulator, API, worker processes) for e2e and reliability tests.
+pytest_plugins = ["tests.fixtures.live"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".data" / "test"
 API_TOKEN = "test-token-0123456789"

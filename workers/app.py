@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -57,6 +58,9 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+# One line per HTTP request at INFO would drown the worker log at 1,000 messages/s.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @worker_process_init.connect

@@ -78,7 +78,7 @@ def send_batch(campaign_id: int, slot: int) -> None:
     runtime = resolve()
     settings = runtime.settings
     ctx = _context()
-    loops = DispatchLoops(ctx.sync_redis)
+    loops = DispatchLoops(ctx.sync_redis, ttl_s=settings.dispatch_loop_ttl_s)
     loops.refresh(campaign_id, slot)
     limiter_before = (ctx.gate.limiter.stats.waits, ctx.gate.limiter.stats.waited_s)
     report = dispatch.run_batch(

@@ -36,7 +36,7 @@ def tick() -> None:
                 recovery.released,
                 recovery.errored,
             )
-        loops = DispatchLoops(client)
+        loops = DispatchLoops(client, ttl_s=settings.dispatch_loop_ttl_s)
         for campaign_id in dispatch.campaigns_with_due_work(engine):
             for slot in range(settings.dispatch_parallel_batches):
                 if loops.try_take(campaign_id, slot):

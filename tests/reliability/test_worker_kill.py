@@ -1,0 +1,69 @@
+"""kill -9 of the dispatch worker mid-batch, then a restart: the campaign still completes,
+nobody gets two messages, and no contact is left In progress."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, text
+
+from campaigns import admin
+from tests.fixtures.live import LiveStack
+from tests.fixtures.processes import wait_for
+from tests.integration.dispatch_support import campaign_with_contacts, phone, sync_flags
+
+
+def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
+            {"c": campaign_id},
+        )
+        return {str(s): int(n) for s, n in rows}
+
+
+def campaign_status(engine: Engine, campaign_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT status FROM campaigns WHERE id = :c"), {"c": campaign_id}
+            ).scalar_one()
+        )
+
+
+def test_kill_9_mid_batch_then_restart(live: LiveStack, db: Engine) -> None:
+    total = 1500
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(total)], rate=150)
+    worker = live.start_worker("worker-1")
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    wait_for(
+        lambda: (
+            live.sim.stats(False)["accepted_total"] >= 300
+            and counts(db, campaign_id).get("in_progress", 0) > 0
+        ),
+        timeout=60,
+        what="a batch in flight",
+    )
+
+    worker.kill9()
+    killed_at = live.sim.stats(False)["accepted_total"]
+    stranded = counts(db, campaign_id).get("in_progress", 0)
+    assert stranded > 0  # the kill really hit claimed work
+    assert killed_at < total
+
+    live.start_worker("worker-2")
+    wait_for(
+        lambda: campaign_status(db, campaign_id) == "completed",
+        timeout=120,
+        what="the campaign to complete after the restart",
+    )
+
+    final = counts(db, campaign_id)
+    assert final.get("in_progress", 0) == 0
+    assert final.get("initial", 0) == 0 and final.get("retry_scheduled", 0) == 0
+    stats = live.sim.stats()
+    assert stats["duplicate_count"] == 0, stats["duplicates"][:10]
+    assert max(stats["accepted_by_recipient"].values()) == 1
+    # Every contact was either accepted once, or (a send whose fate nobody could learn)
+    # is Error "outcome unknown": never re-sent blindly.
+    settled = sum(final.get(s, 0) for s in ("sent", "delivered", "read"))
+    assert settled == stats["accepted_total"]
+    assert settled + final.get("error", 0) == total
