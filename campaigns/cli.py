@@ -425,7 +425,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from campaigns.demo import run_demo
 
-    return run_demo(contacts=args.contacts, as_json=args.json)
+    return run_demo(contacts=args.contacts, as_json=args.json, rate=args.rate)
 
 
 # --------------------------------------------------------------------------- parser
@@ -519,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", cmd_demo, "run a demo campaign end to end")
     p.add_argument("--contacts", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=250.0, help="messages per second")
     return parser
 
 
