@@ -132,6 +132,9 @@ def run_demo(*, contacts: int, as_json: bool, rate: float = 250.0) -> int:
                 "--port",
                 str(sim_port),
                 "--demo",
+                # The number's tier: 1,000 msg/s, so the campaign's own rate is what paces it.
+                "--rate",
+                "1000",
                 "--pair-interval",
                 "0",
                 "--webhook-url",
