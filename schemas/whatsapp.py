@@ -28,6 +28,7 @@ __all__ = [
     "ErrorData",
     "ErrorResponse",
     "GraphError",
+    "InboundButton",
     "InboundMessage",
     "InboundText",
     "Language",
@@ -40,11 +41,16 @@ __all__ = [
     "Status",
     "StatusError",
     "StatusErrorData",
+    "StatusUpdate",
     "Template",
     "TemplateSendRequest",
+    "UpdateChange",
+    "UpdateEntry",
+    "UpdateValue",
     "WebhookContact",
     "WebhookPayload",
     "WebhookProfile",
+    "WebhookUpdates",
     "sign_payload",
     "verify_signature",
 ]
@@ -203,12 +209,29 @@ class InboundText(_Model):
     body: str
 
 
+class InboundButton(_Model):
+    """A quick-reply button press: ``text`` is the button's label (e.g. "STOP")."""
+
+    text: str | None = None
+    payload: str | None = None
+
+
 class InboundMessage(_Model):
     from_: str = Field(alias="from")
     id: str
     timestamp: str
     type: str
     text: InboundText | None = None
+    button: InboundButton | None = None
+
+    @property
+    def body(self) -> str | None:
+        """What the person wrote or pressed (text body or button label), if any."""
+        if self.text is not None:
+            return self.text.body
+        if self.button is not None:
+            return self.button.text
+        return None
 
 
 class WebhookProfile(_Model):
@@ -248,6 +271,74 @@ class WebhookPayload(_Model):
     def statuses(self) -> list[tuple[str | None, Status]]:
         """All statuses of ``field == "messages"`` changes, with their phone number id."""
         out: list[tuple[str | None, Status]] = []
+        for entry in self.entry:
+            for change in entry.changes:
+                if change.field != "messages":
+                    continue
+                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
+                out.extend((pnid, s) for s in change.value.statuses)
+        return out
+
+    def inbound_messages(self) -> list[tuple[str | None, InboundMessage]]:
+        """All inbound user messages of ``field == "messages"`` changes."""
+        out: list[tuple[str | None, InboundMessage]] = []
+        for entry in self.entry:
+            for change in entry.changes:
+                if change.field != "messages":
+                    continue
+                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
+                out.extend((pnid, m) for m in change.value.messages)
+        return out
+
+
+# --------------------------------------------------------------------------- applier view
+
+
+class _Lean(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class StatusUpdate(_Lean):
+    """A status as the applier reads it: only what it acts on (the raw body is kept)."""
+
+    id: str
+    status: str
+    timestamp: str
+    recipient_id: str | None = None
+    biz_opaque_callback_data: str | None = None
+    errors: list[StatusError] = Field(default_factory=list)
+
+
+class UpdateValue(_Lean):
+    metadata: Metadata | None = None
+    statuses: list[StatusUpdate] = Field(default_factory=list)
+    messages: list[InboundMessage] = Field(default_factory=list)
+
+
+class UpdateChange(_Lean):
+    field: str
+    value: UpdateValue
+
+
+class UpdateEntry(_Lean):
+    id: str
+    changes: list[UpdateChange] = Field(default_factory=list)
+
+
+class WebhookUpdates(_Lean):
+    """:class:`WebhookPayload` as the applier needs it, for its hot path.
+
+    Same envelope and the same required fields, but unknown and unused fields (conversation,
+    pricing, contacts, ...) are skipped instead of kept: thousands of statuses a second
+    validate about three times faster. The stored raw body still has everything.
+    """
+
+    object: str
+    entry: list[UpdateEntry] = Field(default_factory=list)
+
+    def statuses(self) -> list[tuple[str | None, StatusUpdate]]:
+        """All statuses of ``field == "messages"`` changes, with their phone number id."""
+        out: list[tuple[str | None, StatusUpdate]] = []
         for entry in self.entry:
             for change in entry.changes:
                 if change.field != "messages":

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -227,3 +228,105 @@ contact_events_t = cast(Table, ContactEvent.__table__)
 campaign_events_t = cast(Table, CampaignEvent.__table__)
 opt_outs_t = cast(Table, OptOut.__table__)
 api_tokens_t = cast(Table, ApiToken.__table__)
+
+
+# --------------------------------------------------------------------------- webhooks
+
+INBOX_STATUSES = ("pending", "applied", "rejected", "unmatched")
+RETRY_STATES = ("waiting", "applied", "unmatched")
+
+
+class WebhookInbox(Base):
+    """Every signed webhook POST, stored raw before it is answered 200.
+
+    ``unmatched``: applied, but at least one of its statuses matched no contact within the
+    retry bound (see ``webhook_status_retries``); ``rejected``: not a webhook body we can read.
+    """
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in INBOX_STATUSES)})", name="status"),
+        # The applier's claim walks only what is due.
+        Index(
+            "ix_webhook_inbox_pending_due",
+            "next_try_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    statuses: Mapped[int] = mapped_column(Integer, server_default="0")
+    tries: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_try_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookStatusRetry(Base):
+    """A status that matched no contact when its body was applied: retried on its own.
+
+    It waits with backoff (the worker's commit of the wamid may be a moment behind), and
+    after the bound becomes ``unmatched``: kept and counted for operators, never dropped.
+    """
+
+    __tablename__ = "webhook_status_retries"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({', '.join(repr(s) for s in RETRY_STATES)})", name="state"),
+        Index(
+            "ix_webhook_status_retries_due",
+            "next_try_at",
+            "id",
+            postgresql_where=text("state = 'waiting'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    inbox_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_inbox.id", ondelete="CASCADE"), index=True
+    )
+    wamid: Mapped[str] = mapped_column(Text)
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    status: Mapped[str] = mapped_column(Text)
+    status_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recipient_id: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default="waiting")
+    tries: Mapped[int] = mapped_column(Integer, server_default="1")
+    next_try_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboundMessageRow(Base):
+    """A message a person sent to the business (e.g. a STOP reply)."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    inbox_id: Mapped[int | None] = mapped_column(
+        ForeignKey("webhook_inbox.id", ondelete="SET NULL")
+    )
+    wamid: Mapped[str] = mapped_column(Text, unique=True)
+    from_wa_id: Mapped[str] = mapped_column(Text, index=True)
+    phone_number_id: Mapped[str | None] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+webhook_inbox_t = cast(Table, WebhookInbox.__table__)
+webhook_status_retries_t = cast(Table, WebhookStatusRetry.__table__)
+inbound_messages_t = cast(Table, InboundMessageRow.__table__)

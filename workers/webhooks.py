@@ -1,0 +1,42 @@
+"""Webhook tasks: thin adapters around campaigns.delivery.drain.
+
+Both carry no arguments and claim their own work from the inbox (FOR UPDATE SKIP LOCKED), so
+a lost, duplicated or concurrent task costs nothing. ``apply_inbox`` is queued by the
+receiver (debounced); ``sweep_inbox`` runs from beat every 2 s and also retries statuses
+that matched no contact yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from campaigns import delivery
+from campaigns.runtime import resolve
+
+
+def _drain(task: Task, *, retries: bool) -> dict[str, Any]:
+    runtime = resolve()
+    settings = runtime.settings
+    stats = delivery.drain(
+        runtime.engine,
+        policy=delivery.ApplyPolicy.from_settings(settings),
+        budget_s=settings.webhook_drain_budget_s,
+        retries=retries,
+    )
+    if stats.more:  # the budget ran out with work left: hand over rather than hog the worker
+        # Through the bound task's own app: Celery's current app is per thread.
+        task.app.send_task("workers.webhooks.apply_inbox")
+    return stats.as_dict()
+
+
+@shared_task(name="workers.webhooks.apply_inbox", bind=True, acks_late=True)
+def apply_inbox(self: Task) -> dict[str, Any]:
+    return _drain(self, retries=False)
+
+
+# A sweep that waited longer than a few beats is superseded by the next one.
+@shared_task(name="workers.webhooks.sweep_inbox", bind=True, acks_late=True, expires=10)
+def sweep_inbox(self: Task) -> dict[str, Any]:
+    return _drain(self, retries=True)
