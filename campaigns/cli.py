@@ -375,8 +375,8 @@ def worker_argv(
         argv += ["--pool", "threads"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
-    if hostname:
-        argv += ["--hostname", hostname]
+    # Distinct names per queue set, so two workers on one host do not merge in inspect/Flower.
+    argv += ["--hostname", hostname or f"{queues.replace(',', '-')}@%h"]
     if beat:
         argv += ["--beat", "--schedule", str(_beat_schedule_file())]
     return argv

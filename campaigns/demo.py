@@ -145,9 +145,9 @@ def run_demo(*, contacts: int, as_json: bool, rate: float = 250.0) -> int:
         )
         api = children.start("api", ["serve", "--port", str(api_port)])
         children.start("worker-ingest", ["worker", "-Q", "ingest", "-c", "1"])
-        children.start(
-            "worker-dispatch", ["worker", "-Q", "dispatch,webhooks", "-c", "2", "--beat"]
-        )
+        # One worker per queue, as in compose: webhook drains never hold dispatch's slots.
+        children.start("worker-dispatch", ["worker", "-Q", "dispatch", "-c", "2", "--beat"])
+        children.start("worker-webhooks", ["worker", "-Q", "webhooks", "-c", "1"])
         _wait_http(f"{sim_url}/_sim/stats", simulator, "the simulator")
         _wait_http(f"{api_url}/healthz", api, "the HTTP service")
         say(f"simulator {sim_url}   API {api_url}/docs")

@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from campaigns import services
-from campaigns.api import campaigns
+from campaigns.api import campaigns, dashboard, metrics, webhooks
 from campaigns.api.deps import require_token
 from campaigns.commands import CommandRefused
 from campaigns.csv_intake import RefusalCode, UploadRefused
@@ -20,6 +20,10 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     app.include_router(campaigns.router, dependencies=[Depends(require_token)])
+    app.include_router(dashboard.router, dependencies=[Depends(require_token)])
+    app.include_router(dashboard.pages)
+    app.include_router(metrics.router)
+    app.include_router(webhooks.router)  # signed by the platform: no bearer token
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

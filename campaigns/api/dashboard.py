@@ -1,0 +1,201 @@
+"""The campaign dashboard: static pages, and the JSON they poll besides the campaign API.
+
+The HTML, JS and CSS are served without a token (they hold no data); every fetch the page
+makes carries the API bearer token, which the page asks for once and keeps in
+localStorage (or takes from ``?token=``). No build step, no CDN: the files in ``static/``
+are what the browser runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, func, select
+
+from campaigns import services
+from campaigns.api import metrics
+from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
+from campaigns.api.metrics import QUEUES, queue_stats, reserved_count
+from campaigns.clients import telemetry
+from campaigns.outcomes import ERROR_CLASSES
+from campaigns.states import ContactState
+from campaigns.storage.tables import campaigns_t, contacts_t
+
+STATIC = Path(__file__).parent / "static"
+_ASSETS = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
+# States whose error_code says why the contact is where it is (a retried contact keeps the
+# code of its last failure). Listing them lets the query use ix_contacts_campaign_state.
+_ERROR_STATES = (
+    ContactState.ERROR,
+    ContactState.SENDING_FAILED,
+    ContactState.RETRY_SCHEDULED,
+    ContactState.DELIVERY_FAILED,
+)
+
+pages = APIRouter(include_in_schema=False)
+router = APIRouter()
+
+
+# --------------------------------------------------------------------------- pages (no token)
+
+
+def _page() -> FileResponse:
+    # no-cache: an operator gets the new dashboard right after a deploy.
+    return FileResponse(
+        STATIC / "dashboard.html",
+        media_type="text/html; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@pages.get("/dashboard")
+def dashboard() -> FileResponse:
+    return _page()
+
+
+@pages.get("/dashboard/campaigns/{campaign_id}")
+def dashboard_campaign(campaign_id: int) -> FileResponse:
+    return _page()
+
+
+@pages.get("/dashboard/static/{name}")
+def dashboard_asset(name: str) -> FileResponse:
+    media_type = _ASSETS.get(name)
+    if media_type is None:  # a fixed list: no path from the URL ever reaches the disk
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail={"code": "not_found"})
+    return FileResponse(STATIC / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+# --------------------------------------------------------------------------- JSON (token)
+
+
+class ErrorCount(BaseModel):
+    code: int
+    meaning: str
+    count: int
+
+
+class RatePoint(BaseModel):
+    t: int = Field(description="unix second")
+    accepted: int
+
+
+class QueueOut(BaseModel):
+    name: str
+    depth: int
+    oldest_task_age_s: float | None = Field(
+        description="age of the oldest waiting task (since first seen at the queue head)"
+    )
+    workers_alive: int | None = Field(description="null when the workers could not be asked")
+
+
+class WorkerOut(BaseModel):
+    name: str
+    queues: list[str]
+    processed: int
+    concurrency: int | None
+
+
+class LimiterOut(BaseModel):
+    waits: int = Field(description="sends that waited for a token, since Redis started")
+    wait_s: float
+
+
+class OpsQueues(BaseModel):
+    queues: list[QueueOut]
+    reserved: int = Field(description="tasks delivered to workers, not acknowledged yet")
+    workers: list[WorkerOut]
+    workers_sampled_at: float | None
+    workers_error: str | None
+    tasks_per_s: float | None
+    limiter: LimiterOut
+    flower_url: str
+
+
+def _require_campaign(engine: Engine, campaign_id: int) -> None:
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(campaigns_t.c.id).where(campaigns_t.c.id == campaign_id)
+        ).first()
+    if found is None:
+        raise services.NotFound("campaign", campaign_id)
+
+
+def meaning_of(code: int) -> str:
+    cls = ERROR_CLASSES.get(code)
+    return cls.meaning if cls is not None else "unknown platform error"
+
+
+@router.get("/campaigns/{campaign_id}/errors", response_model=list[ErrorCount])
+def campaign_errors(
+    campaign_id: int, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> list[ErrorCount]:
+    """The most frequent platform error codes of the campaign's contacts, with their meaning."""
+    _require_campaign(engine, campaign_id)
+    k = contacts_t.c
+    n = func.count().label("n")
+    query = (
+        select(k.error_code, n)
+        .where(
+            k.campaign_id == campaign_id,
+            k.state.in_([s.value for s in _ERROR_STATES]),
+            k.error_code.is_not(None),
+        )
+        .group_by(k.error_code)
+        .order_by(n.desc(), k.error_code)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [ErrorCount(code=code, meaning=meaning_of(code), count=count) for code, count in rows]
+
+
+@router.get("/campaigns/{campaign_id}/rate", response_model=list[RatePoint])
+def campaign_rate(
+    campaign_id: int,
+    engine: EngineDep,
+    client: RedisDep,
+    seconds: Annotated[int, Query(ge=1, le=telemetry.RATE_TTL_S)] = 300,
+) -> list[RatePoint]:
+    """Messages accepted per second, the last ``seconds`` complete seconds, oldest first."""
+    _require_campaign(engine, campaign_id)
+    series = telemetry.rate_series(client, campaign_id, seconds=seconds)
+    return [RatePoint(t=t, accepted=n) for t, n in series]
+
+
+@router.get("/ops/queues", response_model=OpsQueues)
+def ops_queues(client: RedisDep, runtime: RuntimeDep) -> OpsQueues:
+    """Celery queues and workers. A def route: Redis calls and the sampler run in a thread."""
+    snap = metrics.SAMPLER.get(wait=False)
+    alive = snap.alive_per_queue() if snap is not None and snap.error is None else None
+    limiter = telemetry.read_snapshot(client)
+    return OpsQueues(
+        queues=[
+            QueueOut(
+                name=q.name,
+                depth=q.depth,
+                oldest_task_age_s=q.oldest_task_age_s,
+                workers_alive=alive.get(q.name) if alive is not None else None,
+            )
+            for q in queue_stats(client, QUEUES)
+        ],
+        reserved=reserved_count(client),
+        workers=[
+            WorkerOut(
+                name=w.name, queues=list(w.queues), processed=w.processed, concurrency=w.concurrency
+            )
+            for w in (snap.workers if snap is not None else ())
+        ],
+        workers_sampled_at=snap.sampled_at if snap is not None else None,
+        workers_error=snap.error if snap is not None else None,
+        tasks_per_s=snap.tasks_per_s if snap is not None else None,
+        limiter=LimiterOut(waits=limiter.limiter_waits, wait_s=limiter.limiter_wait_s),
+        flower_url=runtime.settings.flower_url,
+    )

@@ -1,0 +1,172 @@
+"""/metrics on the real stack: Postgres rows, Redis telemetry and Celery queues as Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, text
+
+from campaigns.api import metrics
+from campaigns.clients.telemetry import Telemetry
+from campaigns.runtime import resolve
+from tests.integration.test_api import CSV, create_campaign, wait_for_upload
+
+
+@pytest.fixture
+def sampler(monkeypatch: pytest.MonkeyPatch) -> metrics.WorkerSampler:
+    fresh = metrics.WorkerSampler(inspect_timeout_s=0.5, max_age_s=0.0)
+    monkeypatch.setattr(metrics, "SAMPLER", fresh)
+    return fresh
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(resolve().redis_url)
+    yield client
+    client.close()
+
+
+def families(body: str) -> dict[str, Any]:
+    found = {}
+    for family in text_string_to_metric_families(body):
+        # The parser drops "_total" from counter family names; put it back to compare.
+        name = family.name + "_total" if family.type == "counter" else family.name
+        found[name] = family
+    return found
+
+
+def samples(family: Any, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples if s.name == name}
+
+
+def record(redis_url: str, campaign_id: int) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        t = Telemetry(client)
+        await t.record_send_batch(
+            campaign_id=campaign_id,
+            outcomes={"sent": 2, "error": 1},
+            error_codes={132001: 1},
+            latencies_s=[0.2, 0.3, 4.0],
+            accepted_at=[1.0, 2.0],
+            limiter_waits=3,
+            limiter_wait_s=0.5,
+        )
+        await t.record_webhook_events(by_status={"delivered": 2, "read": 1}, lags_s=[1.5, 20.0])
+        await t.record_upload_rows(valid=2, invalid=1)
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("sampler")
+def test_metrics_render_every_family_after_an_upload_and_sends(
+    api: TestClient, db: Engine, ingest_worker: Any, broker: redis.Redis
+) -> None:
+    campaign = create_campaign(api)
+    cid = campaign["id"]
+    upload = api.post(
+        f"/campaigns/{cid}/uploads", content=CSV, headers={"Content-Type": "text/csv"}
+    )
+    assert upload.status_code == 202, upload.text
+    wait_for_upload(db, upload.json()["id"])
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE campaigns SET status = 'paused', "
+                "status_reason = 'paused automatically: 132001 template does not exist' "
+                "WHERE id = :id"
+            ),
+            {"id": cid},
+        )
+    record(resolve().redis_url, cid)
+
+    api.headers.pop("Authorization")  # exporters are scraped without a token
+    response = api.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    found = families(response.text)
+    assert set(metrics.METRIC_NAMES) <= set(found), sorted(set(metrics.METRIC_NAMES) - set(found))
+
+    c = str(cid)
+    assert samples(found["wa_messages_total"], "wa_messages_total") == {
+        (("campaign_id", c), ("outcome", "error")): 1.0,
+        (("campaign_id", c), ("outcome", "sent")): 2.0,
+    }
+    assert samples(found["wa_provider_errors_total"], "wa_provider_errors_total") == {
+        (("code", "132001"),): 1.0
+    }
+    latency = found["wa_send_latency_seconds"]
+    assert samples(latency, "wa_send_latency_seconds_count") == {(): 3.0}
+    assert samples(latency, "wa_send_latency_seconds_bucket")[(("le", "0.25"),)] == 1.0
+    assert samples(latency, "wa_send_latency_seconds_bucket")[(("le", "+Inf"),)] == 3.0
+    assert samples(latency, "wa_send_latency_seconds_sum")[()] == pytest.approx(4.5)
+    assert samples(found["wa_webhook_events_total"], "wa_webhook_events_total") == {
+        (("status", "delivered"),): 2.0,
+        (("status", "read"),): 1.0,
+    }
+    assert samples(found["wa_webhook_lag_seconds"], "wa_webhook_lag_seconds_count") == {(): 2.0}
+    assert samples(found["wa_ratelimiter_waits_total"], "wa_ratelimiter_waits_total") == {(): 3.0}
+
+    contacts = samples(found["wa_contacts"], "wa_contacts")
+    assert contacts == {
+        (("campaign_id", c), ("state", "initial")): 2.0,
+        (("campaign_id", c), ("state", "invalid_record")): 1.0,
+    }
+    campaigns = samples(found["wa_campaigns"], "wa_campaigns")
+    assert campaigns[(("status", "paused"),)] == 1.0
+    assert campaigns[(("status", "running"),)] == 0.0
+    assert samples(found["wa_campaign_auto_paused"], "wa_campaign_auto_paused") == {
+        (("campaign_id", c),): 1.0
+    }
+    assert samples(found["wa_upload_rows_total"], "wa_upload_rows_total") == {
+        (("result", "valid"),): 2.0,
+        (("result", "invalid"),): 1.0,
+    }
+    assert samples(found["wa_ingest_rows_total"], "wa_ingest_rows_total") == {
+        (("result", "valid"),): 2.0,
+        (("result", "invalid"),): 1.0,
+    }
+    depth = samples(found["wa_queue_depth"], "wa_queue_depth")
+    assert set(depth) == {(("queue", q),) for q in ("ingest", "dispatch", "webhooks")}
+    # The in-thread ingest worker answers Celery's inspect broadcast.
+    alive = samples(found["wa_workers_alive"], "wa_workers_alive")
+    assert alive[(("queue", "ingest"),)] >= 1.0
+    assert alive[(("queue", "webhooks"),)] == 0.0
+
+
+def test_queue_depth_counts_priority_lists_and_ages_the_oldest_task(
+    stack: dict[str, str], db: Engine, broker: redis.Redis
+) -> None:
+    from workers.app import app
+
+    try:
+        # No worker consumes "webhooks" in this test: the messages wait in Redis.
+        app.send_task("tests.noop", queue="webhooks")
+        app.send_task("tests.noop", queue="webhooks", priority=5)
+        app.send_task("tests.noop", queue="webhooks")
+        assert broker.llen("webhooks") == 2
+        assert broker.llen("webhooks\x06\x163") == 1
+
+        first = {q.name: q for q in metrics.queue_stats(broker, now=1000.0)}
+        assert first["webhooks"].depth == 3
+        assert first["webhooks"].oldest_task_age_s == 0.0
+        assert first["ingest"].depth == 0 and first["ingest"].oldest_task_age_s is None
+        later = {q.name: q for q in metrics.queue_stats(broker, now=1007.5)}
+        assert later["webhooks"].oldest_task_age_s == pytest.approx(7.5)
+
+        # The head is consumed: the next head is a task seen for the first time.
+        broker.rpop("webhooks")
+        broker.delete("webhooks\x06\x163")
+        after = {q.name: q for q in metrics.queue_stats(broker, now=1010.0)}
+        assert after["webhooks"].depth == 1
+        assert after["webhooks"].oldest_task_age_s == 0.0
+    finally:
+        broker.delete("webhooks", "webhooks\x06\x163", "webhooks\x06\x166", "webhooks\x06\x169")

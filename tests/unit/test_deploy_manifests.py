@@ -1,0 +1,491 @@
+"""docker-compose.yml, the Dockerfile, deploy/ and README agree with the code.
+
+Every manifest parses; every command is a real ``wa-campaigns`` subcommand with options its
+parser accepts; every environment variable is a Settings field (or a known external one);
+images and build contexts exist; alert rules and the Grafana dashboard use metric names
+that /metrics exports; every setting is documented in README's configuration table.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from campaigns.api.metrics import METRIC_NAMES, QUEUES
+from campaigns.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOY = ROOT / "deploy"
+BASE = DEPLOY / "base"
+OVERLAY = DEPLOY / "overlays" / "example"
+OUR_IMAGE = "wa-campaigns"  # the name in deploy/base, rewritten by an overlay's `images:`
+
+SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
+# Read by third-party images or only by compose itself, never by our code.
+KNOWN_EXTERNAL = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+PYTHON_ENV = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
+PYTHON_ENV |= {"PIP_DISABLE_PIP_VERSION_CHECK"}
+SECRET_SETTINGS = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "API_TOKENS",
+    "WHATSAPP_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+}
+PROMQL_BUILTINS = {"up"}  # Prometheus' own series, allowed besides ours
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+def ours(service: dict[str, Any]) -> bool:
+    return "build" in service or str(service.get("image", "")).startswith(OUR_IMAGE)
+
+
+def manifests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    for path in sorted(DEPLOY.rglob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                assert isinstance(doc, dict), path
+                yield path, doc
+
+
+def _patch_files() -> set[Path]:
+    return {
+        (directory / patch["path"]).resolve()
+        for directory in (BASE, OVERLAY)
+        for patch in kustomization(directory).get("patches", [])
+        if "path" in patch
+    }
+
+
+def k8s_objects() -> list[tuple[Path, dict[str, Any]]]:
+    """Whole Kubernetes objects (not kustomizations, not an overlay's partial patches)."""
+    patches = _patch_files()
+    return [
+        (p, d)
+        for p, d in manifests()
+        if "kind" in d
+        and "apiVersion" in d
+        and d["kind"] != "Kustomization"
+        and p.resolve() not in patches
+    ]
+
+
+def containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    return list(pod.get("containers", [])) + list(pod.get("initContainers", []))
+
+
+def workload_containers() -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, obj in k8s_objects():
+        for c in containers(obj):
+            yield obj["metadata"]["name"], c
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    data = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def celery_queues() -> tuple[str, ...]:
+    # Read workers/app.py without importing it (the import builds the Celery app).
+    tree = ast.parse((ROOT / "workers" / "app.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "QUEUES" for t in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            assert isinstance(value, tuple)
+            return value
+    raise AssertionError("workers/app.py defines no QUEUES")
+
+
+def _interpolate(value: str) -> str:
+    """Compose's ``${VAR:-default}`` with the default (what runs when nothing is set)."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_has_the_whole_stack() -> None:
+    svc = services()
+    assert set(svc) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker-ingest",
+        "worker-dispatch",
+        "worker-webhooks",
+        "beat",
+        "flower",
+        "simulator",
+        "prometheus",
+        "grafana",
+    }
+    assert svc["simulator"]["profiles"] == ["dev"]
+    redis_cmd = " ".join(svc["redis"]["command"])
+    assert "--appendonly yes" in redis_cmd
+    assert "--maxmemory-policy noeviction" in redis_cmd
+
+
+def test_compose_health_checks_shutdown_and_start_order() -> None:
+    svc = services()
+    for name in ("postgres", "redis", "api", "worker-ingest", "worker-dispatch", "worker-webhooks"):
+        assert svc[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
+    for name, service in svc.items():
+        if name != "migrate":
+            assert "stop_grace_period" in service, f"{name} has no stop_grace_period"
+    for name in ("api", "worker-ingest", "worker-dispatch", "worker-webhooks", "beat"):
+        deps = svc[name]["depends_on"]
+        assert deps["postgres"]["condition"] == "service_healthy", name
+        assert deps["redis"]["condition"] == "service_healthy", name
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+    assert svc["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert svc["migrate"]["restart"] == "no"
+    # The upload spool is shared by the API (writes) and the ingest worker (reads).
+    for name in ("api", "worker-ingest"):
+        assert any(str(v).startswith("uploads:") for v in svc[name]["volumes"]), name
+
+
+def test_compose_images_and_build_contexts_exist() -> None:
+    for name, service in services().items():
+        if "build" in service:
+            context = ROOT / str(service["build"])
+            assert context.is_dir(), name
+            assert (context / "Dockerfile").is_file(), name
+        else:
+            image = str(service["image"])
+            repo, _, tag = image.rpartition(":")
+            assert repo and tag and tag != "latest", f"{name}: pin {image!r} to a version"
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    for name in compose().get("volumes", {}):
+        assert any(
+            str(v).startswith(f"{name}:") for s in services().values() for v in s.get("volumes", [])
+        ), f"volume {name} is never mounted"
+
+
+def test_compose_env_vars_are_settings() -> None:
+    for name, service in services().items():
+        if ours(service):
+            unknown = set(service.get("environment", {})) - SETTINGS_ENV
+            assert not unknown, f"{name} sets {unknown}, which Settings does not read"
+    referenced = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    unknown = referenced - SETTINGS_ENV - KNOWN_EXTERNAL
+    assert not unknown, f"compose reads {unknown}: neither a setting nor a known external one"
+
+
+def test_compose_defaults_make_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {k: _interpolate(str(v)) for k, v in services()["api"]["environment"].items()}
+    for key in SETTINGS_ENV:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.database_url and settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.log_json is True
+    assert settings.environment == "development"
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _command_lines() -> Iterator[tuple[str, list[str]]]:
+    for name, service in services().items():
+        command = service.get("command")
+        if command is not None and ours(service):
+            argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+            yield f"compose:{name}", [_interpolate(a) for a in argv]
+    for owner, c in workload_containers():
+        if str(c["image"]) == OUR_IMAGE:
+            argv = [*c.get("command", []), *c.get("args", [])]
+            assert argv, f"{owner}: our image needs an explicit command"
+            yield f"k8s:{owner}", [str(a) for a in argv]
+    cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert cmd, "Dockerfile has no exec-form CMD"
+    yield "Dockerfile", json.loads(cmd.group(1))
+
+
+def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
+    from campaigns import cli
+    from campaigns.simulator import __main__ as simulator
+
+    parser = cli.build_parser()
+    served: list[Any] = []
+    monkeypatch.setattr(simulator, "serve", served.append)
+    seen = set()
+    for where, argv in _command_lines():
+        assert argv[0] == "wa-campaigns", f"{where}: {argv}"
+        seen.add(argv[1])
+        if argv[1] == "simulator":
+            # cli.main hands everything after `simulator` to the simulator's own parser.
+            simulator.main(argv[2:])
+            continue
+        try:
+            args = parser.parse_args(argv[1:])
+        except SystemExit as exc:  # argparse's way of refusing
+            raise AssertionError(f"{where}: `{shlex.join(argv)}` is refused") from exc
+        if argv[1] == "worker":
+            assert set(args.queues.split(",")) <= set(QUEUES), where
+    assert {"serve", "worker", "beat", "migrate", "simulator"} <= seen
+    assert len(served) == 1  # the simulator's arguments parsed into a config
+
+
+def test_a_wrong_command_would_be_caught() -> None:
+    from campaigns import cli
+
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["workers", "-Q", "dispatch"])
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--bind", "127.0.0.1"])
+
+
+def test_queues_agree_everywhere() -> None:
+    queues = celery_queues()
+    assert tuple(QUEUES) == queues
+    svc = services()
+    for queue in queues:
+        assert svc[f"worker-{queue}"]["command"][-2:] == ["-Q", queue]
+    deployments = {d["metadata"]["name"]: d for _, d in k8s_objects() if d["kind"] == "Deployment"}
+    scaled = [d for _, d in k8s_objects() if d["kind"] == "ScaledObject"]
+    assert sorted(
+        t["metadata"]["listName"] for s in scaled for t in s["spec"]["triggers"]
+    ) == sorted(queues)
+    for obj in scaled:
+        target = obj["spec"]["scaleTargetRef"]["name"]
+        assert target in deployments, f"{target} is not a Deployment"
+        [trigger] = obj["spec"]["triggers"]
+        assert trigger["type"] == "redis"
+        meta = trigger["metadata"]
+        assert re.fullmatch(r"[\w.-]+:\d+", meta["address"])
+        assert int(meta["listLength"]) > 0
+        assert obj["spec"]["minReplicaCount"] >= 1  # the beat tick always finds a consumer
+        [container] = containers(deployments[target])
+        assert container["command"][-2:] == ["-Q", meta["listName"]]
+        # KEDA owns the replica count of a scaled Deployment.
+        assert "replicas" not in deployments[target]["spec"]
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+def test_every_manifest_parses_and_kustomizations_point_at_real_files() -> None:
+    assert len(list(manifests())) > 10
+    for directory in (BASE, OVERLAY):
+        k = kustomization(directory)
+        for resource in k.get("resources", []):
+            assert (directory / resource).exists(), f"{directory}: missing {resource}"
+        for patch in k.get("patches", []):
+            if "path" in patch:
+                assert (directory / patch["path"]).is_file(), patch
+            else:
+                assert patch["target"] and yaml.safe_load(patch["patch"]), patch
+    for path in DEPLOY.rglob("*.json"):
+        json.loads(path.read_text())
+
+
+def test_workloads_shape() -> None:
+    objects = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects()}
+    beat = objects[("Deployment", "wa-campaigns-beat")]["spec"]
+    assert beat["replicas"] == 1
+    assert beat["strategy"]["type"] == "Recreate"
+    job = objects[("Job", "wa-campaigns-migrate")]
+    assert containers(job)[0]["command"] == ["wa-campaigns", "migrate"]
+    assert ("Service", "wa-campaigns-api") in objects
+    api = objects[("Deployment", "wa-campaigns-api")]
+    assert containers(api)[0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    for owner, c in workload_containers():
+        if c["image"] != OUR_IMAGE:
+            continue
+        refs = {
+            (kind, ref["name"])
+            for item in c.get("envFrom", [])
+            for kind, ref in item.items()
+            if kind in ("configMapRef", "secretRef")
+        }
+        assert refs == {
+            ("configMapRef", "wa-campaigns-config"),
+            ("secretRef", "wa-campaigns-secrets"),
+        }, owner
+
+
+def test_images_are_ours_or_pinned() -> None:
+    for owner, c in workload_containers():
+        image = str(c["image"])
+        if image == OUR_IMAGE:
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{owner}: pin {image!r}"
+    [rewrite] = kustomization(OVERLAY)["images"]
+    assert rewrite["name"] == OUR_IMAGE and rewrite["newTag"]
+    for source in re.findall(r"^COPY (\S+)", (ROOT / "Dockerfile").read_text(), re.M):
+        assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def _generated(directory: Path, kind: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for gen in kustomization(directory).get(kind, []):
+        for literal in gen.get("literals", []):
+            key, _, value = literal.partition("=")
+            out[key] = value
+    return out
+
+
+def test_k8s_env_vars_are_settings_and_secrets_are_secret() -> None:
+    config = {**_generated(BASE, "configMapGenerator"), **_generated(OVERLAY, "configMapGenerator")}
+    secrets = _generated(OVERLAY, "secretGenerator")
+    assert not (set(config) - SETTINGS_ENV), set(config) - SETTINGS_ENV
+    assert set(secrets) == SECRET_SETTINGS
+    assert not (set(config) & SECRET_SETTINGS), "a secret in a ConfigMap"
+    for owner, c in workload_containers():
+        for env in c.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["name"] == "wa-campaigns-secrets" and ref["key"] in secrets, owner
+            elif c["image"] == OUR_IMAGE:
+                assert env["name"] in SETTINGS_ENV, owner
+
+
+def test_example_overlay_is_refused_until_real_secrets_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        **_generated(BASE, "configMapGenerator"),
+        **_generated(OVERLAY, "configMapGenerator"),
+        **_generated(OVERLAY, "secretGenerator"),
+    }
+    for key in SETTINGS_ENV:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="must be set to a real secret"):
+        Settings()
+    for key in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"):
+        monkeypatch.setenv(key, f"real-{key.lower()}-value")
+    settings = Settings()
+    assert settings.environment == "production" and settings.ingest_parse_workers == 2
+
+
+def test_dockerfile_env_is_settings() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    names: set[str] = set()
+    for block in re.findall(r"^ENV ((?:.*\\\n)*.*)$", text, re.M):
+        names |= set(re.findall(r"(\w+)=", block))
+    assert names
+    assert not (names - SETTINGS_ENV - PYTHON_ENV), names - SETTINGS_ENV - PYTHON_ENV
+
+
+# --------------------------------------------------------------------------- monitoring
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set()
+    for name in re.findall(r"\b(wa_[a-z0-9_]+)", expr):
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name.removesuffix(suffix)
+            if base != name and base in METRIC_NAMES:
+                name = base
+        names.add(name)
+    return names
+
+
+def test_alert_rules_use_exported_metrics() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    for required in (
+        "WaSendFailureRateHigh",
+        "WaQueueBacklog",
+        "WaNoWorker",
+        "WaWebhookLagHigh",
+        "WaCampaignAutoPaused",
+    ):
+        assert required in alerts
+    for name, rule in alerts.items():
+        used = _metric_names(rule["expr"])
+        assert used, f"{name} uses no wa_ metric"
+        assert used <= METRIC_NAMES, f"{name}: {used - METRIC_NAMES} not exported"
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert [Path(f).name for f in prometheus["rule_files"]] == ["alerts.yml"]
+    targets = [
+        t
+        for job in prometheus["scrape_configs"]
+        for s in job["static_configs"]
+        for t in s["targets"]
+    ]
+    assert "api:8000" in targets
+
+
+def test_a_misspelt_metric_would_be_caught() -> None:
+    assert _metric_names("rate(wa_messages_totl[5m])") - METRIC_NAMES == {"wa_messages_totl"}
+    assert _metric_names("wa_send_latency_seconds_bucket") == {"wa_send_latency_seconds"}
+
+
+def test_grafana_dashboard_uses_exported_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 10
+    used: set[str] = set()
+    for expr in exprs:
+        names = _metric_names(expr)
+        assert names and names <= METRIC_NAMES, expr
+        used |= names
+    # Every family has a panel.
+    assert used == METRIC_NAMES, METRIC_NAMES - used
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    assert {p["datasource"]["uid"] for p in dashboard["panels"] if "datasource" in p} <= uids
+
+
+def test_prometheus_names_are_not_builtins_we_shadow() -> None:
+    assert not (METRIC_NAMES & PROMQL_BUILTINS)
+    for name in METRIC_NAMES:
+        assert re.fullmatch(r"wa_[a-z0-9_]+", name), name
+
+
+# --------------------------------------------------------------------------- README
+
+
+def readme_settings() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)`", section, re.M))
+
+
+def test_every_setting_is_documented_in_readme() -> None:
+    missing = SETTINGS_ENV - readme_settings()
+    assert not missing, f"README's configuration table lacks {sorted(missing)}"
+
+
+def test_readme_documents_no_setting_that_does_not_exist() -> None:
+    assert not (readme_settings() - SETTINGS_ENV), readme_settings() - SETTINGS_ENV
