@@ -97,11 +97,17 @@ def root_restored() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     uvicorn = logging.getLogger("uvicorn.access")
     uv_handlers, uv_propagate = list(uvicorn.handlers), uvicorn.propagate
+    uv_level, uv_disabled = uvicorn.level, uvicorn.disabled
+    # Another test in this process may have run uvicorn's own logging config.
+    uvicorn.setLevel(logging.NOTSET)
+    uvicorn.disabled = False
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     uvicorn.handlers[:] = uv_handlers
     uvicorn.propagate = uv_propagate
+    uvicorn.setLevel(uv_level)
+    uvicorn.disabled = uv_disabled
 
 
 @pytest.mark.usefixtures("root_restored")
