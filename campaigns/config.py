@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     log_json: bool = False
 
     webhook_apply_batch: int = Field(
-        200, ge=1, description="inbox rows (POST bodies) applied per transaction"
+        50, ge=1, description="inbox rows (POST bodies, up to ~50 statuses each) per transaction"
     )
     webhook_drain_budget_s: float = Field(
         5.0, gt=0, description="seconds one apply task drains the inbox before re-queueing"

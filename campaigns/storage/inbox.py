@@ -40,19 +40,6 @@ def rows_json(rows: Iterable[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------- inbox
 
 
-def insert_inbox(
-    conn: Connection, body: bytes, *, status: str = "pending", reason: str | None = None
-) -> int:
-    inbox_id = conn.execute(
-        text(
-            "INSERT INTO webhook_inbox (body, status, reason) VALUES (:body, :status, :reason) "
-            "RETURNING id"
-        ),
-        {"body": body, "status": status, "reason": reason},
-    ).scalar_one()
-    return int(inbox_id)
-
-
 def insert_inbox_many(conn: Connection, rows: Sequence[tuple[bytes, str, str | None]]) -> list[int]:
     """Stores (body, status, reason) rows in one INSERT; ids in the order given."""
     if not rows:
@@ -144,14 +131,6 @@ def defer_inbox(
             """
         ),
         {"id": inbox_id, "reason": reason, "delay": delay_s, "give_up": give_up},
-    )
-
-
-def pending_inbox_count(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            text("SELECT count(*) FROM webhook_inbox WHERE status = 'pending'")
-        ).scalar_one()
     )
 
 

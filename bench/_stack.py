@@ -1,0 +1,379 @@
+"""Shared set-up of the dispatch benchmarks: a private stack started and stopped by the run.
+
+``Stack`` starts embedded Postgres and Redis under its own ``DATA_DIR`` in /tmp (never the
+caller's ``DATABASE_URL`` / ``REDIS_URL``), runs the migrations, and starts the simulator and
+Celery workers as subprocesses in their own sessions. Leaving the ``with`` block (normally,
+on an error or on Ctrl-C) kills every process group it started, stops the embedded
+services and removes the data dir (``keep=True`` leaves the data dir for a post-mortem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import Engine, text  # noqa: E402
+
+SIM_TOKEN = "sim-token"
+DEFAULT_SENDER = "555"
+PENDING = ("initial", "in_progress", "retry_scheduled")
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; stdout carries only the final JSON line."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class Stack:
+    def __init__(self, name: str, *, keep: bool = False) -> None:
+        self.name = name
+        self.keep = keep
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"wa-bench-{name}-"))
+        self.procs: list[Proc] = []
+        self.sim_url = ""
+        self.database_url = ""
+        self.redis_url = ""
+        self._services_up = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Self:
+        try:
+            self._up()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _up(self) -> None:
+        os.environ["DATA_DIR"] = str(self.data_dir)
+        for key in ("DATABASE_URL", "REDIS_URL"):
+            os.environ.pop(key, None)
+        os.environ.setdefault("WHATSAPP_TOKEN", SIM_TOKEN)
+        os.environ.setdefault("WHATSAPP_PHONE_NUMBER_ID", DEFAULT_SENDER)
+        from campaigns import devenv, runtime
+        from campaigns.storage import migrate
+
+        runtime.reset()
+        log(f"embedded Postgres + Redis under {self.data_dir}")
+        self._services_up = True
+        services = devenv.up(self.data_dir)
+        self.database_url, self.redis_url = services.database_url, services.redis_url
+        migrate.upgrade(self.database_url)
+        os.environ["DATABASE_URL"] = self.database_url
+        os.environ["REDIS_URL"] = self.redis_url
+        runtime.reset()
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self._kill(proc)
+        self.procs.clear()
+        if self._services_up:
+            from campaigns import devenv
+
+            with contextlib.suppress(Exception):
+                devenv.down(self.data_dir)
+            self._services_up = False
+        if not self.keep:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        else:
+            log(f"kept {self.data_dir}")
+
+    @staticmethod
+    def _kill(proc: Proc) -> None:
+        popen = proc.popen
+        if popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=10)
+        # Prefork children left behind by a worker that died first: same process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+
+    def stop(self, name: str) -> None:
+        for proc in list(self.procs):
+            if proc.name == name:
+                self._kill(proc)
+                self.procs.remove(proc)
+
+    # ------------------------------------------------------------------ processes
+
+    @property
+    def engine(self) -> Engine:
+        from campaigns.runtime import resolve
+
+        return resolve().engine
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> Proc:
+        log_path = self.data_dir / f"{name}.log"
+        full_env = {**os.environ, **(env or {})}
+        with log_path.open("wb") as handle:
+            popen = subprocess.Popen(
+                list(argv),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,  # its own process group: killed as one at the end
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def start_simulator(self, *, rate: float | None = None) -> str:
+        from campaigns.devenv import free_port
+
+        port = free_port()
+        argv = [sys.executable, "-m", "campaigns.simulator", "--port", str(port)]
+        argv += ["--pair-interval", "0", "--token", SIM_TOKEN]
+        if rate:
+            argv += ["--rate", str(rate)]
+        proc = self.spawn("simulator", argv)
+        self.sim_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                if self.sim_get("/_sim/health").get("ok"):
+                    break
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not start: {proc.log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        os.environ["WHATSAPP_API_URL"] = self.sim_url
+        return self.sim_url
+
+    def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Proc:
+        """``wa-campaigns worker -Q dispatch --beat -c 2`` exactly as the CLI runs it."""
+        from campaigns.cli import worker_argv
+
+        argv = worker_argv("dispatch", concurrency, hostname=f"dispatch@{self.name}", beat=beat)
+        proc = self.spawn("dispatch-worker", argv)
+        self.wait_ready(proc)
+        return proc
+
+    def wait_ready(self, proc: Proc, *, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while b" ready." not in proc.log_path.read_bytes():
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                tail = proc.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{proc.name} did not become ready:\n{tail}")
+            time.sleep(0.1)
+
+    # ------------------------------------------------------------------ simulator
+
+    def sim_get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(self.sim_url + path, timeout=10) as response:  # noqa: S310
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    def sim_post(self, path: str) -> dict[str, Any]:
+        url = self.sim_url + path
+        request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    def sim_stats(self) -> dict[str, Any]:
+        """Counters without the per-recipient map (cheap enough to poll)."""
+        return self.sim_get("/_sim/stats?by_recipient=0")
+
+    def sim_accepted(self) -> int:
+        return int(self.sim_stats()["accepted_total"])
+
+    # ------------------------------------------------------------------ data
+
+    def campaign_with_contacts(
+        self,
+        contacts: int,
+        *,
+        rate: float,
+        number_base: int,
+        sender: str = DEFAULT_SENDER,
+        name: str = "bench",
+    ) -> int:
+        """A draft campaign with ``contacts`` Initial contacts inserted in SQL (no CSV).
+
+        Phones are ``+4915`` + 9 digits from ``number_base`` on: give each campaign of a run
+        its own range so the simulator's per-recipient counts stay per contact.
+        """
+        from campaigns import services
+        from schemas.api import CampaignCreate
+
+        engine = self.engine
+        body = CampaignCreate(
+            name=name,
+            template="bf_offer",
+            region="DE",
+            body_variables=["first_name", "code"],
+            phone_number_id=sender,
+            rate_per_s=Decimal(str(rate)),
+        )
+        campaign_id = services.create_campaign(engine, body).id
+        with engine.begin() as conn:
+            upload_id = conn.execute(
+                text(
+                    "INSERT INTO uploads (campaign_id, filename, spool_path, size_bytes, status,"
+                    " rows_read, valid_rows) VALUES (:c, 'bench.csv', '', 0, 'completed', :n, :n)"
+                    " RETURNING id"
+                ),
+                {"c": campaign_id, "n": contacts},
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO contacts (campaign_id, upload_id, line_no, phone_raw, phone_e164,"
+                    " variables, state) "
+                    "SELECT :c, :u, g, p, p, jsonb_build_object('first_name', 'Anna',"
+                    " 'code', 'BF' || lpad(g::text, 7, '0')), 'initial' "
+                    "FROM generate_series(1, :n) AS g,"
+                    " LATERAL (SELECT '+4915' || lpad((:base + g)::text, 9, '0') AS p) AS x"
+                ),
+                {"c": campaign_id, "u": upload_id, "n": contacts, "base": number_base},
+            )
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE contacts"))
+        return campaign_id
+
+    def counts(self, campaign_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
+                {"c": campaign_id},
+            )
+            return {str(s): int(n) for s, n in rows}
+
+    def campaign_status(self, campaign_id: int) -> str:
+        with self.engine.connect() as conn:
+            return str(
+                conn.execute(
+                    text("SELECT status FROM campaigns WHERE id = :c"), {"c": campaign_id}
+                ).scalar_one()
+            )
+
+    def flags(self) -> Any:
+        import redis
+
+        from campaigns.clients.send_gate import SyncPauseFlags
+
+        return SyncPauseFlags(redis.Redis.from_url(self.redis_url))
+
+
+def machine_load() -> float:
+    """1-minute load average when the run started (the machine is shared: context only)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def _tree_cpu_s(pid: int) -> float:
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far per component (process trees); diff two snapshots for a phase."""
+    from campaigns.devenv import EmbeddedRedis
+
+    out = {proc.name: _tree_cpu_s(proc.popen.pid) for proc in stack.procs}
+    pg_pid = stack.data_dir / "pg" / "postmaster.pid"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        out["postgres"] = _tree_cpu_s(int(pg_pid.read_text().splitlines()[0]))
+    redis_pid = EmbeddedRedis(stack.data_dir / "redis").running_pid()
+    if redis_pid is not None:
+        out["redis"] = _tree_cpu_s(redis_pid)
+    own = os.times()
+    out["bench"] = own.user + own.system  # this process only (its children are listed above)
+    return out
+
+
+def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 1) for k in after}
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, any process)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def telemetry(stack: Stack, campaign_id: int) -> dict[str, Any]:
+    """The workers' own counters (Redis): limiter waits and accepted sends per second."""
+    import statistics
+
+    import redis
+
+    from campaigns.clients.telemetry import RATE_TTL_S, rate_series, read_snapshot
+
+    client = redis.Redis.from_url(stack.redis_url)
+    snap = read_snapshot(client)
+    series = [n for _, n in rate_series(client, campaign_id, seconds=RATE_TTL_S)]
+    while series and series[0] == 0:
+        series.pop(0)
+    while series and series[-1] == 0:
+        series.pop()
+    out: dict[str, Any] = {
+        "limiter_waits": snap.limiter_waits,
+        "limiter_wait_avg_ms": round(1000 * snap.limiter_wait_s / max(1, snap.limiter_waits), 1),
+    }
+    if len(series) >= 3:
+        inner = series[1:-1]  # first and last seconds are partial
+        deciles = statistics.quantiles(inner, n=10) if len(inner) >= 2 else inner * 9
+        out["per_second_p10_p50_p90"] = [round(deciles[0]), round(deciles[4]), round(deciles[8])]
+    return out

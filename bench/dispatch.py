@@ -1,0 +1,241 @@
+"""Dispatch benchmark: end-to-end messages/s of our pipeline vs one Celery task per message.
+
+    python bench/dispatch.py [--contacts 100000] [--naive-contacts 10000] [--profile DIR]
+
+A private stack (embedded Postgres + Redis under a fresh DATA_DIR in /tmp), the simulator with
+its rate limit off, no webhooks and no pair limit, and ``wa-campaigns worker -Q dispatch
+--beat -c 2``. A campaign at 1,000 msg/s (the maximum) with ``--contacts`` Initial contacts
+(inserted in SQL) is started with the admin use case; the time runs from the start command
+to the last contact's ``sent_at``. Then the dispatch worker stops and the naive design
+(``bench/naive_dispatch.py``: a task per message, prefork, concurrency 2) sends a fresh
+campaign of ``min(contacts, naive-contacts)`` contacts, timed from the first enqueue to the
+last ``sent_at``.
+
+Prints one JSON line: contacts, msgs_per_s, naive_contacts, naive_msgs_per_s, ratio,
+duplicates (the simulator's duplicate_count of our run), plus seconds, the CPU seconds per
+component during our run, and the machine's load when the run began.
+``--profile DIR`` records the dispatch worker (and its prefork children) with py-spy
+(``pip install py-spy``) into DIR as speedscope JSON and a raw collapsed-stack file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _stack import (
+    BENCH,
+    Stack,
+    cpu_delta,
+    cpu_snapshot,
+    log,
+    machine_busy_s,
+    machine_load,
+    telemetry,
+)
+from sqlalchemy import text
+
+RATE = 1000.0
+
+
+@dataclass
+class Run:
+    campaign_id: int
+    sent: int
+    seconds: float
+    first_send_s: float
+    accepted: int
+    duplicates: int
+    counts: dict[str, int] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.sent / self.seconds
+
+
+def last_sent_at(stack: Stack, campaign_id: int) -> tuple[int, float, float]:
+    """(sent contacts, first and last sent_at as unix time) of a campaign."""
+    with stack.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT count(*), extract(epoch FROM min(sent_at)),"
+                " extract(epoch FROM max(sent_at))"
+                " FROM contacts WHERE campaign_id = :c AND state = 'sent'"
+            ),
+            {"c": campaign_id},
+        ).one()
+    return int(row[0]), float(row[1] or 0.0), float(row[2] or 0.0)
+
+
+def start_profiler(stack: Stack, out_dir: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        log("py-spy not found: pip install py-spy (no profile recorded)")
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    worker = next(p for p in stack.procs if p.name == "dispatch-worker")
+    argv = [spy, "record", "--pid", str(worker.popen.pid), "--subprocesses", "--nonblocking"]
+    argv += ["--rate", "50", "--duration", str(int(seconds)), "--format", "raw"]
+    argv += ["--output", str(out_dir / "dispatch-worker.txt")]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_ours(stack: Stack, contacts: int, profile: Path | None) -> Run:
+    from campaigns import admin
+
+    campaign_id = stack.campaign_with_contacts(contacts, rate=RATE, number_base=0, name="ours")
+    log(f"ours: campaign {campaign_id} with {contacts} contacts at {RATE:g}/s")
+    stack.sim_post("/_sim/reset")
+    cpu_before, busy_before = cpu_snapshot(stack), machine_busy_s()
+    spy = start_profiler(stack, profile, contacts / RATE * 1.5 + 30) if profile else None
+    started = time.time()
+    admin.start_campaign(stack.engine, stack.flags(), campaign_id)
+    deadline = started + max(300.0, contacts / 100.0)
+    last_log = started
+    while stack.campaign_status(campaign_id) == "running":
+        now = time.time()
+        if now > deadline:
+            raise RuntimeError(f"ours: not completed after {now - started:.0f} s")
+        if now - last_log >= 5:
+            accepted = stack.sim_accepted()
+            log(f"ours: {accepted} accepted after {now - started:.0f} s")
+            last_log = now
+        time.sleep(0.25)
+    cpu = cpu_delta(cpu_before, cpu_snapshot(stack))
+    busy = machine_busy_s() - busy_before
+    if spy is not None:
+        spy.terminate()  # py-spy writes its output on SIGTERM/SIGINT
+        spy.wait(timeout=60)
+    sent, first, last = last_sent_at(stack, campaign_id)
+    stats = stack.sim_stats()
+    counts = stack.counts(campaign_id)
+    seconds = last - started
+    diagnostics: dict[str, object] = {
+        "cpu_s": cpu,
+        # Busy core-seconds of processes outside this benchmark's stack (the box is shared).
+        "others_cpu_s": round(busy - sum(cpu.values()), 1),
+        "worker_cpu_ms_per_msg": round(1000 * cpu.get("dispatch-worker", 0.0) / max(1, sent), 2),
+        **telemetry(stack, campaign_id),
+    }
+    log(f"ours: {sent} sent in {seconds:.1f} s, counts {counts}, {diagnostics}")
+    if sent != contacts or stats["accepted_total"] != contacts:
+        log(f"ours: WARNING sent {sent}, simulator accepted {stats['accepted_total']}")
+    return Run(
+        campaign_id,
+        sent,
+        seconds,
+        first - started,
+        int(stats["accepted_total"]),
+        int(stats["duplicate_count"]),
+        counts,
+        cpu,
+        diagnostics,
+    )
+
+
+def run_naive(stack: Stack, contacts: int) -> Run:
+    campaign_id = stack.campaign_with_contacts(
+        contacts, rate=RATE, number_base=500_000_000, name="naive"
+    )
+    with stack.engine.connect() as conn:
+        ids = [
+            int(i)
+            for i in conn.execute(
+                text("SELECT id FROM contacts WHERE campaign_id = :c ORDER BY id"),
+                {"c": campaign_id},
+            ).scalars()
+        ]
+    # Every task is queued before the worker starts (in a naive design the producer is the
+    # API request, not the sender), and the rate runs from the first to the last sent_at:
+    # neither the enqueueing nor the worker's start-up counts against the naive design.
+    import naive_dispatch
+
+    stack.sim_post("/_sim/reset")
+    log(f"naive: campaign {campaign_id}, enqueueing {contacts} tasks")
+    with naive_dispatch.app.producer_or_acquire() as producer:
+        for contact_id in ids:
+            naive_dispatch.send_one.apply_async((contact_id,), producer=producer)
+    argv = [sys.executable, "-m", "celery", "-A", "naive_dispatch", "worker", "-Q", "naive"]
+    argv += ["-c", "2", "-P", "prefork", "--loglevel", "WARNING", "--hostname", "naive@bench"]
+    stack.spawn("naive-worker", argv, cwd=BENCH)
+    started = time.time()
+    deadline = started + max(600.0, contacts / 5.0)
+    last_log = started
+    while True:
+        counts = stack.counts(campaign_id)
+        if counts.get("initial", 0) == 0:
+            break
+        now = time.time()
+        if now > deadline:
+            raise RuntimeError(f"naive: not done after {now - started:.0f} s: {counts}")
+        if now - last_log >= 5:
+            log(f"naive: {counts} after {now - started:.0f} s")
+            last_log = now
+        time.sleep(0.5)
+    sent, first, last = last_sent_at(stack, campaign_id)
+    stats = stack.sim_stats()
+    seconds = (last - first) * sent / max(1, sent - 1)  # n sends span n - 1 intervals
+    log(f"naive: {sent} sent in {seconds:.1f} s, counts {counts}")
+    return Run(
+        campaign_id,
+        sent,
+        seconds,
+        first - started,
+        int(stats["accepted_total"]),
+        int(stats["duplicate_count"]),
+        counts,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument(
+        "--naive-contacts",
+        type=int,
+        default=10_000,
+        help="the naive design sends min(contacts, this) contacts (it is slow)",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy output dir for our worker")
+    parser.add_argument("--keep", action="store_true", help="keep the data dir (logs)")
+    args = parser.parse_args()
+    load = machine_load()
+    naive_contacts = min(args.contacts, args.naive_contacts)
+    with Stack("dispatch", keep=args.keep) as stack:
+        stack.start_simulator()
+        stack.start_dispatch_worker(concurrency=2, beat=True)
+        ours = run_ours(stack, args.contacts, args.profile)
+        stack.stop("dispatch-worker")
+        naive = run_naive(stack, naive_contacts)
+    print(
+        json.dumps(
+            {
+                "contacts": args.contacts,
+                "msgs_per_s": round(ours.msgs_per_s, 1),
+                "naive_contacts": naive_contacts,
+                "naive_msgs_per_s": round(naive.msgs_per_s, 1),
+                "ratio": round(ours.msgs_per_s / naive.msgs_per_s, 2),
+                "duplicates": ours.duplicates,
+                "seconds": round(ours.seconds, 1),
+                "first_send_s": round(ours.first_send_s, 2),
+                "sent": ours.sent,
+                "simulator_accepted": ours.accepted,
+                "naive_seconds": round(naive.seconds, 1),
+                "naive_duplicates": naive.duplicates,
+                **ours.diagnostics,
+                "load_1m_at_start": load,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
