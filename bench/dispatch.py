@@ -12,8 +12,11 @@ campaign of ``min(contacts, naive-contacts)`` contacts, timed from the first enq
 last ``sent_at``.
 
 Prints one JSON line: contacts, msgs_per_s, naive_contacts, naive_msgs_per_s, ratio,
-duplicates (the simulator's duplicate_count of our run), plus seconds, the CPU seconds per
-component during our run, and the machine's load when the run began.
+duplicates (the simulator's duplicate_count of our run), plus: seconds, the CPU seconds per
+component during our run, CPU per message of the whole stack for both designs and their
+ratio (``cpu_ratio``: unlike ``ratio`` it does not depend on what else runs on the machine,
+which is shared), the busy CPU seconds of other processes in each phase, the limiter's
+waits and the accepted-per-second deciles from the workers' telemetry.
 ``--profile DIR`` records the dispatch worker (and its prefork children) with py-spy
 (``pip install py-spy``) into DIR as speedscope JSON and a raw collapsed-stack file.
 """
@@ -55,6 +58,7 @@ class Run:
     counts: dict[str, int] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, object] = field(default_factory=dict)
+    stack_cpu_ms_per_msg: float = 0.0  # workers + simulator + Postgres + Redis, per message
 
     @property
     def msgs_per_s(self) -> float:
@@ -73,6 +77,11 @@ def last_sent_at(stack: Stack, campaign_id: int) -> tuple[int, float, float]:
             {"c": campaign_id},
         ).one()
     return int(row[0]), float(row[1] or 0.0), float(row[2] or 0.0)
+
+
+def stack_cpu_ms_per_msg(cpu: dict[str, float], messages: int) -> float:
+    """CPU of this run's own processes (workers, simulator, Postgres, Redis) per message."""
+    return round(1000 * sum(v for k, v in cpu.items() if k != "bench") / max(1, messages), 2)
 
 
 def start_profiler(stack: Stack, out_dir: Path, seconds: float) -> subprocess.Popen[bytes] | None:
@@ -118,11 +127,13 @@ def run_ours(stack: Stack, contacts: int, profile: Path | None) -> Run:
     stats = stack.sim_stats()
     counts = stack.counts(campaign_id)
     seconds = last - started
+    per_msg = stack_cpu_ms_per_msg(cpu, sent)
     diagnostics: dict[str, object] = {
         "cpu_s": cpu,
         # Busy core-seconds of processes outside this benchmark's stack (the box is shared).
         "others_cpu_s": round(busy - sum(cpu.values()), 1),
         "worker_cpu_ms_per_msg": round(1000 * cpu.get("dispatch-worker", 0.0) / max(1, sent), 2),
+        "stack_cpu_ms_per_msg": per_msg,
         **telemetry(stack, campaign_id),
     }
     log(f"ours: {sent} sent in {seconds:.1f} s, counts {counts}, {diagnostics}")
@@ -138,6 +149,7 @@ def run_ours(stack: Stack, contacts: int, profile: Path | None) -> Run:
         counts,
         cpu,
         diagnostics,
+        per_msg,
     )
 
 
@@ -167,6 +179,16 @@ def run_naive(stack: Stack, contacts: int) -> Run:
     argv += ["-c", "2", "-P", "prefork", "--loglevel", "WARNING", "--hostname", "naive@bench"]
     stack.spawn("naive-worker", argv, cwd=BENCH)
     started = time.time()
+    # CPU is counted from the first send on (the worker's start-up is not the design's cost).
+    while not stack.sim_accepted():
+        if time.time() > started + 60:
+            raise RuntimeError("naive: no send within 60 s")
+        time.sleep(0.02)
+    cpu_before, busy_before, sent_before = (
+        cpu_snapshot(stack),
+        machine_busy_s(),
+        stack.sim_accepted(),
+    )
     deadline = started + max(600.0, contacts / 5.0)
     last_log = started
     while True:
@@ -180,10 +202,17 @@ def run_naive(stack: Stack, contacts: int) -> Run:
             log(f"naive: {counts} after {now - started:.0f} s")
             last_log = now
         time.sleep(0.5)
+    cpu = cpu_delta(cpu_before, cpu_snapshot(stack))
+    busy = machine_busy_s() - busy_before
     sent, first, last = last_sent_at(stack, campaign_id)
     stats = stack.sim_stats()
     seconds = (last - first) * sent / max(1, sent - 1)  # n sends span n - 1 intervals
-    log(f"naive: {sent} sent in {seconds:.1f} s, counts {counts}")
+    per_msg = stack_cpu_ms_per_msg(cpu, sent - sent_before)
+    diagnostics: dict[str, object] = {
+        "naive_others_cpu_s": round(busy - sum(cpu.values()), 1),
+        "naive_stack_cpu_ms_per_msg": per_msg,
+    }
+    log(f"naive: {sent} sent in {seconds:.1f} s, counts {counts}, {diagnostics}")
     return Run(
         campaign_id,
         sent,
@@ -192,6 +221,9 @@ def run_naive(stack: Stack, contacts: int) -> Run:
         int(stats["accepted_total"]),
         int(stats["duplicate_count"]),
         counts,
+        cpu,
+        diagnostics,
+        per_msg,
     )
 
 
@@ -223,6 +255,8 @@ def main() -> None:
                 "naive_contacts": naive_contacts,
                 "naive_msgs_per_s": round(naive.msgs_per_s, 1),
                 "ratio": round(ours.msgs_per_s / naive.msgs_per_s, 2),
+                # Load-independent: the stack's CPU per message, naive over ours.
+                "cpu_ratio": round(naive.stack_cpu_ms_per_msg / ours.stack_cpu_ms_per_msg, 2),
                 "duplicates": ours.duplicates,
                 "seconds": round(ours.seconds, 1),
                 "first_send_s": round(ours.first_send_s, 2),
@@ -231,6 +265,7 @@ def main() -> None:
                 "naive_seconds": round(naive.seconds, 1),
                 "naive_duplicates": naive.duplicates,
                 **ours.diagnostics,
+                **naive.diagnostics,
                 "load_1m_at_start": load,
             }
         )

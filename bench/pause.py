@@ -10,6 +10,9 @@ noted. The simulator's ``accepted_total`` (counted when a request arrives) is re
 the pause and then every few milliseconds for ``--settle`` seconds; a send that arrived after
 the pause shows as an increase between two reads, so the end of the read that first shows
 the last increase is an upper bound of that send's start. Then resume, and again.
+For context, ``last_gate_pass_s`` is when the last message passed the gate (the per-message
+pause-flag check that sets its started marker; from the marker's remaining TTL in Redis),
+relative to the pause returning: negative when it passed before.
 
 Prints one JSON line: runs (seconds per run), max_s, p50_s, target_s (1.0), plus the answers
 that came back after the pause returned (from ``sent_at``), contacts left In progress after
@@ -49,6 +52,37 @@ def answers_after(stack: Stack, campaign_id: int, at: float) -> tuple[int, float
     return int(row[0]), None if row[1] is None else float(row[1])
 
 
+def last_gate_pass(stack: Stack, campaign_id: int, since: float) -> float | None:
+    """Unix time the last send of the campaign passed the gate (pause flag checked, started
+    marker set), from the markers' remaining TTL: set time = now - (TTL - PTTL), in ms."""
+    import redis
+
+    from campaigns.clients.send_gate import STARTED_PREFIX, STARTED_TTL_S
+
+    with stack.engine.connect() as conn:
+        attempts = [
+            str(a)
+            for a in conn.execute(
+                text(
+                    "SELECT attempt_id FROM contacts WHERE campaign_id = :c"
+                    " AND attempt_id IS NOT NULL AND in_progress_at > to_timestamp(:t)"
+                ),
+                {"c": campaign_id, "t": since},
+            ).scalars()
+        ]
+    if not attempts:
+        return None
+    client = redis.Redis.from_url(stack.redis_url)
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for attempt in attempts:
+        pipe.pttl(f"{STARTED_PREFIX}:{attempt}")
+    (seconds, micros), *pttls = pipe.execute()
+    now = seconds + micros / 1e6
+    ages = [(STARTED_TTL_S * 1000 - p) / 1000 for p in pttls if p > 0]
+    return now - min(ages) if ages else None
+
+
 def one_pause(stack: Stack, campaign_id: int, settle_s: float) -> dict[str, float | int]:
     from campaigns import admin
 
@@ -65,9 +99,12 @@ def one_pause(stack: Stack, campaign_id: int, settle_s: float) -> dict[str, floa
             last_value = value
         time.sleep(0.005)
     late_answers, max_sent_at = answers_after(stack, campaign_id, returned)
+    gate = last_gate_pass(stack, campaign_id, returned - 30)
     in_progress = stack.counts(campaign_id).get("in_progress", 0)
     return {
         "last_send_start_s": bound,
+        # Negative: the last message passed the pause check before the pause returned.
+        "last_gate_pass_s": float("nan") if gate is None else gate - returned,
         "pause_call_s": returned - called,
         "accepted_after_pause_read": last_value - before,
         "answers_after_return": late_answers,
@@ -115,6 +152,7 @@ def main() -> None:
                 "p50_s": round(statistics.median(runs), 3),
                 "target_s": 1.0,
                 "rate": args.rate,
+                "last_gate_pass_s": [round(float(r["last_gate_pass_s"]), 3) for r in results],
                 "pause_call_s": [round(float(r["pause_call_s"]), 3) for r in results],
                 "accepted_after_pause_read": [r["accepted_after_pause_read"] for r in results],
                 "answers_after_return": [r["answers_after_return"] for r in results],
