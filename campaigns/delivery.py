@@ -67,6 +67,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RETRY_CAP_S = 300.0  # longest wait between two tries of an unmatched status
+TRANSIENT_RETRIES = 3  # a batch rolled back by a deadlock or lost connection runs again
 _REASON_CHARS = 500
 
 
@@ -650,8 +651,19 @@ def drain(
     deadline = time.monotonic() + budget_s
     total = ApplyStats()
     for step in (apply_inbox, retry_statuses) if retries else (apply_inbox,):
+        failures = 0
         while True:
-            batch = step(engine, policy=policy)
+            try:
+                batch = step(engine, policy=policy)
+            except DBAPIError as exc:
+                # A deadlock victim or a dropped connection: the batch rolled back whole and
+                # simply runs again; past a few in a row the task fails and beat sweeps later.
+                failures += 1
+                if not _transient(exc) or failures >= TRANSIENT_RETRIES:
+                    raise
+                log.warning("webhook batch rolled back (%s); running it again", exc.orig)
+                continue
+            failures = 0
             total.add(batch)
             if not batch.more:
                 break

@@ -272,11 +272,16 @@ def scalar(engine: Engine, sql: str, **params: Any) -> Any:
         return conn.execute(text(sql), params).scalar_one()
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    describe: Callable[[], object] = lambda: None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}: {describe()}")
         time.sleep(0.1)  # a test waiting on worker threads, not production code
 
 
@@ -655,6 +660,42 @@ def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> Non
     }
 
 
+def test_a_deadlocked_batch_runs_again(db: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """Another transaction locks the same contacts in the opposite order: Postgres aborts
+    the applier's batch (40P01), which rolls back whole and runs again."""
+    seed = Seed(db)
+    low = seed.contact("sent", wamid="wamid.LOW")
+    high = seed.contact("sent", wamid="wamid.HIGH")
+    body = envelope([status("wamid.LOW", "delivered"), status("wamid.HIGH", "read")])
+    delivery.receive_webhook(db, body, sign_payload(body, SECRET), SECRET)
+    result: dict[str, Any] = {}
+    other = db.connect()
+    try:
+        other.exec_driver_sql("SET deadlock_timeout = '20s'")  # the applier detects it first
+        other.execute(text("SELECT 1 FROM contacts WHERE id = :id FOR UPDATE"), {"id": high})
+        applier = threading.Thread(target=lambda: result.update(stats=delivery.drain(db)))
+        applier.start()
+
+        def applier_waits() -> bool:
+            waiting = scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            return bool(waiting)
+
+        wait_for(applier_waits, 10, "the applier to wait for the lock")
+        other.execute(text("SELECT 1 FROM contacts WHERE id = :id FOR UPDATE"), {"id": low})
+        other.commit()  # only after the applier was chosen as the deadlock victim
+    finally:
+        other.close()
+    applier.join(30)
+    stats = result["stats"]
+    assert (stats.moved, stats.statuses) == (2, 2)
+    assert (contact(db, low)["state"], contact(db, high)["state"]) == ("delivered", "read")
+    assert any("running it again" in r.getMessage() for r in caplog.records)
+
+
 # --------------------------------------------------------------------------- opt-out
 
 
@@ -878,7 +919,7 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
                 )
 
         results = asyncio.run(send_all())
-        assert all(r.wamid for r in results)
+        assert all(r.wamid for r in results), [r for r in results if not r.wamid]
         # Record only once webhooks have settled some contacts still In progress.
         wait_for(
             lambda: scalar(db, "SELECT count(*) FROM contact_events WHERE source = 'webhook'") > 0,
@@ -895,18 +936,27 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
             else:
                 wanted[cid] = "read" if reads(d, rules) else "delivered"
 
-        def done() -> bool:
-            if sim.stats(False)["webhooks_pending"]:
-                return False
+        def states() -> dict[int, str]:
             with db.connect() as conn:
                 rows = conn.execute(text("SELECT id, state FROM contacts")).all()
-            return {r.id: r.state for r in rows} == wanted
+            return {r.id: r.state for r in rows}
 
-        wait_for(done, 30, "every contact to reach its final state")
+        def done() -> bool:
+            return not sim.stats(False)["webhooks_pending"] and states() == wanted
+
+        def differences() -> object:
+            now = states()
+            return {
+                "simulator": sim.stats(False),
+                "report": delivery.webhook_report(db).model_dump(exclude={"delivery_failures"}),
+                "wrong": {c: (now.get(c), w) for c, w in wanted.items() if now.get(c) != w},
+            }
+
+        wait_for(done, 30, "every contact to reach its final state", differences)
         stats = sim.stats()
 
     assert set(wanted.values()) == {"delivery_failed", "read", "delivered"}
-    assert stats["duplicate_count"] == 0 and stats["webhooks_given_up"] == 0
+    assert stats["duplicate_count"] == 0 and stats["webhooks_given_up"] == 0, stats
     base = sum(3 if w == "read" else 2 for w in wanted.values())
     assert stats["webhooks_scheduled"] > base  # duplicates were posted
     wamid_of = {row.id: r.wamid for row, r in zip(claimed, results, strict=True)}
@@ -926,3 +976,33 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
         db, "SELECT count(*) FROM contact_events WHERE detail LIKE '%matched by attempt id%'"
     )
     assert raced > 0  # some webhooks did beat the record, and were matched by attempt id
+
+
+def test_the_applier_view_reads_what_the_full_model_reads() -> None:
+    """WebhookUpdates (the applier's lean model) sees the same statuses and messages as the
+    full WebhookPayload, ignores what it does not use, and refuses what the full one refuses."""
+    from pydantic import ValidationError
+
+    from schemas.whatsapp import WebhookPayload, WebhookUpdates
+
+    failed = status("wamid.A", "failed", attempt=uuid.uuid4(), code=131026)
+    failed["pricing"] = {"billable": False, "brand_new_field": 1}
+    body = json.loads(
+        envelope(
+            [failed, status("wamid.B", "deleted")],
+            messages=[text_message("4915123456701", "STOP", wamid="wamid.in.9")],
+        )
+    )
+    body["entry"][0]["changes"].append({"field": "message_template_status_update", "value": {}})
+    full, lean = WebhookPayload.model_validate(body), WebhookUpdates.model_validate(body)
+    keys = ("id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "errors")
+    assert [(p, s.model_dump(include=set(keys))) for p, s in full.statuses()] == [
+        (p, s.model_dump(include=set(keys))) for p, s in lean.statuses()
+    ]
+    assert [(p, m.body) for p, m in full.inbound_messages()] == [
+        (p, m.body) for p, m in lean.inbound_messages()
+    ]
+    del body["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
+    for model in (WebhookPayload, WebhookUpdates):
+        with pytest.raises(ValidationError):
+            model.model_validate(body)
