@@ -8,7 +8,7 @@ that are already claimed, within one message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -66,37 +66,37 @@ def start_campaign(
     return get_campaign(engine, campaign_id)
 
 
-def pause_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
+def _move(
+    engine: Engine,
+    campaign_id: int,
+    check: Callable[[CampaignStatus], CampaignStatus],
+    *,
+    detail: str,
+    reason: str | None,
+) -> None:
+    """One lifecycle step of an admin command, with the campaign row locked."""
     with engine.begin() as conn:
         status = S(_locked(conn, campaign_id)["status"])
-        target = commands.check_pause(status)
         repo.set_campaign_status(
             conn,
             campaign_id,
             status,
-            target,
+            check(status),
             source="admin",
-            detail="pause",
-            extra={"status_reason": "paused by admin"},
+            detail=detail,
+            extra={"status_reason": reason},
         )
+
+
+def pause_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
+    _move(engine, campaign_id, commands.check_pause, detail="pause", reason="paused by admin")
     # After the commit: a flag without the status would only stall sends until resume.
     flags.set_paused(campaign_id)
     return get_campaign(engine, campaign_id)
 
 
 def resume_campaign(engine: Engine, flags: PauseFlagStore, campaign_id: int) -> CampaignOut:
-    with engine.begin() as conn:
-        status = S(_locked(conn, campaign_id)["status"])
-        target = commands.check_resume(status)
-        repo.set_campaign_status(
-            conn,
-            campaign_id,
-            status,
-            target,
-            source="admin",
-            detail="resume",
-            extra={"status_reason": None},
-        )
+    _move(engine, campaign_id, commands.check_resume, detail="resume", reason=None)
     flags.clear(campaign_id)
     return get_campaign(engine, campaign_id)
 
