@@ -12,7 +12,9 @@ The rules (design.md, "Contact states"):
   to any of them: the platform took the message, so the webhook settles it.
 - A late or duplicate status fills its own timestamp (``sent_at``, ``delivered_at``,
   ``read_at``) when it is still empty and changes nothing else.
-- A contact in a state no webhook settles (Error, Removed, Retry scheduled, ...) does not
+- Retry scheduled settles the same way: its attempt id is the one the status names, so the
+  platform took the send whose answer looked like a failure, and the retry must not happen.
+- A contact in a state no webhook settles (Error, Removed, Canceled by admin, ...) does not
   change at all: the status is counted as late.
 
 Which moves are legal is not restated here: :func:`decide` asks the one transition table in
@@ -105,6 +107,7 @@ WEBHOOK_SETTLED_STATES: frozenset[ContactState] = frozenset(
 
 PROGRESS_RANK: Mapping[ContactState, int] = {
     C.IN_PROGRESS: 0,
+    C.RETRY_SCHEDULED: 0,
     C.SENT: 1,
     C.DELIVERED: 2,
     C.READ: 3,

@@ -64,7 +64,21 @@ CONTACT_TRANSITIONS: Mapping[ContactState, frozenset[ContactState]] = {
             C.DELIVERY_FAILED,
         }
     ),
-    C.RETRY_SCHEDULED: frozenset({C.IN_PROGRESS, C.ERROR, C.REMOVED, C.CANCELED_BY_ADMIN}),
+    # Sent/Delivered/Read/Delivery failed: a status webhook of the contact's current attempt
+    # proves the platform took a send whose answer was an error (a 5xx after acceptance);
+    # settling it stops the retry from messaging the person twice.
+    C.RETRY_SCHEDULED: frozenset(
+        {
+            C.IN_PROGRESS,
+            C.ERROR,
+            C.REMOVED,
+            C.CANCELED_BY_ADMIN,
+            C.SENT,
+            C.DELIVERED,
+            C.READ,
+            C.DELIVERY_FAILED,
+        }
+    ),
     C.SENT: frozenset({C.DELIVERED, C.READ, C.DELIVERY_FAILED}),
     C.DELIVERED: frozenset({C.READ}),
     C.READ: frozenset(),

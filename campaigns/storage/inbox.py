@@ -234,10 +234,13 @@ WITH v AS (
         delivered_at = COALESCE(c.delivered_at, v.delivered_at),
         read_at = COALESCE(c.read_at, v.read_at),
         failed_at = COALESCE(c.failed_at, v.failed_at),
+        -- A Retry scheduled contact's error was the answer to a send the platform took.
         error_code = CASE WHEN v.to_state = 'delivery_failed' AND c.state <> 'delivery_failed'
-                          THEN v.error_code ELSE c.error_code END,
+                          THEN v.error_code
+                          WHEN c.state = 'retry_scheduled' THEN NULL ELSE c.error_code END,
         error_detail = CASE WHEN v.to_state = 'delivery_failed' AND c.state <> 'delivery_failed'
-                            THEN v.error_detail ELSE c.error_detail END,
+                            THEN v.error_detail
+                            WHEN c.state = 'retry_scheduled' THEN NULL ELSE c.error_detail END,
         lease_expires_at = CASE WHEN v.to_state = 'in_progress'
                                 THEN c.lease_expires_at END,
         finished_at = CASE WHEN v.to_state IN ({_TERMINAL})

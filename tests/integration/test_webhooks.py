@@ -557,6 +557,45 @@ def test_webhook_before_the_workers_commit_is_matched_by_attempt_id(
     assert [(e[0], e[1]) for e in events(db, cid)] == [("in_progress", "delivered")]
 
 
+def test_a_retry_whose_send_the_platform_took_is_settled_not_sent_again(db: Engine) -> None:
+    """A 5xx answered a send the platform had accepted: its webhook names the current
+    attempt, so the contact leaves Retry scheduled for good instead of being messaged twice."""
+    seed = Seed(db)
+    attempt = uuid.uuid4()
+    cid = seed.contact("retry_scheduled", attempt_id=attempt)
+    other = seed.contact("retry_scheduled", attempt_id=uuid.uuid4())
+    with db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE contacts SET next_attempt_at = now() + interval '1 minute', "
+                "error_code = 131000, error_detail = 'server error' WHERE id IN (:a, :b)"
+            ),
+            {"a": cid, "b": other},
+        )
+    stale = uuid.uuid4()  # an attempt that is not the contact's current one matches nothing
+    stats = deliver(
+        db,
+        envelope(
+            [
+                status("wamid.LATE", "delivered", ts=T2, attempt=attempt),
+                status("wamid.STALE", "sent", ts=T1, attempt=stale),
+            ]
+        ),
+        policy=delivery.ApplyPolicy(retry_base_s=3600.0),
+    )
+    assert (stats.moved, stats.parked) == (1, 1)
+    row = contact(db, cid)
+    assert (row["state"], row["wamid"], row["delivered_at"]) == (
+        "delivered",
+        "wamid.LATE",
+        at(T2),
+    )
+    assert (row["error_code"], row["error_detail"]) == (None, None)
+    assert [(e[0], e[1]) for e in events(db, cid)] == [("retry_scheduled", "delivered")]
+    # Not due any more: the claim of due contacts does not see it.
+    assert scalar(db, "SELECT state FROM contacts WHERE id = :id", id=other) == "retry_scheduled"
+
+
 def test_attempt_id_of_the_callback_data_must_be_a_uuid_of_ours(db: Engine) -> None:
     seed = Seed(db)
     attempt = uuid.uuid4()

@@ -60,7 +60,9 @@ def event(kind: StatusKind, second: int = 0, code: int | None = None) -> StatusE
         (C.IN_PROGRESS, K.FAILED, Decision(C.DELIVERY_FAILED, "failed_at")),
         (C.ERROR, K.DELIVERED, Decision(None, None)),
         (C.REMOVED, K.SENT, Decision(None, None)),
-        (C.RETRY_SCHEDULED, K.SENT, Decision(None, None)),
+        (C.RETRY_SCHEDULED, K.SENT, Decision(C.SENT, "sent_at")),
+        (C.RETRY_SCHEDULED, K.DELIVERED, Decision(C.DELIVERED, "delivered_at")),
+        (C.RETRY_SCHEDULED, K.FAILED, Decision(C.DELIVERY_FAILED, "failed_at")),
         (C.SENT, K.OTHER, Decision(None, None)),
     ],
 )
@@ -100,7 +102,7 @@ def test_failed_after_delivered_changes_nothing() -> None:
 
 @pytest.mark.parametrize(
     "state",
-    [C.ERROR, C.REMOVED, C.CANCELED_BY_ADMIN, C.SENDING_FAILED, C.INITIAL, C.RETRY_SCHEDULED],
+    [C.ERROR, C.REMOVED, C.CANCELED_BY_ADMIN, C.SENDING_FAILED, C.INITIAL],
 )
 def test_states_no_webhook_settles_stay_as_they_are(state: ContactState) -> None:
     before = Delivery(state)
@@ -129,7 +131,7 @@ LIFECYCLES = st.one_of(
 @st.composite
 def deliveries(draw: st.DrawFn) -> tuple[Delivery, list[StatusEvent]]:
     """A contact the platform accepted and one message's statuses, each with its own time."""
-    start = draw(st.sampled_from([C.IN_PROGRESS, C.SENT]))
+    start = draw(st.sampled_from([C.IN_PROGRESS, C.RETRY_SCHEDULED, C.SENT]))
     kinds = sorted(draw(LIFECYCLES), key=list(K).index)
     times = sorted(draw(st.lists(st.integers(0, 10_000), min_size=len(kinds), max_size=9)))
     events = [
@@ -191,7 +193,7 @@ def test_never_backwards_never_outside_the_table(
         for column in ("sent_at", "delivered_at", "read_at", "failed_at"):
             if getattr(before, column) is not None:  # a set timestamp is never overwritten
                 assert getattr(delivery, column) == getattr(before, column)
-        if state not in WEBHOOK_SETTLED_STATES | {C.IN_PROGRESS}:
+        if state not in WEBHOOK_SETTLED_STATES | {C.IN_PROGRESS, C.RETRY_SCHEDULED}:
             assert delivery == Delivery(state)
 
 
