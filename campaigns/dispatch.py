@@ -36,6 +36,7 @@ T = TypeVar("T")
 MAX_BATCH = 500
 MIN_BATCH = 20
 SLOW_DOWN_S = 1.0  # how long the sender's bucket stops after a 130429
+GROUP_S = 0.05  # a gate group is this much sending at the campaign's rate
 
 
 # --------------------------------------------------------------------------- ports
@@ -63,13 +64,31 @@ class MessageTransport(Protocol):
     async def send(self, job: SendJob) -> SendResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class GroupGrant:
+    """The gate's answer for a group of attempts.
+
+    ``go`` False: the campaign is paused, none of them is marked and none may be sent.
+    ``go`` True: every attempt of the group is marked started and may be sent once the
+    event loop's clock (``loop.time()``) reaches its entry of ``due_at`` (its token's time).
+    """
+
+    go: bool
+    due_at: tuple[float, ...]
+
+
 class SendGate(Protocol):
     """Redis side of a send: the shared token bucket, pause flags, started markers."""
 
-    async def before_send(
-        self, campaign_id: int, sender_id: str, rate: float, attempt: str
-    ) -> bool:
-        """Waits for a token; False if the campaign is paused (nothing may be sent)."""
+    async def open_group(
+        self, campaign_id: int, sender_id: str, rate: float, attempts: Sequence[str]
+    ) -> GroupGrant:
+        """Books a token per attempt and waits for the first; then, unless the campaign is
+        paused, marks them all started in one step (see ``GroupGrant``)."""
+        ...
+
+    async def unmark(self, attempts: Sequence[str]) -> None:
+        """Drops the started markers of attempts that were marked but provably not sent."""
         ...
 
     async def is_paused(self, campaign_id: int) -> bool: ...
@@ -86,6 +105,12 @@ def batch_size_for(rate_per_s: float) -> int:
     """About two seconds of sending: big enough to amortise claim and record, small enough
     that a killed worker strands few contacts and a slow campaign's lease stays short."""
     return max(MIN_BATCH, min(MAX_BATCH, math.ceil(rate_per_s * 2)))
+
+
+def group_size(rate_per_s: float) -> int:
+    """Messages per gate group: ~``GROUP_S`` of sending at the rate, at least one. Small at
+    low rates (4 at 80/s), so a group never holds more than a blink of the campaign."""
+    return max(1, math.ceil(rate_per_s * GROUP_S))
 
 
 def lease_seconds(batch: int, rate_per_s: float, *, margin_s: float) -> float:
@@ -185,30 +210,69 @@ async def send_claimed(
 ) -> list[Attempt]:
     """Sends every claimed contact once, paced by the gate; stops at a pause flag.
 
-    A decision that pauses the campaign (bad token, missing template) raises the flag at once,
-    so the rest of this batch and every other worker's batch stop before their next message.
+    Contacts pass the gate in groups (``group_size``): a group is booked, checked against
+    the pause flag and marked started as one, then each message goes out when its token is
+    due. A group is opened only when the concurrency limit has room for all of it. A
+    decision that pauses the campaign (bad token, missing template) raises the flag at once,
+    so the rest of this batch - including not yet sent messages of an open group, whose
+    markers are then removed - and every other worker's batch stop before their next send.
     """
     rng = rng or random.Random()
+    loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(concurrency)
+    done: list[Attempt | None] = [None] * len(claimed)
+    unsent_marked: list[str] = []
+    stop = False  # this batch paused the campaign
 
-    async def one(contact: ClaimedContact) -> Attempt:
-        async with slots:
-            go = await gate.before_send(
-                plan.id, plan.sender_id, plan.rate_per_s, str(contact.attempt_id)
-            )
-            if not go:
-                return Attempt(contact, None, None, None, None)
+    async def one(index: int, contact: ClaimedContact, due_at: float) -> None:
+        nonlocal stop
+        try:
+            delay = due_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if stop:
+                unsent_marked.append(str(contact.attempt_id))
+                return
             started = time.monotonic()
             result = await transport.send(job_for(plan, contact))
             latency = time.monotonic() - started
+        finally:
+            slots.release()
         decision = classify(result, contact.attempt_no, plan.max_attempts, rng)
         if decision.pause_campaign:
+            stop = True
             await gate.pause(plan.id)
         if decision.slow_down:
             await gate.slow_down(plan.sender_id, SLOW_DOWN_S)
-        return Attempt(contact, result, decision, datetime.now(UTC), latency)
+        done[index] = Attempt(contact, result, decision, datetime.now(UTC), latency)
 
-    return list(await asyncio.gather(*(one(c) for c in claimed)))
+    size = group_size(plan.rate_per_s)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for first in range(0, len(claimed), size):
+            group = claimed[first : first + size]
+            for _ in group:
+                await slots.acquire()
+            if stop:
+                break
+            grant = await gate.open_group(
+                plan.id, plan.sender_id, plan.rate_per_s, [str(c.attempt_id) for c in group]
+            )
+            if not grant.go:
+                break
+            for offset, (contact, due_at) in enumerate(zip(group, grant.due_at, strict=True)):
+                tasks.append(loop.create_task(one(first + offset, contact, due_at)))
+    except BaseException:
+        # Let the sends already started finish (their markers are set) before giving up.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    await asyncio.gather(*tasks)
+    if unsent_marked:
+        await gate.unmark(unsent_marked)
+    return [
+        a if a is not None else Attempt(c, None, None, None, None)
+        for a, c in zip(done, claimed, strict=True)
+    ]
 
 
 def _recorded(attempt: Attempt) -> RecordedOutcome:

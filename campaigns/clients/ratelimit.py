@@ -13,6 +13,12 @@ says when it will have room. Inside a process only one coroutine per sender talk
 Redis at a time, so Redis sees about ``rate + processes / reserve_ahead_s`` calls/s. The
 rate stays exact because the balance is charged at booking time. A booked slot cannot be
 revoked: after ``penalize`` at most ``rate * reserve_ahead_s`` booked sends still go out.
+
+``reserve`` books a *group* of ``cost`` tokens in one call (dispatch sends ~50 ms of messages
+per group): the balance is charged ``cost`` at once and the answer says when the last of
+them is due, so the caller can spread the group's sends over the times each token is due
+(``Booking.due_in``). Waits are counted only when the script imposes them (a booked slot in
+the future, or "queue full, come back later"), never for in-process queueing.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-__all__ = ["LimiterStats", "PauseFlags", "RateLimiter", "default_burst"]
+__all__ = ["Booking", "LimiterStats", "PauseFlags", "RateLimiter", "default_burst"]
 
 # KEYS[1] bucket hash. ARGV: rate (tokens/s), burst, cost, horizon_s, penalty_s.
 # Acquire (penalty_s = 0) returns {taken, wait_us}:
@@ -95,12 +101,40 @@ def default_burst(rate_per_s: float) -> float:
 
 @dataclass(slots=True)
 class LimiterStats:
-    """Counters for metrics: how often and how long senders waited for a token."""
+    """Counters for metrics: how many sends waited for a token, and for how long in all.
+
+    A wait is time the Redis script imposed (a booked token not yet due, or a full booking
+    queue), not time spent queueing inside the process.
+    """
 
     acquired: int = 0
     waits: int = 0
     waited_s: float = 0.0
     round_trips: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """``cost`` booked tokens: the last is due ``last_due_s`` after the booking returned,
+    the ones before it ``interval_s`` apart (earlier ones may be due at once)."""
+
+    cost: int
+    last_due_s: float
+    interval_s: float
+    slept_s: float = 0.0  # already waited for room in the booking queue
+
+    def due_in(self, index: int) -> float:
+        """Seconds after the booking until token ``index`` (0-based) is due; >= 0."""
+        return max(0.0, self.last_due_s - (self.cost - 1 - index) * self.interval_s)
+
+    def waits(self) -> tuple[int, float]:
+        """(tokens that were not free at once, their total wait) - script-imposed only."""
+        if self.slept_s > 0:
+            total = self.cost * self.slept_s + sum(self.due_in(i) for i in range(self.cost))
+            return self.cost, total
+        # Tokens due at once come first: count only those due later.
+        late = [d for d in (self.due_in(i) for i in range(self.cost)) if d > 0]
+        return len(late), sum(late)
 
 
 class RateLimiter:
@@ -127,12 +161,18 @@ class RateLimiter:
         return f"{self._prefix}:{sender_id}"
 
     async def _call(
-        self, sender_id: str, rate: float, burst: float, horizon: float, penalty: float = 0.0
+        self,
+        sender_id: str,
+        rate: float,
+        burst: float,
+        horizon: float,
+        penalty: float = 0.0,
+        cost: int = 1,
     ) -> tuple[bool, float]:
         self.stats.round_trips += 1
         reply = await self._script(
             keys=[self.key(sender_id)],
-            args=[repr(rate), repr(burst), "1", repr(horizon), repr(penalty)],
+            args=[repr(rate), repr(burst), str(cost), repr(horizon), repr(penalty)],
         )
         taken, wait_us = reply
         return bool(int(taken)), int(wait_us) / 1_000_000
@@ -157,44 +197,80 @@ class RateLimiter:
             return 0.0
         return max(wait, 1e-6)  # never 0.0 when nothing was taken
 
+    def _gate(self, sender_id: str) -> asyncio.Lock:
+        gate = self._gates.get(sender_id)
+        if gate is None:
+            gate = self._gates[sender_id] = asyncio.Lock()
+        return gate
+
+    async def _book(
+        self, sender_id: str, rate_per_s: float, burst: float, cost: int, horizon: float
+    ) -> tuple[float, float]:
+        """Books ``cost`` tokens: (seconds until the last is due, seconds slept because the
+        booking queue was full). One coroutine per sender talks to Redis at a time."""
+        slept = 0.0
+        async with self._gate(sender_id):
+            while True:
+                taken, wait = await self._call(sender_id, rate_per_s, burst, horizon, cost=cost)
+                if taken:
+                    return wait, slept
+                # Booking queue full: come back when it has room, plus a spread so that
+                # processes do not all return together. Half the horizon leaves the
+                # queue at least half full meanwhile, so no token goes unused.
+                pause = wait + self._rng.uniform(0.0, horizon / 2)
+                started = time.monotonic()
+                await asyncio.sleep(pause)
+                slept += time.monotonic() - started
+
     async def acquire(
         self, sender_id: str, rate_per_s: float, *, burst: float | None = None
     ) -> float:
-        """Wait for one token of ``sender_id``; returns the seconds waited.
+        """Wait for one token of ``sender_id``; returns the seconds the script made it wait.
 
         Each loop is one script call that either takes (or books) a token or says how long
         until the booking horizon has room; the sleep is that time, never a fixed poll.
         Within a process, one coroutine per sender talks to Redis at a time (a FIFO lock
         held only while booking), so Redis sees about ``rate + processes / horizon`` calls
-        per second however many coroutines wait. Cancellation while sleeping on a booked
-        slot wastes that one slot, nothing more.
+        per second however many coroutines wait. Time queued on that lock is not a limiter
+        wait. Cancellation while sleeping on a booked slot wastes that one slot, nothing more.
         """
         burst = self._check(rate_per_s, burst)
-        started = time.monotonic()
-        gate = self._gates.get(sender_id)
-        if gate is None:
-            gate = self._gates[sender_id] = asyncio.Lock()
-        blocked = gate.locked()
-        async with gate:
-            while True:
-                taken, wait = await self._call(sender_id, rate_per_s, burst, self._horizon)
-                if taken:
-                    break
-                # Booking queue full: come back when it has room, plus a spread so that
-                # processes do not all return together. Half the horizon leaves the
-                # queue at least half full meanwhile, so no token goes unused.
-                blocked = True
-                await asyncio.sleep(wait + self._rng.uniform(0.0, self._horizon / 2))
-        if wait > 0:
-            blocked = True
-            await asyncio.sleep(wait)  # the booked slot; outside the gate
+        due_in, slept = await self._book(sender_id, rate_per_s, burst, 1, self._horizon)
+        waited = slept
+        if due_in > 0:
+            started = time.monotonic()
+            await asyncio.sleep(due_in)  # the booked slot; outside the gate
+            waited += time.monotonic() - started
         self.stats.acquired += 1
-        if not blocked:
-            return 0.0
-        waited = time.monotonic() - started
-        self.stats.waits += 1
-        self.stats.waited_s += waited
+        if waited > 0:
+            self.stats.waits += 1
+            self.stats.waited_s += waited
         return waited
+
+    async def reserve(
+        self, sender_id: str, rate_per_s: float, cost: int, *, burst: float | None = None
+    ) -> Booking:
+        """Book ``cost`` tokens of ``sender_id`` in one script call (more only while the
+        booking queue is full) and return when each is due; does not sleep for them.
+
+        The bucket is charged at once, so the rate stays exact however the caller spaces
+        its sends; spacing them by ``Booking.due_in`` keeps the platform's view smooth too.
+        The booking horizon is at least two groups, so two processes booking groups in
+        turn both find room. Statistics count every token whose due time is in the future
+        (or that waited for queue room) as one wait, with that wait.
+        """
+        burst = self._check(rate_per_s, burst)
+        if cost < 1:
+            raise ValueError("cost must be >= 1")
+        horizon = max(self._horizon, 2.0 * cost / rate_per_s)
+        last_due, slept = await self._book(sender_id, rate_per_s, burst, cost, horizon)
+        booking = Booking(cost, last_due, 1.0 / rate_per_s, slept)
+        stats = self.stats
+        stats.acquired += cost
+        waits, waited = booking.waits()
+        stats.waits += waits
+        stats.waited_s += waited
+        return booking
 
     async def penalize(self, sender_id: str, seconds: float) -> None:
         """No new tokens for ``sender_id`` for ``seconds`` (after 130429), for every worker.

@@ -1,13 +1,18 @@
-"""Redis side of dispatch: the per-message gate, pause flags for admin commands, started
-markers for lease recovery, and the keys that keep one dispatch loop per slot alive.
+"""Redis side of dispatch: the gate per group of messages, pause flags for admin commands,
+started markers for lease recovery, and the keys that keep one dispatch loop per slot alive.
 
-Per message the gate costs one limiter call (often fewer: booked tokens) and one script call
-that checks the pause flag and marks the attempt as started in the same round trip. The
-marker is what lets recovery tell "never sent, safe to release" from "outcome unknown".
+Messages pass the gate in groups of ~50 ms of sending (``campaigns.dispatch.group_size``):
+per group one limiter call books all its tokens, then - once the group's first token is
+due - one script call checks the pause flag and, only if the campaign is not paused, marks
+every attempt of the group as started in the same round trip. The marker is what lets
+recovery tell "never sent, safe to release" from "outcome unknown"; a marked attempt that
+the batch then decides not to send (its own pause decision) gets its marker removed
+(``unmark``) before the batch is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -15,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
+from campaigns.dispatch import GroupGrant
 
 __all__ = ["DispatchLoops", "RedisSendGate", "SyncPauseFlags", "started_attempts"]
 
@@ -22,10 +28,13 @@ STARTED_PREFIX = "wa:started"
 # Longer than any lease plus the recovery grace: the marker must outlive the question.
 STARTED_TTL_S = 2 * 24 * 3600
 
-# KEYS[1] pause flag, KEYS[2] started marker; ARGV[1] marker TTL. 1: go, 0: paused.
+# KEYS[1] pause flag, KEYS[2..] started markers; ARGV[1] marker TTL. 1: go (all marked),
+# 0: paused (none marked). Atomic: a pause is either before the whole group or after it.
 _GO_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', ARGV[1])
+end
 return 1
 """
 
@@ -47,15 +56,29 @@ class RedisSendGate:
     def limiter(self) -> RateLimiter:
         return self._limiter
 
-    async def before_send(
-        self, campaign_id: int, sender_id: str, rate: float, attempt: str
-    ) -> bool:
-        # The flag is read after the token: a pause during the wait for a token still counts.
-        await self._limiter.acquire(sender_id, rate)
-        go = await self._go(
-            keys=[self._flags.key(campaign_id), _started_key(attempt)], args=[STARTED_TTL_S]
-        )
-        return bool(int(go))
+    async def open_group(
+        self, campaign_id: int, sender_id: str, rate: float, attempts: Sequence[str]
+    ) -> GroupGrant:
+        """Books one token per attempt, waits until the first is due, then checks the pause
+        flag and marks all of them started (or none, if paused). The flag is read after the
+        wait: a pause during the wait for tokens still counts."""
+        booking = await self._limiter.reserve(sender_id, rate, len(attempts))
+        loop = asyncio.get_running_loop()
+        booked_at = loop.time()
+        first = booking.due_in(0)
+        if first > 0:
+            await asyncio.sleep(first)
+        keys = [self._flags.key(campaign_id)]
+        keys.extend([f"{STARTED_PREFIX}:{a}" for a in attempts])
+        go = await self._go(keys=keys, args=[STARTED_TTL_S])
+        if not int(go):
+            return GroupGrant(False, ())
+        return GroupGrant(True, tuple(booked_at + booking.due_in(i) for i in range(len(attempts))))
+
+    async def unmark(self, attempts: Sequence[str]) -> None:
+        """Removes the started markers of marked attempts that were provably not sent."""
+        if attempts:
+            await self._redis.delete(*[_started_key(a) for a in attempts])
 
     async def is_paused(self, campaign_id: int) -> bool:
         return await self._flags.is_paused(campaign_id)
