@@ -2,12 +2,14 @@
 
 Transport choice (``bench/client_transport.py``: 200 concurrent sends, 200 connections,
 local server in its own process, on a shared 2-core machine): httpx's own pool (httpcore
-1.0) did 20-50 requests/s, httpx over ``httpx_aiohttp.AiohttpTransport`` 900-1,100, about
-23x more. httpcore rescans every connection for every queued request on each request event
-(``_assign_requests_to_connections``: millions of ``is_idle`` calls for a few hundred
-requests), which is quadratic in the pool size we need for >= 1,000 messages/s. aiohttp's
-connector does not. So the client keeps the httpx API (``MockTransport`` in tests,
-timeouts, exceptions) and defaults to the aiohttp transport underneath.
+1.0) did 20-50 requests/s, httpx over ``httpx_aiohttp.AiohttpTransport`` 900-1,100, and a
+bare ``aiohttp.ClientSession`` more again for about half the client CPU per send (figures
+in BENCHMARKS.md). httpcore rescans every connection for every queued request on each
+request event (quadratic in the pool size we need for >= 1,000 messages/s); aiohttp's
+connector does not, and without httpx's request/response objects on top of it a send costs
+~0.4 ms of CPU instead of ~0.8. So production sends go through a bare aiohttp session;
+the httpx API stays for an injected ``transport`` (``httpx.MockTransport`` in tests, or any
+other httpx transport), with the same results and the same failure mapping.
 
 Never raises for platform or network errors: they are data for ``campaigns.outcomes``.
 The only exceptions are invalid arguments (a programming or data error, nothing was sent)
@@ -36,6 +38,7 @@ __all__ = [
     "WhatsAppClient",
     "WhatsAppEndpoint",
     "build_template_payload",
+    "encode_payload",
     "parse_response",
     "transport_failure_of",
 ]
@@ -114,6 +117,11 @@ def build_template_payload(
         "template": tmpl,
         "biz_opaque_callback_data": callback_data,
     }
+
+
+def encode_payload(payload: Mapping[str, Any]) -> bytes:
+    """The JSON bytes of a request body (compact, UTF-8, as httpx's ``json=`` encodes)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _as_int(value: object) -> int | None:
@@ -205,7 +213,7 @@ def _mask(e164: str) -> str:
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """httpx over aiohttp: see the module docstring for why."""
+    """httpx over aiohttp, for callers that want the httpx API without httpcore's pool."""
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
@@ -214,8 +222,16 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     return AiohttpTransport(limits=limits)
 
 
+_USER_AGENT = "wa-campaigns/0.1"
+
+
 class WhatsAppClient:
-    """Async Cloud API client. One per worker process and event loop (it owns a pool)."""
+    """Async Cloud API client. One per worker process and event loop (it owns a pool).
+
+    Without ``transport`` it sends with a bare ``aiohttp.ClientSession`` (opened on the
+    first send, inside the running loop); with an httpx ``transport`` it sends through
+    ``httpx.AsyncClient`` on that transport. Both give the same ``SendResult``s.
+    """
 
     def __init__(
         self,
@@ -224,15 +240,26 @@ class WhatsAppClient:
         max_connections: int = 200,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            transport=transport or default_transport(max_connections),
-            timeout=httpx.Timeout(timeout_s),
-            headers={"User-Agent": "wa-campaigns/0.1"},
-            follow_redirects=False,  # never carry the bearer token to another host
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._http: httpx.AsyncClient | None = None
+        if transport is not None:
+            self._http = httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(timeout_s),
+                headers={"User-Agent": _USER_AGENT},
+                follow_redirects=False,  # never carry the bearer token to another host
+            )
+        # connect covers waiting for a pool slot too (as httpx's pool timeout does): a
+        # timeout there is ConnectionTimeoutError, i.e. provably before sending.
+        self._aio_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(timeout={self._http.timeout!r})"
+        backend = "httpx" if self._http is not None else "aiohttp"
+        return f"{type(self).__name__}(backend={backend}, timeout_s={self._timeout_s!r})"
 
     async def __aenter__(self) -> Self:
         return self
@@ -244,6 +271,29 @@ class WhatsAppClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE_EXPIRY_S,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._aio_timeout,
+            headers={"User-Agent": _USER_AGENT},
+        )
+        return self._session
+
+    async def _post(self, url: str, body: bytes, token: str) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if self._http is not None:
+            response = await self._http.post(url, content=body, headers=headers)
+            return response.status_code, response.content
+        session = self._session or self._open_session()
+        # POST is never retried by aiohttp (not idempotent); no redirects (token).
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
+            return r.status, await r.read()
 
     async def send_template(
         self,
@@ -266,11 +316,13 @@ class WhatsAppClient:
             button_url_params=button_url_params,
             callback_data=callback_data,
         )
-        headers = {"Authorization": f"Bearer {endpoint.token}"}
         try:
-            response = await self._http.post(endpoint.messages_url, json=payload, headers=headers)
+            status, content = await self._post(
+                endpoint.messages_url, encode_payload(payload), endpoint.token
+            )
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
-            # OSError/ClientError: raw errors httpx_aiohttp does not map.
+            # OSError (TimeoutError included)/ClientError: raw errors of aiohttp, or ones
+            # httpx_aiohttp does not map.
             failure = transport_failure_of(exc)
             log.debug("send to %s: %s %s", _mask(to_e164), failure, type(exc).__name__)
             return SendResult(
@@ -278,10 +330,14 @@ class WhatsAppClient:
                 error_title=type(exc).__name__,
                 error_details=_as_str(str(exc)),
             )
-        return parse_response(response.status_code, response.content)
+        return parse_response(status, content)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
 
 class CloudApiTransport:
