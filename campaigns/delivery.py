@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -237,6 +237,9 @@ class ApplyStats:
     opt_outs: int = 0  # phones opted out by a reply
     failed_rows: int = 0  # bodies whose apply raised (tried again later)
     more: bool = False  # work was left when the call returned
+    # For metrics: matched statuses by kind, and each one's lag from its event to now.
+    by_status: Counter[str] = field(default_factory=Counter)
+    lags_s: list[float] = field(default_factory=list)
 
     @property
     def applied(self) -> int:
@@ -251,7 +254,8 @@ class ApplyStats:
                 setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def as_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lags_s"}
+        out["by_status"] = dict(self.by_status)
         out["applied"] = self.applied
         return out
 
@@ -378,6 +382,12 @@ def _apply_statuses(
             unmatched.append(status)
         else:
             per_contact[int(row["id"])].append(status)
+
+    now = time.time()
+    for statuses in per_contact.values():
+        for status in statuses:
+            stats.by_status[status.event.kind.value] += 1
+            stats.lags_s.append(now - status.event.at.timestamp())
 
     rows_by_id = {int(row["id"]): row for row in contacts}
     settlements: list[inbox.Settlement] = []

@@ -8,12 +8,23 @@ that matched no contact yet.
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 
 from campaigns import delivery
+from campaigns.clients.telemetry import SyncTelemetry
 from campaigns.runtime import resolve
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _telemetry(redis_url: str) -> SyncTelemetry:
+    return SyncTelemetry(redis.Redis.from_url(redis_url))
 
 
 def _drain(task: Task, *, retries: bool) -> dict[str, Any]:
@@ -25,6 +36,13 @@ def _drain(task: Task, *, retries: bool) -> dict[str, Any]:
         budget_s=settings.webhook_drain_budget_s,
         retries=retries,
     )
+    if stats.by_status:
+        try:
+            _telemetry(runtime.redis_url).record_webhook_events(
+                by_status=stats.by_status, lags_s=stats.lags_s
+            )
+        except redis.RedisError:  # metrics must never fail the apply that already committed
+            log.warning("could not record webhook metrics", exc_info=True)
     if stats.more:  # the budget ran out with work left: hand over rather than hog the worker
         # Through the bound task's own app: Celery's current app is per thread.
         task.app.send_task("workers.webhooks.apply_inbox")

@@ -40,6 +40,7 @@ __all__ = [
     "WEBHOOK_LAG_BUCKETS",
     "HistogramData",
     "Snapshot",
+    "SyncTelemetry",
     "Telemetry",
     "rate_now",
     "rate_series",
@@ -65,7 +66,7 @@ def _hist_fields(values: Sequence[float], bounds: Sequence[float]) -> Counter[st
 
 
 class Telemetry:
-    """Writers' side (workers, async). Each call is one pipelined round trip."""
+    """The dispatch worker's writer (async). Each call is one pipelined round trip."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = redis
@@ -102,25 +103,43 @@ class Telemetry:
         if len(pipe):
             await pipe.execute()
 
-    async def record_webhook_events(
+
+class SyncTelemetry:
+    """The same writes from synchronous code (the webhook applier, ingest threads)."""
+
+    def __init__(self, redis_sync: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = redis_sync
+        self._p = prefix
+
+    def record_webhook_events(
         self, *, by_status: Mapping[str, int], lags_s: Sequence[float]
     ) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for status, n in by_status.items():
-            if n:
-                pipe.hincrby(f"{self._p}:wh", status, n)
-        _add_histogram(pipe, f"{self._p}:whlag", lags_s, WEBHOOK_LAG_BUCKETS)
+        _queue_webhook_events(pipe, self._p, by_status, lags_s)
         if len(pipe):
-            await pipe.execute()
+            pipe.execute()
 
-    async def record_upload_rows(self, *, valid: int, invalid: int) -> None:
+    def record_upload_rows(self, *, valid: int, invalid: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        if valid:
-            pipe.hincrby(f"{self._p}:upl", "valid", valid)
-        if invalid:
-            pipe.hincrby(f"{self._p}:upl", "invalid", invalid)
+        _queue_upload_rows(pipe, self._p, valid, invalid)
         if len(pipe):
-            await pipe.execute()
+            pipe.execute()
+
+
+def _queue_webhook_events(
+    pipe: Any, p: str, by_status: Mapping[str, int], lags_s: Sequence[float]
+) -> None:
+    for status, n in by_status.items():
+        if n:
+            pipe.hincrby(f"{p}:wh", status, n)
+    _add_histogram(pipe, f"{p}:whlag", lags_s, WEBHOOK_LAG_BUCKETS)
+
+
+def _queue_upload_rows(pipe: Any, p: str, valid: int, invalid: int) -> None:
+    if valid:
+        pipe.hincrby(f"{p}:upl", "valid", valid)
+    if invalid:
+        pipe.hincrby(f"{p}:upl", "invalid", invalid)
 
 
 def _add_histogram(pipe: Any, key: str, values: Sequence[float], bounds: Sequence[float]) -> None:

@@ -20,12 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from campaigns import delivery, devenv, runtime, services
 from campaigns.api import webhooks as webhooks_api
+from campaigns.clients.telemetry import read_snapshot
 from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint
 from campaigns.delivery_rules import opt_out_words
 from campaigns.simulator import OutcomeRules, RunningSimulator, SimulatorConfig
@@ -584,6 +586,7 @@ def test_a_retry_whose_send_the_platform_took_is_settled_not_sent_again(db: Engi
         policy=delivery.ApplyPolicy(retry_base_s=3600.0),
     )
     assert (stats.moved, stats.parked) == (1, 1)
+    assert stats.by_status == {"delivered": 1}  # metrics count matched statuses only
     row = contact(db, cid)
     assert (row["state"], row["wamid"], row["delivered_at"]) == (
         "delivered",
@@ -815,6 +818,8 @@ def test_posts_are_applied_by_a_real_worker(
 ) -> None:
     seed = Seed(db)
     ids = [seed.contact("sent", wamid=f"wamid.W{i}", sent_at=at(T1)) for i in range(30)]
+    metrics_redis = redis.Redis.from_url(runtime.resolve().redis_url)
+    before = read_snapshot(metrics_redis)
     for i in range(30):  # one POST per status, as fast as the client goes
         kind = ("delivered", "read", "failed")[i % 3]
         body = envelope([status(f"wamid.W{i}", kind, code=131049 if kind == "failed" else None)])
@@ -834,6 +839,17 @@ def test_posts_are_applied_by_a_real_worker(
         "delivery_failed",
     ]
     assert delivery.webhook_report(db).inbox["pending"] == 0
+
+    def counted() -> dict[str, int]:
+        now = read_snapshot(metrics_redis)
+        return {k: now.webhooks.get(k, 0) - before.webhooks.get(k, 0) for k in now.webhooks}
+
+    # The applier records its statuses and their lag (from the status timestamp) for /metrics.
+    wait_for(
+        lambda: counted() == {"delivered": 10, "read": 10, "failed": 10}, 10, "metrics", counted
+    )
+    lag = read_snapshot(metrics_redis).webhook_lag
+    assert lag.count - before.webhook_lag.count == 30
 
 
 class ServerThread:

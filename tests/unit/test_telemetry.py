@@ -14,6 +14,7 @@ from campaigns.clients.telemetry import (
     LATENCY_BUCKETS,
     RATE_TTL_S,
     WEBHOOK_LAG_BUCKETS,
+    SyncTelemetry,
     Telemetry,
     rate_now,
     rate_series,
@@ -148,14 +149,15 @@ def test_limiter_waits_webhooks_and_upload_rows(
     async def body(t: Telemetry) -> None:
         await batch(t, limiter_waits=3, limiter_wait_s=0.25)
         await batch(t, limiter_waits=2, limiter_wait_s=0.5)
-        await t.record_webhook_events(
-            by_status={"delivered": 5, "read": 2, "failed": 0}, lags_s=[0.5, 4.0, 7000.0, -2.0]
-        )
-        await t.record_webhook_events(by_status={"delivered": 1}, lags_s=[])
-        await t.record_upload_rows(valid=900, invalid=100)
-        await t.record_upload_rows(valid=10, invalid=0)
 
     run(server, body)
+    sync = SyncTelemetry(sync_redis)
+    sync.record_webhook_events(
+        by_status={"delivered": 5, "read": 2, "failed": 0}, lags_s=[0.5, 4.0, 7000.0, -2.0]
+    )
+    sync.record_webhook_events(by_status={"delivered": 1}, lags_s=[])
+    sync.record_upload_rows(valid=900, invalid=100)
+    sync.record_upload_rows(valid=10, invalid=0)
     snap = read_snapshot(sync_redis)
     assert snap.limiter_waits == 5
     assert snap.limiter_wait_s == pytest.approx(0.75)
