@@ -411,13 +411,18 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from campaigns.config import get_settings
+    from campaigns.logging_setup import configure_logging
+
     _runtime()
+    configure_logging(json=get_settings().log_json)
     uvicorn.run(
         "campaigns.api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         log_level="info",
+        log_config=None,  # keep our handler: uvicorn's own would bypass the phone mask
     )
     return 0
 

@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 from kombu import Queue
 
+from campaigns.config import get_settings
+from campaigns.logging_setup import configure_logging
 from campaigns.runtime import resolve
 from campaigns.storage.engine import dispose_after_fork
 
@@ -58,9 +60,17 @@ def make_app() -> Celery:
 
 
 app = make_app()
+# Celery's "current app" is per thread: without this, `.delay()` from a pool thread or a
+# FastAPI threadpool would build its own default app (AMQP broker) instead of this one.
+app.set_default()
 
-# One line per HTTP request at INFO would drown the worker log at 1,000 messages/s.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Our handler (LOG_JSON, phone numbers masked) instead of Celery's, in workers and beat."""
+    configure_logging(json=get_settings().log_json, level=loglevel or logging.INFO)
+    # One line per HTTP request at INFO would drown the worker log at 1,000 messages/s.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @worker_process_init.connect
