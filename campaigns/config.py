@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     webhook_retry_max_age_s: float = Field(
         3600.0, gt=0, description="age after which an unmatched status is reported anyway"
     )
+    webhook_inbox_retention_h: float = Field(
+        168.0,
+        ge=0,
+        description="hours applied webhook bodies are kept for inspection (0 keeps them)",
+    )
     opt_out_words: str = Field(
         "STOP,UNSUBSCRIBE",
         description="comma-separated replies that opt a phone out (case/spacing ignored)",

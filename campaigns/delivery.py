@@ -56,6 +56,7 @@ __all__ = [
     "apply_inbox",
     "delivery_failures",
     "drain",
+    "prune_inbox",
     "receive_webhook",
     "receive_webhooks",
     "retry_statuses",
@@ -682,6 +683,20 @@ def drain(
                 return total
     total.more = False
     return total
+
+
+def prune_inbox(
+    engine: Engine, *, retention_s: float, batch: int = 10_000, budget_s: float = 5.0
+) -> int:
+    """Deletes applied inbox bodies past retention, a batch per transaction; returns how many."""
+    deadline = time.monotonic() + budget_s
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            deleted = inbox.prune_applied(conn, older_than_s=retention_s, limit=batch)
+        total += deleted
+        if deleted < batch or time.monotonic() >= deadline:
+            return total
 
 
 # --------------------------------------------------------------------------- operators

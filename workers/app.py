@@ -24,6 +24,8 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "dispatch-tick": {"task": "workers.maintenance.tick", "schedule": 1.0},
     # Applies inbox rows whose first try did not match (unknown wamid yet) and stragglers.
     "webhooks-sweep": {"task": "workers.webhooks.sweep_inbox", "schedule": 2.0},
+    # Deletes applied webhook bodies older than WEBHOOK_INBOX_RETENTION_H.
+    "webhooks-prune": {"task": "workers.webhooks.prune_inbox", "schedule": 60.0},
 }
 
 

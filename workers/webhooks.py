@@ -58,3 +58,14 @@ def apply_inbox(self: Task) -> dict[str, Any]:
 @shared_task(name="workers.webhooks.sweep_inbox", bind=True, acks_late=True, expires=10)
 def sweep_inbox(self: Task) -> dict[str, Any]:
     return _drain(self, retries=True)
+
+
+@shared_task(name="workers.webhooks.prune_inbox", acks_late=True, expires=60)
+def prune_inbox() -> int:
+    """Applied bodies past WEBHOOK_INBOX_RETENTION_H go (beat, every minute)."""
+    settings = resolve().settings
+    if settings.webhook_inbox_retention_h <= 0:
+        return 0
+    return delivery.prune_inbox(
+        resolve().engine, retention_s=settings.webhook_inbox_retention_h * 3600
+    )

@@ -115,6 +115,36 @@ def finish_inbox(conn: Connection, outcomes: Sequence[tuple[int, str, str | None
     )
 
 
+# Inbox ids grow with received_at, so the rows past retention are the ids below the first
+# recent one: found by walking the primary key from its low end, never by scanning the table.
+# Rejected / unmatched bodies stay for operators; a body with a status still waiting for its
+# contact stays until that retry is settled (the retry row would go with it).
+_PRUNE_SQL = """
+WITH edge AS (
+    SELECT COALESCE(
+        (SELECT id FROM webhook_inbox
+         WHERE received_at >= now() - make_interval(secs => :older_than_s)
+         ORDER BY id LIMIT 1),
+        (SELECT max(id) + 1 FROM webhook_inbox)) AS id
+), doomed AS (
+    SELECT i.id FROM webhook_inbox i, edge
+    WHERE i.id < edge.id AND i.status = 'applied'
+      AND NOT EXISTS (SELECT 1 FROM webhook_status_retries r
+                      WHERE r.inbox_id = i.id AND r.state = 'waiting')
+    ORDER BY i.id
+    LIMIT :limit
+    FOR UPDATE OF i SKIP LOCKED
+)
+DELETE FROM webhook_inbox w USING doomed WHERE w.id = doomed.id
+"""
+
+
+def prune_applied(conn: Connection, *, older_than_s: float, limit: int) -> int:
+    """Deletes up to ``limit`` applied bodies received more than ``older_than_s`` ago."""
+    result = conn.execute(text(_PRUNE_SQL), {"older_than_s": older_than_s, "limit": limit})
+    return int(result.rowcount)
+
+
 def defer_inbox(
     conn: Connection, inbox_id: int, *, reason: str, delay_s: float, give_up: bool
 ) -> None:

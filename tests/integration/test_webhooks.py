@@ -676,6 +676,40 @@ def test_max_age_bounds_the_retries_too(db: Engine) -> None:
     assert delivery.webhook_report(db).status_retries["unmatched"] == 1
 
 
+def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> None:
+    seed = Seed(db)
+    seed.contact("sent", wamid="wamid.P1", sent_at=at(T1))
+    slow = delivery.ApplyPolicy(retry_base_s=3600.0)
+    deliver(db, envelope([status("wamid.P1", "delivered")]), slow)  # applied
+    deliver(db, envelope([status("wamid.NOBODY", "delivered")]), slow)  # a status waits
+    delivery.receive_webhook(db, b"not json", sign_payload(b"not json", SECRET), SECRET)
+    delivery.drain(db, policy=slow)  # rejected
+    deliver(db, envelope([status("wamid.P1", "read")]), slow)  # applied, but recent
+    with db.begin() as conn:
+        ids = conn.execute(text("SELECT id, status FROM webhook_inbox ORDER BY id")).all()
+        assert [r.status for r in ids] == ["applied", "applied", "rejected", "applied"]
+        old = [r.id for r in ids[:3]]
+        conn.execute(
+            text(
+                "UPDATE webhook_inbox SET received_at = now() - interval '2 days' "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": old},
+        )
+
+    assert delivery.prune_inbox(db, retention_s=86400, batch=1) == 1
+    with db.connect() as conn:
+        left = conn.execute(text("SELECT id FROM webhook_inbox ORDER BY id")).scalars().all()
+        waiting = conn.execute(
+            text("SELECT count(*) FROM webhook_status_retries WHERE state = 'waiting'")
+        ).scalar_one()
+    # Gone: the old applied body. Kept: the one whose status still waits for its contact,
+    # the rejected one (operators read it), and the recent one.
+    assert left == [r.id for r in ids[1:]]
+    assert waiting == 1
+    assert delivery.prune_inbox(db, retention_s=86400) == 0
+
+
 def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> None:
     seed = Seed(db)
     cid = seed.contact("sent", wamid="wamid.GOOD")
