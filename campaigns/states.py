@@ -111,6 +111,10 @@ class CampaignStatus(StrEnum):
 
 S = CampaignStatus
 
+AUTO_PAUSE_PREFIX = "paused automatically"
+"""How the status reason of a campaign that paused itself (bad template, token, account)
+starts; monitoring and alerts tell these from an operator's pause by it."""
+
 CAMPAIGN_TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
     S.DRAFT: frozenset({S.SCHEDULED, S.RUNNING, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.RUNNING, S.DRAFT, S.CANCELLED}),

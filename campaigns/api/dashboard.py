@@ -14,30 +14,18 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, func, select
 
-from campaigns import services
+from campaigns import monitoring
 from campaigns.api import metrics
 from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
 from campaigns.api.metrics import QUEUES, queue_stats, reserved_count
 from campaigns.clients import telemetry
-from campaigns.outcomes import ERROR_CLASSES
-from campaigns.states import ContactState
-from campaigns.storage.tables import campaigns_t, contacts_t
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
-# States whose error_code says why the contact is where it is (a retried contact keeps the
-# code of its last failure). Listing them lets the query use ix_contacts_campaign_state.
-_ERROR_STATES = (
-    ContactState.ERROR,
-    ContactState.SENDING_FAILED,
-    ContactState.RETRY_SCHEDULED,
-    ContactState.DELIVERY_FAILED,
-)
 
 pages = APIRouter(include_in_schema=False)
 router = APIRouter()
@@ -119,42 +107,15 @@ class OpsQueues(BaseModel):
     flower_url: str
 
 
-def _require_campaign(engine: Engine, campaign_id: int) -> None:
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(campaigns_t.c.id).where(campaigns_t.c.id == campaign_id)
-        ).first()
-    if found is None:
-        raise services.NotFound("campaign", campaign_id)
-
-
-def meaning_of(code: int) -> str:
-    cls = ERROR_CLASSES.get(code)
-    return cls.meaning if cls is not None else "unknown platform error"
-
-
 @router.get("/campaigns/{campaign_id}/errors", response_model=list[ErrorCount])
 def campaign_errors(
     campaign_id: int, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> list[ErrorCount]:
     """The most frequent platform error codes of the campaign's contacts, with their meaning."""
-    _require_campaign(engine, campaign_id)
-    k = contacts_t.c
-    n = func.count().label("n")
-    query = (
-        select(k.error_code, n)
-        .where(
-            k.campaign_id == campaign_id,
-            k.state.in_([s.value for s in _ERROR_STATES]),
-            k.error_code.is_not(None),
-        )
-        .group_by(k.error_code)
-        .order_by(n.desc(), k.error_code)
-        .limit(limit)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [ErrorCount(code=code, meaning=meaning_of(code), count=count) for code, count in rows]
+    return [
+        ErrorCount(code=e.code, meaning=e.meaning, count=e.count)
+        for e in monitoring.error_codes(engine, campaign_id, limit)
+    ]
 
 
 @router.get("/campaigns/{campaign_id}/rate", response_model=list[RatePoint])
@@ -165,7 +126,7 @@ def campaign_rate(
     seconds: Annotated[int, Query(ge=1, le=telemetry.RATE_TTL_S)] = 300,
 ) -> list[RatePoint]:
     """Messages accepted per second, the last ``seconds`` complete seconds, oldest first."""
-    _require_campaign(engine, campaign_id)
+    monitoring.require_campaign(engine, campaign_id)
     series = telemetry.rate_series(client, campaign_id, seconds=seconds)
     return [RatePoint(t=t, accepted=n) for t, n in series]
 

@@ -32,12 +32,12 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import Engine, and_, func, or_, select, text
+from sqlalchemy import Engine
 
+from campaigns import monitoring
 from campaigns.api.deps import EngineDep, RedisDep
 from campaigns.clients import telemetry
 from campaigns.states import CampaignStatus
-from campaigns.storage.tables import campaigns_t, contacts_t, uploads_t
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,6 @@ _PRIORITY_STEPS = (3, 6, 9)
 _UNACKED_KEY = "unacked"
 # First time a task id was seen at the head of its queue (kombu stores no enqueue time).
 _SEEN_TTL_S = 24 * 3600
-# A campaign's contacts stay on /metrics this long after it finished.
-_FINISHED_VISIBLE = "1 day"
-AUTO_PAUSE_PREFIX = "paused automatically"
 
 # Every family /metrics exports (the deploy test checks alert rules and the Grafana dashboard
 # against this; the integration test checks that /metrics really has each).
@@ -393,66 +390,32 @@ class CampaignCollector:
         yield processed
 
     def _database(self) -> Iterator[Metric]:
-        c, k, u = campaigns_t.c, contacts_t.c, uploads_t.c
-        recent = select(c.id).where(
-            or_(
-                c.status.not_in([CampaignStatus.COMPLETED.value, CampaignStatus.CANCELLED.value]),
-                c.finished_at > func.now() - text(f"interval '{_FINISHED_VISIBLE}'"),
-            )
-        )
-        with self._engine.connect() as conn:
-            # One GROUP BY over ix_contacts_campaign_state (an index-only scan), limited to
-            # campaigns that are live or finished lately so a big history costs nothing.
-            by_state = conn.execute(
-                select(k.campaign_id, k.state, func.count())
-                .where(k.campaign_id.in_(recent.scalar_subquery()))
-                .group_by(k.campaign_id, k.state)
-            ).all()
-            by_status = conn.execute(select(c.status, func.count()).group_by(c.status)).all()
-            auto_paused = (
-                conn.execute(
-                    select(c.id).where(
-                        and_(
-                            c.status == CampaignStatus.PAUSED.value,
-                            c.status_reason.startswith(AUTO_PAUSE_PREFIX),
-                        )
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            valid, invalid = conn.execute(
-                select(
-                    func.coalesce(func.sum(u.valid_rows), 0),
-                    func.coalesce(func.sum(u.invalid_rows), 0),
-                )
-            ).one()
+        g = monitoring.gauges(self._engine)
         contacts = GaugeMetricFamily(
             "wa_contacts",
             "Contacts by campaign and state (live campaigns and those finished in the last day)",
             labels=["campaign_id", "state"],
         )
-        for campaign_id, state, n in sorted(by_state):
-            contacts.add_metric([str(campaign_id), str(state)], n)
+        for campaign_id, state, n in g.contacts:
+            contacts.add_metric([str(campaign_id), state], n)
         yield contacts
-        statuses = dict((str(s), int(n)) for s, n in by_status)
         campaigns = GaugeMetricFamily("wa_campaigns", "Campaigns by status", labels=["status"])
         for status in CampaignStatus:
-            campaigns.add_metric([status.value], statuses.get(status.value, 0))
+            campaigns.add_metric([status.value], g.campaigns.get(status.value, 0))
         yield campaigns
         paused = GaugeMetricFamily(
             "wa_campaign_auto_paused",
             "1 for each campaign that paused itself (bad template, token, account)",
             labels=["campaign_id"],
         )
-        for campaign_id in sorted(auto_paused):
+        for campaign_id in g.auto_paused:
             paused.add_metric([str(campaign_id)], 1)
         yield paused
         rows = CounterMetricFamily(
             "wa_upload_rows", "Stored upload rows by validation result", labels=["result"]
         )
-        rows.add_metric(["valid"], int(valid))
-        rows.add_metric(["invalid"], int(invalid))
+        rows.add_metric(["valid"], g.upload_valid)
+        rows.add_metric(["invalid"], g.upload_invalid)
         yield rows
 
 
