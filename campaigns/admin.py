@@ -140,9 +140,14 @@ def remove_contacts(
         commands.check_remove(S(row["status"]))
         region = row["default_region"]
         e164_of: dict[str, str | None] = {}
+        unparsable: dict[str, str] = {}  # phone as given -> why it is not a phone number
         for phone in phones:
             parsed = normalize_phone(phone, region)
-            e164_of[phone] = parsed.e164 if isinstance(parsed, PhoneOk) else None
+            if isinstance(parsed, PhoneOk):
+                e164_of[phone] = parsed.e164
+            else:
+                e164_of[phone] = None
+                unparsable[phone] = parsed.detail
         found = drepo.find_contacts(
             conn,
             campaign_id,
@@ -176,6 +181,15 @@ def remove_contacts(
         for contact_id in ids:
             judge(str(contact_id), by_id.get(contact_id))
         for phone, e164 in e164_of.items():
-            judge(phone, by_phone.get(e164) if e164 else None)
+            if phone in unparsable:  # no contact can have it: say so rather than "not found"
+                items.append(
+                    RemoveItem(
+                        contact=phone,
+                        result=RemoveResult.FAILURE,
+                        message=f"not a phone number: {unparsable[phone]}",
+                    )
+                )
+            else:
+                judge(phone, by_phone.get(e164) if e164 else None)
         removed = drepo.remove_contacts(conn, campaign_id, sorted(to_remove), detail="removed")
     return RemoveReport(campaign_id=campaign_id, items=items, removed=removed)

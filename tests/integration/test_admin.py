@@ -127,8 +127,9 @@ def test_remove_reports_each_item(api: TestClient, db: Engine) -> None:
         (str(ids[3]), "FAILURE"),
         ("0151 20000001", "SUCCESS"),
         ("+49 151 99999999", "NOT_FOUND"),
-        ("not a phone", "NOT_FOUND"),
+        ("not a phone", "FAILURE"),
     ]
+    assert report["items"][-1]["message"].startswith("not a phone number: ")
     assert report["removed"] == 2
     got = states(db, campaign_id)
     assert got[phone(0)] == "removed" and got[phone(1)] == "removed"
