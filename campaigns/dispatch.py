@@ -37,6 +37,7 @@ MAX_BATCH = 500
 MIN_BATCH = 20
 SLOW_DOWN_S = 1.0  # how long the sender's bucket stops after a 130429
 GROUP_S = 0.05  # a gate group is this much sending at the campaign's rate
+CHAIN_S = 10.0  # one dispatch task runs batches back to back for at most this long
 
 
 # --------------------------------------------------------------------------- ports
@@ -70,11 +71,14 @@ class GroupGrant:
 
     ``go`` False: the campaign is paused, none of them is marked and none may be sent.
     ``go`` True: every attempt of the group is marked started and may be sent once the
-    event loop's clock (``loop.time()``) reaches its entry of ``due_at`` (its token's time).
+    event loop's clock (``loop.time()``) reaches its entry of ``due_at`` (its token's time),
+    except the indexes in ``revoked``: lease recovery gave those contacts back already (the
+    lease ran out before the gate reached them), so they must not be sent.
     """
 
     go: bool
     due_at: tuple[float, ...]
+    revoked: frozenset[int] = frozenset()
 
 
 class SendGate(Protocol):
@@ -180,10 +184,11 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
 
 
 def claim_batch(
-    engine: Engine, plan: CampaignPlan, *, lease_margin_s: float
+    engine: Engine, plan: CampaignPlan, *, lease_margin_s: float, ahead_s: float = 0.0
 ) -> list[ClaimedContact]:
+    """``ahead_s``: the claim waits that long before its sending starts (claimed ahead)."""
     size = batch_size_for(plan.rate_per_s)
-    lease = lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
+    lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
     with engine.begin() as conn:
         return drepo.claim_due(conn, plan.id, limit=size, lease_s=lease)
 
@@ -261,6 +266,9 @@ async def send_claimed(
             if not grant.go:
                 break
             for offset, (contact, due_at) in enumerate(zip(group, grant.due_at, strict=True)):
+                if offset in grant.revoked:
+                    slots.release()  # given back by recovery: never sent, recorded as released
+                    continue
                 tasks.append(loop.create_task(one(first + offset, contact, due_at)))
     except BaseException:
         # Let the sends already started finish (their markers are set) before giving up.
@@ -383,6 +391,96 @@ def run_batch(
     report = record_batch(engine, plan, attempts)
     report.more = len(claimed) >= batch_size_for(plan.rate_per_s) and not report.paused_reason
     return report
+
+
+def _released(claimed: Sequence[ClaimedContact]) -> list[Attempt]:
+    return [Attempt(c, None, None, None, None) for c in claimed]
+
+
+async def run_chain(
+    engine: Engine,
+    campaign_id: int,
+    gate: SendGate,
+    transport: MessageTransport,
+    *,
+    default_sender: str,
+    lease_margin_s: float = 60.0,
+    concurrency: int = 200,
+    max_s: float = CHAIN_S,
+    after_batch: Callable[[BatchReport], Awaitable[None]] | None = None,
+) -> bool:
+    """Batches of one campaign back to back for up to ``max_s``; True if more is due now.
+
+    The same claim -> send -> record steps as ``run_batch``, with the database work taken off
+    the sending path: the next batch is claimed (in a thread) while the current one sends,
+    and a batch is recorded (in a thread) while the next one sends, so the sender's tokens
+    keep flowing across batch boundaries. Transactions stay short and never span a network
+    call. Stops at a pause (flag or recorded), completion, a short claim, or the time limit;
+    a batch claimed ahead when a pause stops the chain is given back unsent.
+    ``after_batch`` gets each batch's report once it is recorded.
+    """
+    loop = asyncio.get_running_loop()
+    plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
+    if plan is None or plan.status is not CampaignStatus.RUNNING:
+        return False
+    if await gate.is_paused(campaign_id):
+        return False  # a pause is on its way to Postgres
+    deadline = loop.time() + max_s
+    size = batch_size_for(plan.rate_per_s)
+
+    def claim(ahead_s: float) -> asyncio.Future[list[ClaimedContact]]:
+        assert plan is not None
+        return asyncio.ensure_future(
+            asyncio.to_thread(
+                claim_batch, engine, plan, lease_margin_s=lease_margin_s, ahead_s=ahead_s
+            )
+        )
+
+    def record(attempts: list[Attempt]) -> asyncio.Future[BatchReport]:
+        assert plan is not None
+        return asyncio.ensure_future(asyncio.to_thread(record_batch, engine, plan, attempts))
+
+    async def finish(recording: asyncio.Future[BatchReport]) -> BatchReport:
+        report = await recording
+        if after_batch is not None:
+            await after_batch(report)
+        return report
+
+    # A batch claimed ahead waits for the current one, which takes up to the sending part
+    # of its lease; its own lease starts counting at the claim, so it gets that much more.
+    ahead_s = lease_seconds(size, plan.rate_per_s, margin_s=0.0)
+    next_claim: asyncio.Future[list[ClaimedContact]] | None = claim(0.0)
+    recording: asyncio.Future[BatchReport] | None = None
+    more = False
+    try:
+        while next_claim is not None:
+            claimed = await next_claim
+            next_claim = None
+            if not claimed:
+                break
+            full = len(claimed) >= size
+            if full and loop.time() < deadline:
+                next_claim = claim(ahead_s)
+            attempts = await send_claimed(plan, claimed, gate, transport, concurrency=concurrency)
+            stopped = any(a.result is None for a in attempts)  # paused: claims given back
+            if recording is not None:
+                report = await finish(recording)
+                stopped = stopped or bool(report.paused_reason) or report.completed
+            recording = record(attempts)
+            more = full and not stopped
+            if stopped and next_claim is not None:
+                ahead = await next_claim
+                next_claim = None
+                if ahead:
+                    await finish(record(_released(ahead)))
+            if stopped:
+                break
+    finally:
+        if recording is not None:
+            # Outcomes of sends that happened are written even if the chain fails later.
+            report = await finish(recording)
+            more = more and not report.paused_reason and not report.completed
+    return more
 
 
 # --------------------------------------------------------------------------- recovery

@@ -1,14 +1,17 @@
 """Dispatch tasks: thin adapters that give campaigns.dispatch its Redis and HTTP ports.
 
 A task carries ids only and claims its own work from Postgres, so a lost or duplicated task
-message costs nothing. Each worker thread keeps one event loop with its HTTP pool and Redis
-connections across tasks (connections stay warm between batches).
+message costs nothing. A task runs a few seconds of batches (claim and record overlapped
+with sending, see ``campaigns.dispatch.run_chain``) and then re-enqueues itself. Each
+worker thread keeps one event loop with its HTTP pool and Redis connections across tasks
+(connections stay warm between batches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ class _LoopContext:
 
 
 _local = threading.local()
+_rng = random.Random()  # timing spread only
 
 
 def _context() -> _LoopContext:
@@ -74,39 +78,50 @@ def _context() -> _LoopContext:
 
 @shared_task(name="workers.dispatch.send_batch", acks_late=True)
 def send_batch(campaign_id: int, slot: int) -> None:
-    """One batch of one campaign, then the next batch of this chain if more is due now."""
+    """Batches of one campaign for a few seconds (``dispatch.run_chain``), then the next task
+    of this chain if more is due now."""
     runtime = resolve()
     settings = runtime.settings
     ctx = _context()
     loops = DispatchLoops(ctx.sync_redis, ttl_s=settings.dispatch_loop_ttl_s)
     loops.refresh(campaign_id, slot)
-    limiter_before = (ctx.gate.limiter.stats.waits, ctx.gate.limiter.stats.waited_s)
-    report = dispatch.run_batch(
-        runtime.engine,
-        campaign_id,
-        ctx.gate,
-        ctx.transport,
-        ctx.run,
-        default_sender=settings.whatsapp_phone_number_id,
-        lease_margin_s=settings.dispatch_lease_margin_s,
-        concurrency=settings.dispatch_concurrency,
-    )
-    if report.claimed:
-        stats = ctx.gate.limiter.stats
-        ctx.run(
-            ctx.telemetry.record_send_batch(
+    stats = ctx.gate.limiter.stats
+    seen = (stats.waits, stats.waited_s)
+
+    async def after_batch(report: dispatch.BatchReport) -> None:
+        loops.refresh(campaign_id, slot)
+        nonlocal seen
+        waits, waited_s = stats.waits - seen[0], stats.waited_s - seen[1]
+        seen = (stats.waits, stats.waited_s)
+        if report.claimed:
+            await ctx.telemetry.record_send_batch(
                 campaign_id=campaign_id,
                 outcomes=report.outcomes,
                 error_codes=report.error_codes,
                 latencies_s=report.latencies_s,
                 accepted_at=report.accepted_at,
-                limiter_waits=stats.waits - limiter_before[0],
-                limiter_wait_s=stats.waited_s - limiter_before[1],
+                limiter_waits=waits,
+                limiter_wait_s=waited_s,
             )
+        if report.paused_reason:
+            log.warning("campaign %s %s", campaign_id, report.paused_reason)
+
+    more = ctx.run(
+        dispatch.run_chain(
+            runtime.engine,
+            campaign_id,
+            ctx.gate,
+            ctx.transport,
+            default_sender=settings.whatsapp_phone_number_id,
+            lease_margin_s=settings.dispatch_lease_margin_s,
+            concurrency=settings.dispatch_concurrency,
+            # Well inside the chain key's TTL (each batch refreshes it anyway); spread so
+            # that parallel chains do not all pause for their next task at the same moment.
+            max_s=min(dispatch.CHAIN_S, settings.dispatch_loop_ttl_s / 3) * _rng.uniform(0.5, 1),
+            after_batch=after_batch,
         )
-    if report.paused_reason:
-        log.warning("campaign %s %s", campaign_id, report.paused_reason)
-    if report.more:
+    )
+    if more:
         send_batch.apply_async((campaign_id, slot))
     else:
         loops.release(campaign_id, slot)

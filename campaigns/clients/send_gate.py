@@ -28,14 +28,39 @@ STARTED_PREFIX = "wa:started"
 # Longer than any lease plus the recovery grace: the marker must outlive the question.
 STARTED_TTL_S = 2 * 24 * 3600
 
-# KEYS[1] pause flag, KEYS[2..] started markers; ARGV[1] marker TTL. 1: go (all marked),
-# 0: paused (none marked). Atomic: a pause is either before the whole group or after it.
+# A marker is "1" (started: the send may have gone out) or "x" (revoked: lease recovery
+# found it unstarted and gave the contact back; it must never be sent). Recovery and the
+# gate decide with SET NX on the same key, so exactly one of them wins.
+_STARTED = "1"
+_REVOKED = "x"
+
+# KEYS[1] pause flag, KEYS[2..] started markers; ARGV[1] marker TTL.
+# {0}: paused, nothing marked. {1, i...}: all marked started except the (1-based) i's,
+# revoked before the gate reached them. Atomic: a pause is before the whole group or after.
 _GO_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local out = {1}
 for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], '1', 'EX', ARGV[1])
+  if not redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    out[#out + 1] = i - 1
+  end
 end
-return 1
+return out
+"""
+
+# KEYS: started markers; ARGV[1] TTL. Per key 1: started; 0: not started, now revoked.
+_PROBE_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], 'x', 'NX', 'EX', ARGV[1]) then
+    out[i] = 0
+  elseif redis.call('GET', KEYS[i]) == '1' then
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
 """
 
 
@@ -70,13 +95,15 @@ class RedisSendGate:
             await asyncio.sleep(first)
         keys = [self._flags.key(campaign_id)]
         keys.extend([f"{STARTED_PREFIX}:{a}" for a in attempts])
-        go = await self._go(keys=keys, args=[STARTED_TTL_S])
-        if not int(go):
+        reply = await self._go(keys=keys, args=[STARTED_TTL_S])
+        if not int(reply[0]):
             return GroupGrant(False, ())
-        return GroupGrant(True, tuple(booked_at + booking.due_in(i) for i in range(len(attempts))))
+        revoked = frozenset(int(i) - 1 for i in reply[1:])
+        due_at = tuple(booked_at + booking.due_in(i) for i in range(len(attempts)))
+        return GroupGrant(True, due_at, revoked)
 
     async def unmark(self, attempts: Sequence[str]) -> None:
-        """Removes the started markers of marked attempts that were provably not sent."""
+        """Removes the started markers of attempts this gate marked that were not sent."""
         if attempts:
             await self._redis.delete(*[_started_key(a) for a in attempts])
 
@@ -111,11 +138,16 @@ class SyncPauseFlags:
 
 
 def started_attempts(client: redis.Redis, attempts: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these attempts passed the gate (their send may have reached the platform)."""
+    """Which of these attempts passed the gate (their send may have reached the platform).
+
+    The others are revoked in the same step: a gate that reaches them later will not send
+    them, so recovery may give their contacts back without risking a second message.
+    """
     if not attempts:
         return set()
-    values = client.mget([_started_key(str(a)) for a in attempts])
-    return {a for a, v in zip(attempts, values, strict=True) if v is not None}
+    probe = client.register_script(_PROBE_LUA)
+    flags = probe(keys=[_started_key(str(a)) for a in attempts], args=[STARTED_TTL_S])
+    return {a for a, started in zip(attempts, flags, strict=True) if int(started)}
 
 
 class DispatchLoops:

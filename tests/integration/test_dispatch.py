@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -279,3 +280,62 @@ def test_scheduled_start_runs_when_due(db: Engine) -> None:
     assert dispatch.start_due_scheduled(db) == [campaign_id]
     assert campaign_status(db, campaign_id)[0] == "running"
     assert dispatch.campaigns_with_due_work(db) == [campaign_id]
+
+
+def test_chain_sends_batches_back_to_back_and_completes(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    numbers = [phone(i) for i in range(1200)]
+    campaign_id = campaign_with_contacts(db, numbers, rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    reports: list[dispatch.BatchReport] = []
+
+    async def after(report: dispatch.BatchReport) -> None:
+        reports.append(report)
+
+    more = ports.run(
+        dispatch.run_chain(
+            db, campaign_id, ports.gate, ports.transport, default_sender=SENDER, after_batch=after
+        )
+    )
+
+    assert not more
+    assert sorted(r.claimed for r in reports) == [200, 500, 500]
+    assert set(states(db, campaign_id).values()) == {"sent"}
+    assert sim.stats()["accepted_total"] == 1200 and sim.stats()["duplicate_count"] == 0
+    assert campaign_status(db, campaign_id)[0] == "completed"
+
+
+def test_chain_gives_back_the_batch_claimed_ahead_when_paused(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(200)], rate=20)
+    flags = sync_flags()
+    admin.start_campaign(db, flags, campaign_id)
+    reports: list[dispatch.BatchReport] = []
+
+    async def after(report: dispatch.BatchReport) -> None:
+        reports.append(report)
+
+    async def pause_soon() -> bool:
+        chain = asyncio.ensure_future(
+            dispatch.run_chain(
+                db, campaign_id, ports.gate, ports.transport, default_sender=SENDER,
+                after_batch=after,
+            )
+        )  # fmt: skip
+        await asyncio.sleep(0.5)  # batches of 40 at 20/s: the first one is still sending
+        await asyncio.to_thread(admin.pause_campaign, db, flags, campaign_id)
+        return await chain
+
+    more = ports.run(pause_soon())
+
+    assert not more
+    by_state = states(db, campaign_id)
+    sent = sum(1 for s in by_state.values() if s == "sent")
+    assert 1 <= sent < 40
+    assert sum(1 for s in by_state.values() if s == "initial") == 200 - sent
+    assert sim.stats()["accepted_total"] == sent
+    assert sum(r.outcomes["released"] for r in reports) == 80 - sent  # this batch and the next
+    rows = contact_rows(db, campaign_id)
+    assert {r["attempts"] for r in rows if r["state"] == "initial"} == {0}

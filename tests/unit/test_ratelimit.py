@@ -242,3 +242,46 @@ def test_pause_flag_has_no_ttl() -> None:
         assert await r.ttl("t:paused:1") == -1
 
     with_redis(test)
+
+
+def test_reserve_books_a_group_and_spreads_its_due_times(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        # 100/s, burst 10: the first group of 5 is in the bucket, all due at once.
+        first = await limiter.reserve("s", 100.0, 5, burst=10)
+        assert [first.due_in(i) for i in range(5)] == [0.0] * 5
+        assert limiter.stats.waits == 0 and limiter.stats.acquired == 5
+        await limiter.reserve("s", 100.0, 5, burst=10)  # the bucket is now empty
+        third = await limiter.reserve("s", 100.0, 5, burst=10)
+        # Tokens 1..5 of the empty bucket: due 10 ms apart, the last after 50 ms.
+        dues = [third.due_in(i) for i in range(5)]
+        assert dues == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05], abs=1e-5)
+        assert limiter.stats.waits == 5
+        assert limiter.stats.waited_s == pytest.approx(0.15, abs=1e-4)
+        assert limiter.stats.round_trips == 3  # one script call per group
+
+    with_redis(test)
+
+
+def test_groups_keep_the_bucket_exact(clock: FakeClock) -> None:
+    async def test(r: aioredis.Redis) -> None:
+        limiter = RateLimiter(r)
+        rate, k, seconds = 80.0, 4, 30.0
+        booked = 0
+        end = clock.now + seconds
+        while clock.now < end:
+            booking = await limiter.reserve("s", rate, k)
+            booked += k
+            clock.advance(booking.due_in(0))  # the sender waits for the group's first token
+        # 30 s at 80/s plus the initial burst (8), give or take one group.
+        assert abs(booked - (rate * seconds + default_burst(rate))) <= k
+
+    with_redis(test)
+
+
+def test_reserve_refuses_an_empty_group() -> None:
+    async def test(r: aioredis.Redis) -> None:
+        with pytest.raises(ValueError, match="cost"):
+            await RateLimiter(r).reserve("s", 10.0, 0)
+
+    with_redis(test)
