@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Engine
 
 from campaigns.outcomes import Decision, OutcomeKind, SendResult, classify
-from campaigns.states import CampaignStatus, ContactState
+from campaigns.states import AUTO_PAUSE_PREFIX, CampaignStatus, ContactState
 from campaigns.storage import dispatch_repo as drepo
 from campaigns.storage import repository as repo
 from campaigns.storage.dispatch_repo import ClaimedContact, RecordedOutcome
@@ -330,7 +330,7 @@ def record_batch(engine: Engine, plan: CampaignPlan, attempts: Sequence[Attempt]
         if decision.kind is OutcomeKind.SENT and attempt.answered_at is not None:
             report.accepted_at.append(attempt.answered_at.timestamp())
         if decision.pause_campaign and pause_reason is None:
-            pause_reason = f"paused automatically: {decision.reason}"
+            pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
         if decision.opted_out:
             opted_out.append(attempt.contact.phone_e164)
 
