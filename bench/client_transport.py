@@ -1,9 +1,13 @@
-"""Requests/s of the WhatsApp client over httpx's own pool vs over the aiohttp transport.
+"""Requests/s and client CPU per request of the WhatsApp client over three transports.
 
 A trivial aiohttp server answering the Cloud API success JSON runs in a subprocess (its
 own core); this process drives ``WhatsAppClient.send_template`` with CONCURRENCY
-concurrent senders for DURATION_S per transport and prints one JSON line:
-{"httpx_default_rps", "httpx_aiohttp_rps", "ratio", ...}.
+concurrent senders for DURATION_S per transport: httpx's own pool (httpcore), httpx over
+the aiohttp transport (``httpx_aiohttp``), and the client's production path, a bare
+``aiohttp.ClientSession``. Prints one JSON line: {"httpx_default_rps", "httpx_aiohttp_rps",
+"aiohttp_rps", "ratio" (httpx over aiohttp / httpx default), "aiohttp_vs_httpx_aiohttp",
+"*_cpu_us_per_req" (this process's CPU per request, payload building and parsing included),
+...}.
 
     .venv/bin/python bench/client_transport.py [--duration 5] [--concurrency 200]
 """
@@ -23,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint
+from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint, default_transport
 
 
 async def _serve() -> None:
@@ -55,7 +59,8 @@ async def _serve() -> None:
 
 async def _measure(
     client: WhatsAppClient, endpoint: WhatsAppEndpoint, concurrency: int, duration_s: float
-) -> float:
+) -> tuple[float, float]:
+    """(requests/s, client CPU microseconds per request)."""
     stop_at = 0.0
     done = 0
 
@@ -80,10 +85,11 @@ async def _measure(
     stop_at = time.perf_counter() + 0.5
     await asyncio.gather(*(sender(i) for i in range(concurrency)))
     done = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     stop_at = started + duration_s
     await asyncio.gather(*(sender(i) for i in range(concurrency)))
-    return done / (time.perf_counter() - started)
+    rps = done / (time.perf_counter() - started)
+    return rps, 1e6 * (time.process_time() - cpu_started) / max(1, done)
 
 
 async def _run(port: int, concurrency: int, duration_s: float) -> dict[str, float | int]:
@@ -94,22 +100,27 @@ async def _run(port: int, concurrency: int, duration_s: float) -> dict[str, floa
         token="bench-token",
     )
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    default = WhatsAppClient(
-        max_connections=concurrency, transport=httpx.AsyncHTTPTransport(limits=limits)
-    )
-    try:
-        httpx_rps = await _measure(default, endpoint, concurrency, duration_s)
-    finally:
-        await default.aclose()
-    aio = WhatsAppClient(max_connections=concurrency)  # the client's default: aiohttp
-    try:
-        aiohttp_rps = await _measure(aio, endpoint, concurrency, duration_s)
-    finally:
-        await aio.aclose()
+    clients = {
+        "httpx_default": WhatsAppClient(
+            max_connections=concurrency, transport=httpx.AsyncHTTPTransport(limits=limits)
+        ),
+        "httpx_aiohttp": WhatsAppClient(transport=default_transport(concurrency)),
+        "aiohttp": WhatsAppClient(max_connections=concurrency),  # the production path
+    }
+    out: dict[str, float | int] = {}
+    for name, client in clients.items():
+        try:
+            rps, cpu_us = await _measure(client, endpoint, concurrency, duration_s)
+        finally:
+            await client.aclose()
+        out[f"{name}_rps"] = round(rps, 1)
+        out[f"{name}_cpu_us_per_req"] = round(cpu_us, 1)
     return {
-        "httpx_default_rps": round(httpx_rps, 1),
-        "httpx_aiohttp_rps": round(aiohttp_rps, 1),
-        "ratio": round(aiohttp_rps / httpx_rps, 2),
+        **out,
+        "ratio": round(float(out["httpx_aiohttp_rps"]) / float(out["httpx_default_rps"]), 2),
+        "aiohttp_vs_httpx_aiohttp": round(
+            float(out["aiohttp_rps"]) / float(out["httpx_aiohttp_rps"]), 2
+        ),
         "concurrency": concurrency,
         "duration_s": duration_s,
     }

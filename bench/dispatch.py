@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -121,7 +122,7 @@ def run_ours(stack: Stack, contacts: int, profile: Path | None) -> Run:
     cpu = cpu_delta(cpu_before, cpu_snapshot(stack))
     busy = machine_busy_s() - busy_before
     if spy is not None:
-        spy.terminate()  # py-spy writes its output on SIGTERM/SIGINT
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT (not SIGTERM)
         spy.wait(timeout=60)
     sent, first, last = last_sent_at(stack, campaign_id)
     stats = stack.sim_stats()
