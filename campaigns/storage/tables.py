@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -78,6 +79,8 @@ class Upload(Base):
         CheckConstraint(
             f"status IN ({', '.join(repr(s) for s in UPLOAD_STATUSES)})", name="status"
         ),
+        # The target of contacts' (upload_id, campaign_id) foreign key.
+        UniqueConstraint("id", "campaign_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -110,6 +113,13 @@ class Contact(Base):
     __table_args__ = (
         CheckConstraint(_check_in("state", ContactState), name="state"),
         UniqueConstraint("upload_id", "line_no"),
+        # One key, one RI trigger per COPYed row: the upload implies the campaign (uploads
+        # references campaigns), and a contact's campaign must be its upload's.
+        ForeignKeyConstraint(
+            ["upload_id", "campaign_id"],
+            ["uploads.id", "uploads.campaign_id"],
+            ondelete="CASCADE",
+        ),
         # Due work of a campaign: the claim query walks this index.
         Index(
             "ix_contacts_due",
@@ -144,8 +154,8 @@ class Contact(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(BigInteger)
+    upload_id: Mapped[int] = mapped_column(BigInteger)
     line_no: Mapped[int] = mapped_column(Integer)
     phone_raw: Mapped[str] = mapped_column(Text)
     phone_e164: Mapped[str | None] = mapped_column(Text)
