@@ -20,8 +20,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from operator import itemgetter
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from campaigns.phones import PhoneOk, normalize_phone
 
@@ -399,14 +398,62 @@ def iter_records(
     still count toward ``max_rows``. Blank records are skipped and count toward nothing but the
     line numbers.
     """
-    width = len(layout.columns)
-    phone_index = layout.phone_index
     names = layout.variable_columns
     indices = [layout.columns.index(name) for name in names]  # first column of that name
-    n_vars = len(names)
-    first_name = names[0] if names else ""
-    first_index = indices[0] if indices else 0
-    get_values = itemgetter(*indices) if n_vars > 1 else None
+    phone_index = layout.phone_index
+    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
+        variables = {name: row[i] for name, i in zip(names, indices, strict=True)}
+        yield RawRecord(line, row[phone_index], variables)
+
+
+class RecordBatch(NamedTuple):
+    """Consecutive records in columns: cheap to pickle to a parse process.
+
+    ``values[j][k]`` is the value of ``layout.variable_columns[j]`` in record ``k``.
+    """
+
+    lines: list[int]
+    phones: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+
+def iter_record_batches(
+    stream: BinaryIO,
+    layout: CsvLayout,
+    *,
+    max_rows: int,
+    batch_rows: int,
+    start_after_line: int = 0,
+) -> Iterator[RecordBatch]:
+    """The records of :func:`iter_records`, ``batch_rows`` at a time, in columns."""
+    indices = [layout.columns.index(name) for name in layout.variable_columns]
+    phone_index = layout.phone_index
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
+        lines.append(line)
+        rows.append(row)
+        if len(lines) >= batch_rows:
+            yield _columns(lines, rows, phone_index, indices)
+            lines, rows = [], []
+    if lines:
+        yield _columns(lines, rows, phone_index, indices)
+
+
+def _columns(
+    lines: list[int], rows: list[list[str]], phone_index: int, indices: list[int]
+) -> RecordBatch:
+    columns = list(zip(*rows, strict=False))  # each row has at least the header's width
+    return RecordBatch(lines, columns[phone_index], tuple(columns[i] for i in indices))
+
+
+def _iter_rows(
+    stream: BinaryIO, layout: CsvLayout, max_rows: int, start_after_line: int
+) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) of every non-blank record after ``start_after_line``; rows padded to the
+    header's width (longer rows keep their extra fields, which no column name reaches)."""
+    width = len(layout.columns)
+    phone_index = layout.phone_index
     padding = [""] * width
 
     # The guard sits between the wrapper and the caller's stream, so when the wrapper is
@@ -439,13 +486,7 @@ def iter_records(
                 )
             if line <= start_after_line:
                 continue
-            if get_values is not None:
-                variables = dict(zip(names, get_values(row), strict=True))
-            elif n_vars:
-                variables = {first_name: row[first_index]}
-            else:
-                variables = {}
-            yield RawRecord(line, phone, variables)
+            yield line, row
     except csv.Error as exc:
         raise _malformed(exc, line + 1) from exc
     except _NulByte as exc:
@@ -491,10 +532,14 @@ def validate_record(
         if not value or value.isspace():
             # Rare path: collect every missing name for one complete reason.
             missing = [n for n in required_variables if not _has_value(variables.get(n))]
-            noun = "variable" if len(missing) == 1 else "variables"
-            reason = f"missing template {noun}: {', '.join(missing)}"
+            reason = missing_variables_reason(missing)
             return InvalidRow(rec.line, rec.phone_raw, reason, variables, MISSING_VARIABLE)
     return ValidRow(rec.line, rec.phone_raw, result.e164, variables)
+
+
+def missing_variables_reason(missing: Sequence[str]) -> str:
+    noun = "variable" if len(missing) == 1 else "variables"
+    return f"missing template {noun}: {', '.join(missing)}"
 
 
 def _has_value(value: str | None) -> bool:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import multiprocessing
 import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,12 @@ from sqlalchemy import Connection, Engine, RowMapping
 from campaigns.commands import CommandRefused, check_upload
 from campaigns.csv_intake import (
     CsvLayout,
-    InvalidRow,
-    RawRecord,
     RefusalCode,
     UploadRefused,
-    iter_records,
+    iter_record_batches,
     sniff_layout,
-    validate_record,
 )
+from campaigns.ingest import ChunkSpec, StagedChunk, discard_parse_pool, parse_pool, stage_chunk
 from campaigns.states import PENDING_CONTACT_STATES, CampaignStatus, ContactState
 from campaigns.storage import repository as repo
 from schemas.api import (
@@ -328,22 +326,29 @@ def _ingest_locked(
                 required_variables=required,
             )
             stream.seek(0)
-            for chunk, last_line in _stage_chunks(
+            spec = ChunkSpec(
+                campaign_id=int(upload["campaign_id"]),
+                upload_id=upload_id,
+                region=region,
+                variable_names=layout.variable_columns,
+                required=tuple(required),
+            )
+            for chunk in _stage_chunks(
                 stream,
                 layout,
-                region,
-                required,
+                spec,
                 max_rows,
                 chunk_rows,
                 int(upload["last_line"]),
                 parse_workers,
             ):
                 with engine.begin() as conn:
+                    rows_read, last_line = len(chunk.lines), chunk.last_line
                     result = repo.ingest_chunk(
-                        conn, campaign_id=upload["campaign_id"], upload_id=upload_id, rows=chunk
+                        conn, campaign_id=spec.campaign_id, upload_id=upload_id, chunk=chunk
                     )
                     repo.add_upload_progress(
-                        conn, upload_id, rows_read=len(chunk), last_line=last_line, chunk=result
+                        conn, upload_id, rows_read=rows_read, last_line=last_line, chunk=result
                     )
                 if on_progress is not None:
                     on_progress(get_upload(engine, upload_id))
@@ -387,63 +392,45 @@ def _finish(engine: Engine, upload_id: int, on_progress: ProgressCallback | None
 def _stage_chunks(
     stream: Any,
     layout: CsvLayout,
-    region: str,
-    required: Sequence[str],
+    spec: ChunkSpec,
     max_rows: int,
     chunk_rows: int,
     start_after_line: int,
     parse_workers: int,
-) -> Iterator[tuple[list[repo.StageRow], int]]:
-    """Validated rows in chunks of ``chunk_rows``, in file order, each with its last line.
+) -> Iterator[StagedChunk]:
+    """Validated chunks of ``chunk_rows`` records, in file order.
 
-    Reading the CSV stays in this process; phone parsing (the dominant cost) is spread over
-    ``parse_workers`` processes with at most two chunks per worker in flight (bounded memory).
+    Reading the CSV stays in this process; validation (phone parsing dominates) runs in
+    ``parse_workers`` warm processes with at most two chunks per process in flight (bounded
+    memory), while this process stores the chunks that are ready.
     """
-    records = iter_records(stream, layout, max_rows=max_rows, start_after_line=start_after_line)
-    batches = _batched(records, chunk_rows)
+    batches = iter_record_batches(
+        stream,
+        layout,
+        max_rows=max_rows,
+        batch_rows=chunk_rows,
+        start_after_line=start_after_line,
+    )
     if parse_workers <= 1 or multiprocessing.current_process().daemon:
-        # A Celery prefork child is daemonic and may not fork; parse here instead.
+        # A Celery prefork child is daemonic and may not start processes; parse here instead.
         for batch in batches:
-            yield stage_rows(batch, region, required), batch[-1].line
+            yield stage_chunk(batch, spec)
         return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(parse_workers, mp_context=context) as pool:
-        in_flight: deque[tuple[Future[list[repo.StageRow]], int]] = deque()
+    pool = parse_pool(parse_workers)
+    in_flight: deque[Future[StagedChunk]] = deque()
+    try:
         for batch in batches:
-            in_flight.append((pool.submit(stage_rows, batch, region, required), batch[-1].line))
+            in_flight.append(pool.submit(stage_chunk, batch, spec))
             if len(in_flight) >= 2 * parse_workers:
-                future, last_line = in_flight.popleft()
-                yield future.result(), last_line
+                yield in_flight.popleft().result()
         while in_flight:
-            future, last_line = in_flight.popleft()
-            yield future.result(), last_line
-
-
-def _batched(records: Iterator[RawRecord], size: int) -> Iterator[list[RawRecord]]:
-    batch: list[RawRecord] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def stage_rows(
-    records: Sequence[RawRecord], region: str, required: Sequence[str]
-) -> list[repo.StageRow]:
-    """Validates a batch of records into COPY rows (runs in a parse worker process)."""
-    dumps = json.dumps
-    rows: list[repo.StageRow] = []
-    append = rows.append
-    for record in records:
-        row = validate_record(record, region, required)
-        if isinstance(row, InvalidRow):
-            append((row.line, row.phone_raw, None, dumps(row.variables), row.code, row.reason))
-        else:
-            append((row.line, row.phone_raw, row.phone_e164, dumps(row.variables), None, None))
-    return rows
+            yield in_flight.popleft().result()
+    except BrokenProcessPool:
+        discard_parse_pool(parse_workers)
+        raise
+    finally:
+        for future in in_flight:  # refused or failed: the pool stays warm for the next upload
+            future.cancel()
 
 
 def mark_upload_for_retry(engine: Engine, upload_id: int) -> UploadOut:

@@ -302,3 +302,64 @@ def test_parse_worker_pool_gives_the_same_rows_in_order(db: Engine) -> None:
     assert two.invalid > 100  # the sample really has bad rows and duplicates
     strip = [{k: v for k, v in r.items()} for r in contacts(db, single)]
     assert contacts(db, pooled) == strip
+
+
+def _parent_pid() -> int:
+    import os
+
+    return os.getppid()
+
+
+def test_parse_processes_come_from_a_warm_forkserver(db: Engine) -> None:
+    import os
+
+    from campaigns.ingest import parse_pool
+
+    pool = parse_pool(2)
+    assert parse_pool(2) is pool  # kept warm: every upload of this process shares it
+    # Not forked from this (threaded) process: a fork could inherit a lock another thread holds.
+    assert pool.submit(_parent_pid).result(timeout=60) != os.getpid()
+    campaign_id = make_campaign(db)
+    upload = upload_bytes(db, campaign_id, BASIC, parse_workers=2)
+    assert (upload.valid, upload.invalid) == (2, 0)
+    assert parse_pool(2) is pool
+
+
+def test_a_chunk_stored_twice_is_stored_once(db: Engine) -> None:
+    from campaigns.csv_intake import RecordBatch
+    from campaigns.ingest import ChunkSpec, stage_chunk
+
+    campaign_id = make_campaign(db)
+    upload = upload_bytes(db, campaign_id, f"phone\n{DE_A}\n".encode())
+    spec = ChunkSpec(campaign_id, upload.id, "DE", (), ())
+    batch = RecordBatch([3, 4, 5], (DE_B, "bad", DE_B), ())
+    with db.begin() as conn:
+        first = repo.ingest_chunk(
+            conn, campaign_id=campaign_id, upload_id=upload.id, chunk=stage_chunk(batch, spec)
+        )
+    assert (first.valid, first.invalid) == (1, 2)
+    with db.begin() as conn:  # a replay (e.g. a lost resume point) changes nothing
+        again = repo.ingest_chunk(
+            conn, campaign_id=campaign_id, upload_id=upload.id, chunk=stage_chunk(batch, spec)
+        )
+    assert (again.valid, again.invalid, again.reasons) == (0, 0, {})
+    assert [r["line_no"] for r in contacts(db, campaign_id)] == [2, 3, 4, 5]
+
+
+def test_a_contact_belongs_to_its_uploads_campaign(db: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    first = make_campaign(db)
+    other = make_campaign(db)
+    upload = upload_bytes(db, first, BASIC)
+    with pytest.raises(IntegrityError), db.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO contacts (campaign_id, upload_id, line_no, phone_raw) "
+                "VALUES (:c, :u, 99, 'x')"
+            ),
+            {"c": other, "u": upload.id},
+        )
+    with db.begin() as conn:  # deleting a campaign still removes its uploads and contacts
+        conn.execute(text("DELETE FROM campaigns WHERE id = :c"), {"c": first})
+    assert contact_count(db) == 0

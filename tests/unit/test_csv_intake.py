@@ -17,6 +17,7 @@ from campaigns.csv_intake import (
     RefusalCode,
     UploadRefused,
     ValidRow,
+    iter_record_batches,
     iter_records,
     normalise_header,
     sniff_layout,
@@ -551,6 +552,38 @@ def test_reads_the_stream_incrementally_and_leaves_it_open() -> None:
     stream.seek(0)
     assert sum(1 for _ in iter_records(stream, sniff(data), max_rows=1_000_000)) == 200_000
     assert not stream.closed
+
+
+def test_batches_hold_the_same_records_in_columns() -> None:
+    data = (
+        b"name,phone,city,name\nAnna\n\nBen,+4930123456\n"
+        b'Carl,+4940123456,"Bonn\nBeuel",x,extra\n,,,\nDora,+4950123456,Ulm,y\n'
+    )
+    layout = sniff(data)
+    records = read(data, layout)
+    for size in (1, 2, 3, 10):
+        batches = list(
+            iter_record_batches(io.BytesIO(data), layout, max_rows=1000, batch_rows=size)
+        )
+        assert [len(b.lines) for b in batches[:-1]] == [size] * (len(batches) - 1)
+        regrouped = [
+            RawRecord(line, phone, dict(zip(layout.variable_columns, values, strict=True)))
+            for b in batches
+            for line, phone, *values in zip(b.lines, b.phones, *b.values, strict=True)
+        ]
+        assert regrouped == records
+
+
+def test_batches_resume_and_refuse_like_records() -> None:
+    data = b"phone\n+4915123456781\n+4915123456782\n+4915123456783\n"
+    layout = sniff(data)
+    batches = iter_record_batches(
+        io.BytesIO(data), layout, max_rows=10, batch_rows=10, start_after_line=2
+    )
+    assert [b.lines for b in batches] == [[3, 4]]
+    with pytest.raises(UploadRefused) as info:
+        list(iter_record_batches(io.BytesIO(data), layout, max_rows=2, batch_rows=1))
+    assert info.value.code is RefusalCode.TOO_MANY_ROWS
 
 
 # --- validation ------------------------------------------------------------------------------

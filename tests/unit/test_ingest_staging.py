@@ -1,0 +1,194 @@
+"""Chunk staging: records to COPY text rows, duplicates inside a chunk, settling what the
+database knows (prior contacts, opt-outs, lines already stored)."""
+
+from __future__ import annotations
+
+import json
+
+from campaigns.csv_intake import RecordBatch
+from campaigns.ingest import COPY_COLUMNS, ChunkResult, ChunkSpec, StagedChunk, stage_chunk
+
+DE_A = "+4915123456701"
+DE_B = "+4915123456702"
+SPEC = ChunkSpec(
+    campaign_id=3,
+    upload_id=9,
+    region="DE",
+    variable_names=("first_name", "code"),
+    required=("first_name",),
+)
+
+
+def batch(*rows: tuple[int, str, str, str]) -> RecordBatch:
+    lines = [r[0] for r in rows]
+    return RecordBatch(
+        lines, tuple(r[1] for r in rows), (tuple(r[2] for r in rows), tuple(r[3] for r in rows))
+    )
+
+
+def unescape(value: str) -> str | None:
+    """Reads one COPY text field back (the inverse of the staging escapes)."""
+    if value == "\\N":
+        return None
+    out, i = [], 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\":
+            nxt = value[i + 1]
+            out.append({"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}[nxt])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_copy(text: str) -> list[dict[str, object]]:
+    assert text.endswith("\n")
+    rows = []
+    for line in text[:-1].split("\n"):
+        fields = [unescape(f) for f in line.split("\t")]
+        assert len(fields) == len(COPY_COLUMNS)
+        row: dict[str, object] = dict(zip(COPY_COLUMNS, fields, strict=True))
+        row["variables"] = json.loads(str(row["variables"]))
+        rows.append(row)
+    return rows
+
+
+def settle(
+    chunk: StagedChunk,
+    prior: dict[str, tuple[int, int]] | None = None,
+    opted_out: set[str] | None = None,
+    stored: set[int] | None = None,
+) -> tuple[ChunkResult, list[dict[str, object]]]:
+    result = chunk.settle(
+        SPEC.upload_id,
+        prior=prior or {},
+        opted_out=opted_out or set(),
+        stored_lines=stored or set(),
+    )
+    return result, parse_copy(chunk.copy_text())
+
+
+def test_valid_and_invalid_rows_become_copy_rows() -> None:
+    chunk = stage_chunk(
+        batch(
+            (2, "0151 23456701", "Anna", "X1"),
+            (3, "call me", "Ben", "X2"),
+            (4, DE_B, " ", "X3"),
+        ),
+        SPEC,
+    )
+    result, rows = settle(chunk)
+    assert result == ChunkResult(
+        valid=1, invalid=2, reasons={"not_a_number": 1, "missing_variable": 1}
+    )
+    assert rows == [
+        {
+            "campaign_id": "3",
+            "upload_id": "9",
+            "line_no": "2",
+            "phone_raw": "0151 23456701",
+            "phone_e164": DE_A,
+            "variables": {"first_name": "Anna", "code": "X1"},
+            "state": "initial",
+            "reason_code": None,
+            "reason": None,
+        },
+        {
+            "campaign_id": "3",
+            "upload_id": "9",
+            "line_no": "3",
+            "phone_raw": "call me",
+            "phone_e164": None,
+            "variables": {"first_name": "Ben", "code": "X2"},
+            "state": "invalid_record",
+            "reason_code": "not_a_number",
+            "reason": "not a phone number",
+        },
+        {
+            "campaign_id": "3",
+            "upload_id": "9",
+            "line_no": "4",
+            "phone_raw": DE_B,
+            "phone_e164": None,
+            "variables": {"first_name": " ", "code": "X3"},
+            "state": "invalid_record",
+            "reason_code": "missing_variable",
+            "reason": "missing template variable: first_name",
+        },
+    ]
+
+
+def test_values_with_copy_and_json_specials_round_trip() -> None:
+    nasty = ["tab\there", "back\\slash", "new\nline", 'quote "x"', "cr\rx", "\\N", "Zoë €", "\x01"]
+    rows = [(n + 2, f" {DE_A}\t", value, f"c{n}") for n, value in enumerate(nasty)]
+    chunk = stage_chunk(batch(*rows), SPEC)
+    _, parsed = settle(chunk)
+    assert [r["variables"] for r in parsed] == [
+        {"first_name": value, "code": f"c{n}"} for n, value in enumerate(nasty)
+    ]
+    assert {r["phone_raw"] for r in parsed} == {f" {DE_A}\t"}
+
+
+def test_later_rows_of_a_number_are_duplicates_of_the_first() -> None:
+    chunk = stage_chunk(
+        batch(
+            (2, DE_A, "a", ""),
+            (3, "bad", "b", ""),
+            (4, "0151 23456701", "c", ""),
+            (5, DE_B, "d", ""),
+            (6, "+49 151 23456701", "e", ""),
+        ),
+        SPEC,
+    )
+    result, rows = settle(chunk)
+    assert result.valid == 2
+    assert result.reasons == {"duplicate": 2, "not_a_number": 1}
+    assert [(r["line_no"], r["reason"]) for r in rows if r["reason_code"] == "duplicate"] == [
+        ("4", "duplicate of line 2"),
+        ("6", "duplicate of line 2"),
+    ]
+    assert {r["phone_e164"] for r in rows if r["reason_code"] == "duplicate"} == {DE_A}
+
+
+def test_prior_contacts_win_and_every_repeat_points_at_them() -> None:
+    chunk = stage_chunk(batch((2, DE_A, "a", ""), (3, DE_B, "b", ""), (4, DE_A, "c", "")), SPEC)
+    result, rows = settle(chunk, prior={DE_A: (17, 4)})
+    assert result == ChunkResult(valid=1, invalid=2, reasons={"duplicate": 2})
+    assert [r["reason"] for r in rows] == [
+        "duplicate of line 17 of upload 4",
+        None,
+        "duplicate of line 17 of upload 4",
+    ]
+
+
+def test_prior_contact_of_the_same_upload_names_only_the_line() -> None:
+    chunk = stage_chunk(batch((12, DE_A, "a", "")), SPEC)
+    _, rows = settle(chunk, prior={DE_A: (3, SPEC.upload_id)})
+    assert rows[0]["reason"] == "duplicate of line 3"
+
+
+def test_opted_out_numbers_are_refused_unless_already_duplicates() -> None:
+    chunk = stage_chunk(batch((2, DE_A, "a", ""), (3, DE_B, "b", ""), (4, DE_B, "c", "")), SPEC)
+    result, rows = settle(chunk, prior={DE_A: (9, 1)}, opted_out={DE_A, DE_B})
+    assert result.reasons == {"duplicate": 2, "opted_out": 1}
+    assert [(r["reason_code"], r["reason"]) for r in rows] == [
+        ("duplicate", "duplicate of line 9 of upload 1"),
+        ("opted_out", "opted out"),
+        ("duplicate", "duplicate of line 3"),
+    ]
+
+
+def test_lines_already_stored_are_left_out() -> None:
+    chunk = stage_chunk(batch((2, DE_A, "a", ""), (3, "bad", "b", ""), (4, DE_B, "c", "")), SPEC)
+    result, rows = settle(chunk, stored={2, 3})
+    assert result == ChunkResult(valid=1, invalid=0, reasons={})
+    assert [r["line_no"] for r in rows] == ["4"]
+
+
+def test_no_variable_columns() -> None:
+    spec = ChunkSpec(campaign_id=1, upload_id=1, region="DE", variable_names=(), required=())
+    chunk = stage_chunk(RecordBatch([2, 3], (DE_A, ""), ()), spec)
+    _, rows = settle(chunk)
+    assert [(r["variables"], r["reason_code"]) for r in rows] == [({}, None), ({}, "empty_phone")]
