@@ -98,16 +98,18 @@ def start_profiler(stack: Stack, out_dir: Path, seconds: float) -> subprocess.Po
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_ours(stack: Stack, contacts: int, profile: Path | None) -> Run:
+def run_ours(stack: Stack, contacts: int, profile: Path | None, rate: float = RATE) -> Run:
     from campaigns import admin
+    from workers.maintenance import wake_dispatch
 
-    campaign_id = stack.campaign_with_contacts(contacts, rate=RATE, number_base=0, name="ours")
-    log(f"ours: campaign {campaign_id} with {contacts} contacts at {RATE:g}/s")
+    campaign_id = stack.campaign_with_contacts(contacts, rate=rate, number_base=0, name="ours")
+    log(f"ours: campaign {campaign_id} with {contacts} contacts at {rate:g}/s")
     stack.sim_post("/_sim/reset")
     cpu_before, busy_before = cpu_snapshot(stack), machine_busy_s()
-    spy = start_profiler(stack, profile, contacts / RATE * 1.5 + 30) if profile else None
+    spy = start_profiler(stack, profile, contacts / rate * 1.5 + 30) if profile else None
     started = time.time()
     admin.start_campaign(stack.engine, stack.flags(), campaign_id)
+    wake_dispatch()  # as the CLI and API do after start
     deadline = started + max(300.0, contacts / 100.0)
     last_log = started
     while stack.campaign_status(campaign_id) == "running":
@@ -237,6 +239,13 @@ def main() -> None:
         default=10_000,
         help="the naive design sends min(contacts, this) contacts (it is slow)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=RATE,
+        help="our campaign's rate cap (1,000, the most a campaign may be given; a higher value"
+        " is written to its row directly, to measure the pipeline's capacity above the cap)",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy output dir for our worker")
     parser.add_argument("--keep", action="store_true", help="keep the data dir (logs)")
     args = parser.parse_args()
@@ -245,13 +254,14 @@ def main() -> None:
     with Stack("dispatch", keep=args.keep) as stack:
         stack.start_simulator()
         stack.start_dispatch_worker(concurrency=2, beat=True)
-        ours = run_ours(stack, args.contacts, args.profile)
+        ours = run_ours(stack, args.contacts, args.profile, args.rate)
         stack.stop("dispatch-worker")
         naive = run_naive(stack, naive_contacts)
     print(
         json.dumps(
             {
                 "contacts": args.contacts,
+                "rate_cap": args.rate,
                 "msgs_per_s": round(ours.msgs_per_s, 1),
                 "naive_contacts": naive_contacts,
                 "naive_msgs_per_s": round(naive.msgs_per_s, 1),

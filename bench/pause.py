@@ -123,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     load = machine_load()
     from campaigns import admin
+    from workers.maintenance import wake_dispatch
 
     results: list[dict[str, float | int]] = []
     with Stack("pause", keep=args.keep) as stack:
@@ -134,8 +135,10 @@ def main() -> None:
         for run in range(args.runs):
             if run == 0:
                 admin.start_campaign(stack.engine, stack.flags(), campaign_id)
+                wake_dispatch()
             else:
                 admin.resume_campaign(stack.engine, stack.flags(), campaign_id)
+                wake_dispatch()
             wait_for_sending(stack)
             time.sleep(args.warm)
             result = one_pause(stack, campaign_id, args.settle)

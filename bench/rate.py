@@ -52,6 +52,7 @@ def measure(
 ) -> tuple[float, float, float]:
     """(measured rate, the sent_at cross-check, other processes' busy cores in the window)."""
     from campaigns import admin
+    from workers.maintenance import wake_dispatch
 
     contacts = math.ceil(rate * (seconds + warmup + 10))
     campaign_id = stack.campaign_with_contacts(
@@ -60,6 +61,7 @@ def measure(
     log(f"rate {rate:g}/s: campaign {campaign_id} with {contacts} contacts")
     base, _ = sample(stack)
     admin.start_campaign(stack.engine, stack.flags(), campaign_id)
+    wake_dispatch()  # as the CLI and API do after start
     deadline = time.time() + 30
     while True:
         accepted, t0 = sample(stack)

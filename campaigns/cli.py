@@ -139,7 +139,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise Refused("bad_time", f"--at {args.at!r} is not an ISO 8601 time") from exc
     engine, flags = _admin_deps()
-    _show_campaign(args, admin.start_campaign(engine, flags, args.campaign_id, at=at))
+    campaign = admin.start_campaign(engine, flags, args.campaign_id, at=at)
+    _wake_dispatch()
+    _show_campaign(args, campaign)
     return 0
 
 
@@ -155,8 +157,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from campaigns import admin
 
     engine, flags = _admin_deps()
-    _show_campaign(args, admin.resume_campaign(engine, flags, args.campaign_id))
+    campaign = admin.resume_campaign(engine, flags, args.campaign_id)
+    _wake_dispatch()
+    _show_campaign(args, campaign)
     return 0
+
+
+def _wake_dispatch() -> None:
+    from workers.maintenance import wake_dispatch
+
+    wake_dispatch()
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -188,6 +188,7 @@ def _run_campaign(
         )
     upload = services.register_upload(engine, campaign.id, spooled, filename=csv_path.name)
     from workers.ingest import ingest_upload
+    from workers.maintenance import wake_dispatch
 
     ingest_upload.delay(upload.id)
     for upload in progress.follow_upload(engine, runtime.redis_url, upload.id):  # noqa: B020
@@ -197,6 +198,7 @@ def _run_campaign(
         )
     flags = SyncPauseFlags(redis.Redis.from_url(runtime.redis_url))
     admin.start_campaign(engine, flags, campaign.id)
+    wake_dispatch()
     say(f"campaign {campaign.id} started at {rate:g} msg/s")
     tick = threading.Event()
     deadline = time.monotonic() + 600

@@ -45,3 +45,14 @@ def tick() -> None:
             log.info("campaign %s completed", campaign_id)
     finally:
         client.close()
+
+
+def wake_dispatch() -> None:
+    """Runs a tick now (after start/resume) instead of at the next beat, up to a second later.
+
+    Best effort: the command has committed already, and beat's own tick follows anyway.
+    """
+    try:
+        tick.apply_async()
+    except Exception:  # the broker is down: sending starts with the next beat tick
+        log.warning("could not queue a dispatch tick; beat will start the sends", exc_info=True)

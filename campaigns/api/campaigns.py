@@ -55,7 +55,11 @@ def start_campaign(
     campaign_id: int, engine: EngineDep, flags: FlagsDep, body: StartBody | None = None
 ) -> CampaignOut:
     """Draft -> running now, or -> scheduled when `at` is in the future."""
-    return admin.start_campaign(engine, flags, campaign_id, at=body.at if body else None)
+    from workers.maintenance import wake_dispatch
+
+    campaign = admin.start_campaign(engine, flags, campaign_id, at=body.at if body else None)
+    wake_dispatch()
+    return campaign
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut, responses=_REFUSED)
@@ -66,7 +70,11 @@ def pause_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> Camp
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut, responses=_REFUSED)
 def resume_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
-    return admin.resume_campaign(engine, flags, campaign_id)
+    from workers.maintenance import wake_dispatch
+
+    campaign = admin.resume_campaign(engine, flags, campaign_id)
+    wake_dispatch()
+    return campaign
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut, responses=_REFUSED)

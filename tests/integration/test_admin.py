@@ -46,6 +46,26 @@ def test_lifecycle_over_http(api: TestClient, db: Engine) -> None:
     assert flags.is_paused(campaign_id)  # nothing of a cancelled campaign may go out
 
 
+def test_start_and_resume_wake_dispatch_at_once(
+    api: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending starts with a tick queued by the command, not up to a beat interval later."""
+    from workers import maintenance
+
+    woken: list[str] = []
+    monkeypatch.setattr(maintenance.tick, "apply_async", lambda *a, **k: woken.append("tick"))
+    campaign_id = campaign_with_contacts(db, [phone(1)])
+    api.post(f"/campaigns/{campaign_id}/start")
+    api.post(f"/campaigns/{campaign_id}/pause")
+    assert woken == ["tick"]
+    api.post(f"/campaigns/{campaign_id}/resume")
+    assert woken == ["tick", "tick"]
+    # A broker that is down costs the command nothing: beat's tick follows anyway.
+    monkeypatch.setattr(maintenance.tick, "apply_async", lambda *a, **k: 1 / 0)
+    api.post(f"/campaigns/{campaign_id}/pause")
+    assert api.post(f"/campaigns/{campaign_id}/resume").json()["status"] == "running"
+
+
 def test_scheduled_start_over_http(api: TestClient, db: Engine) -> None:
     campaign_id = campaign_with_contacts(db, [phone(1)])
     body = {"at": "2099-12-01T09:00:00Z"}
