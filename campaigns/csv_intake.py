@@ -428,23 +428,25 @@ def iter_record_batches(
     """The records of :func:`iter_records`, ``batch_rows`` at a time, in columns."""
     indices = [layout.columns.index(name) for name in layout.variable_columns]
     phone_index = layout.phone_index
+    # Columns are filled value by value so that each row list dies at once: keeping the rows
+    # (lists, tracked by the cycle collector) until the batch is full made the garbage
+    # collector cost as much as reading the CSV.
     lines: list[int] = []
-    rows: list[list[str]] = []
+    phones: list[str] = []
+    columns: list[list[str]] = [[] for _ in indices]
+    targets = list(zip(columns, indices, strict=True))
     for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
         lines.append(line)
-        rows.append(row)
+        phones.append(row[phone_index])
+        for column, index in targets:
+            column.append(row[index])
         if len(lines) >= batch_rows:
-            yield _columns(lines, rows, phone_index, indices)
-            lines, rows = [], []
+            yield RecordBatch(lines, tuple(phones), tuple(map(tuple, columns)))
+            lines, phones = [], []
+            columns = [[] for _ in indices]
+            targets = list(zip(columns, indices, strict=True))
     if lines:
-        yield _columns(lines, rows, phone_index, indices)
-
-
-def _columns(
-    lines: list[int], rows: list[list[str]], phone_index: int, indices: list[int]
-) -> RecordBatch:
-    columns = list(zip(*rows, strict=False))  # each row has at least the header's width
-    return RecordBatch(lines, columns[phone_index], tuple(columns[i] for i in indices))
+        yield RecordBatch(lines, tuple(phones), tuple(map(tuple, columns)))
 
 
 def _iter_rows(

@@ -192,3 +192,17 @@ def test_no_variable_columns() -> None:
     chunk = stage_chunk(RecordBatch([2, 3], (DE_A, ""), ()), spec)
     _, rows = settle(chunk)
     assert [(r["variables"], r["reason_code"]) for r in rows] == [({}, None), ({}, "empty_phone")]
+
+
+def test_odd_variable_names_round_trip() -> None:
+    names = ('100% "off"', "back\\slash", "tab\tname", "plain")
+    spec = ChunkSpec(campaign_id=1, upload_id=1, region="DE", variable_names=names, required=())
+    values = (("a%sb",), ("x",), ('"q"',), ("Zoë",))
+    chunk = stage_chunk(RecordBatch([2], (DE_A,), values), spec)
+    _, rows = settle(chunk)
+    assert rows[0]["variables"] == {
+        '100% "off"': "a%sb",
+        "back\\slash": "x",
+        "tab\tname": '"q"',
+        "plain": "Zoë",
+    }
