@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     whatsapp_verify_token: SecretStr = SecretStr("")
 
     whatsapp_timeout_s: float = Field(10.0, description="per request; later = outcome unknown")
+    whatsapp_messaging_limit: int = Field(
+        0, ge=0, description="unique recipients per sender number per rolling 24 h (0: unlimited)"
+    )
 
     dispatch_parallel_batches: int = Field(
         2, ge=1, description="batch chains per running campaign (spread over dispatch workers)"

@@ -38,6 +38,8 @@ MIN_BATCH = 20
 SLOW_DOWN_S = 1.0  # how long the sender's bucket stops after a 130429
 GROUP_S = 0.05  # a gate group is this much sending at the campaign's rate
 CHAIN_S = 10.0  # one dispatch task runs batches back to back for at most this long
+TIER_WINDOW_S = 24 * 3600.0  # the messaging tier counts unique recipients over this window
+TIER_WAIT_PREFIX = "waiting for the messaging tier"
 
 
 # --------------------------------------------------------------------------- ports
@@ -79,16 +81,48 @@ class GroupGrant:
     go: bool
     due_at: tuple[float, ...]
     revoked: frozenset[int] = frozenset()
+    # The messaging tier refused these indexes (new recipients, the sender's window is full):
+    # not marked, not sent. ``tier_free_at``: when its oldest entry leaves the window (epoch s).
+    refused: frozenset[int] = frozenset()
+    tier_free_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TierRoom:
+    """A sender number's messaging tier now: how many new recipients it may still reach
+    (``room``) and, when that is 0, when the oldest entry leaves the window (epoch s)."""
+
+    room: int
+    free_at: float | None = None
 
 
 class SendGate(Protocol):
-    """Redis side of a send: the shared token bucket, pause flags, started markers."""
+    """Redis side of a send: the shared token bucket, pause flags, started markers, and the
+    sender's messaging tier (``messaging_limit`` unique recipients per ``tier_window_s``;
+    0: unlimited, and then no tier call is made at all)."""
+
+    @property
+    def messaging_limit(self) -> int: ...
+
+    @property
+    def tier_window_s(self) -> float: ...
 
     async def open_group(
-        self, campaign_id: int, sender_id: str, rate: float, attempts: Sequence[str]
+        self,
+        campaign_id: int,
+        sender_id: str,
+        rate: float,
+        attempts: Sequence[str],
+        recipients: Sequence[str] = (),
     ) -> GroupGrant:
         """Books a token per attempt and waits for the first; then, unless the campaign is
-        paused, marks them all started in one step (see ``GroupGrant``)."""
+        paused, marks them all started in one step (see ``GroupGrant``). With a messaging
+        limit, ``recipients`` (E.164, one per attempt) pass the sender's tier in that same
+        step: only admitted ones are marked and count against it."""
+        ...
+
+    async def tier_room(self, sender_id: str) -> TierRoom:
+        """The sender's tier headroom (called only with a messaging limit)."""
         ...
 
     async def unmark(self, attempts: Sequence[str]) -> None:
@@ -151,6 +185,7 @@ class Attempt:
     decision: Decision | None
     answered_at: datetime | None
     latency_s: float | None
+    tier_free_at: float | None = None  # released unsent because the messaging tier was full
 
 
 @dataclass
@@ -162,6 +197,7 @@ class BatchReport:
     latencies_s: list[float] = field(default_factory=list)
     accepted_at: list[float] = field(default_factory=list)
     paused_reason: str | None = None
+    tier_free_at: float | None = None  # the tier refused contacts; it frees up then (epoch s)
     more: bool = False  # a full batch was claimed: more is probably due now
     completed: bool = False
 
@@ -183,11 +219,36 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
     )
 
 
+def tier_reason(limit: int, window_s: float, free_at: float) -> str:
+    window = f"{window_s / 3600:g} h" if window_s % 3600 == 0 else f"{window_s:g} s"
+    at = datetime.fromtimestamp(free_at, UTC).isoformat(timespec="seconds")
+    return f"{TIER_WAIT_PREFIX}: {limit:,} unique recipients per {window}, next slot at {at}"
+
+
+def note_tier_wait(engine: Engine, campaign_id: int, reason: str) -> None:
+    """Shows a running campaign's wait for the messaging tier in its ``status_reason``."""
+    with engine.begin() as conn:
+        row = repo.get_campaign(conn, campaign_id, for_update=True)
+        running = row is not None and row["status"] == CampaignStatus.RUNNING.value
+        if running and row is not None and row["status_reason"] != reason:
+            repo.set_status_reason(conn, campaign_id, reason)
+
+
 def claim_batch(
-    engine: Engine, plan: CampaignPlan, *, lease_margin_s: float, ahead_s: float = 0.0
+    engine: Engine,
+    plan: CampaignPlan,
+    *,
+    lease_margin_s: float,
+    ahead_s: float = 0.0,
+    limit: int | None = None,
 ) -> list[ClaimedContact]:
-    """``ahead_s``: the claim waits that long before its sending starts (claimed ahead)."""
+    """``ahead_s``: the claim waits that long before its sending starts (claimed ahead).
+    ``limit``: claim at most this many (the messaging tier's headroom)."""
     size = batch_size_for(plan.rate_per_s)
+    if limit is not None:
+        size = max(0, min(size, limit))
+        if not size:
+            return []
     lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
     with engine.begin() as conn:
         return drepo.claim_due(conn, plan.id, limit=size, lease_s=lease)
@@ -252,6 +313,7 @@ async def send_claimed(
         done[index] = Attempt(contact, result, decision, datetime.now(UTC), latency)
 
     size = group_size(plan.rate_per_s)
+    tiered = gate.messaging_limit > 0
     tasks: list[asyncio.Task[None]] = []
     try:
         for first in range(0, len(claimed), size):
@@ -261,15 +323,27 @@ async def send_claimed(
             if stop:
                 break
             grant = await gate.open_group(
-                plan.id, plan.sender_id, plan.rate_per_s, [str(c.attempt_id) for c in group]
+                plan.id,
+                plan.sender_id,
+                plan.rate_per_s,
+                [str(c.attempt_id) for c in group],
+                [c.phone_e164 for c in group] if tiered else (),
             )
             if not grant.go:
                 break
             for offset, (contact, due_at) in enumerate(zip(group, grant.due_at, strict=True)):
+                if offset in grant.refused:
+                    slots.release()  # the tier is full: never marked, released unsent
+                    done[first + offset] = Attempt(
+                        contact, None, None, None, None, grant.tier_free_at
+                    )
+                    continue
                 if offset in grant.revoked:
                     slots.release()  # given back by recovery: never sent, recorded as released
                     continue
                 tasks.append(loop.create_task(one(first + offset, contact, due_at)))
+            if grant.refused:
+                break  # the tier is full: the rest of the batch is given back unsent
     except BaseException:
         # Let the sends already started finish (their markers are set) before giving up.
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -313,7 +387,16 @@ def _recorded(attempt: Attempt) -> RecordedOutcome:
     )
 
 
-def record_batch(engine: Engine, plan: CampaignPlan, attempts: Sequence[Attempt]) -> BatchReport:
+def record_batch(
+    engine: Engine,
+    plan: CampaignPlan,
+    attempts: Sequence[Attempt],
+    *,
+    tier_limit: int = 0,
+    tier_window_s: float = TIER_WINDOW_S,
+) -> BatchReport:
+    """Writes the batch's outcomes. With a messaging limit, a batch the tier cut short shows
+    the wait in the campaign's ``status_reason``; a batch that sent clears that wait."""
     report = BatchReport(campaign_id=plan.id, claimed=len(attempts))
     pause_reason: str | None = None
     opted_out: list[str] = []
@@ -321,6 +404,8 @@ def record_batch(engine: Engine, plan: CampaignPlan, attempts: Sequence[Attempt]
         decision, result = attempt.decision, attempt.result
         if decision is None or result is None:
             report.outcomes["released"] += 1
+            if attempt.tier_free_at is not None:
+                report.tier_free_at = max(report.tier_free_at or 0.0, attempt.tier_free_at)
             continue
         report.outcomes[decision.kind.value] += 1
         if result.error_code is not None:
@@ -351,6 +436,15 @@ def record_batch(engine: Engine, plan: CampaignPlan, attempts: Sequence[Attempt]
             )
             report.paused_reason = pause_reason
             status = CampaignStatus.PAUSED
+        if tier_limit and status is CampaignStatus.RUNNING and row is not None:
+            if report.tier_free_at is not None:
+                reason = tier_reason(tier_limit, tier_window_s, report.tier_free_at)
+                if row["status_reason"] != reason:
+                    repo.set_status_reason(conn, plan.id, reason)
+            elif report.outcomes[OutcomeKind.SENT.value] and str(
+                row["status_reason"] or ""
+            ).startswith(TIER_WAIT_PREFIX):
+                repo.set_status_reason(conn, plan.id, None)  # sending again
         if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
             # Claims given back after a cancel are cancelled like every other unsent contact.
             drepo.cancel_pending(conn, plan.id, detail="campaign cancelled")
@@ -384,12 +478,25 @@ def run_batch(
         return BatchReport(campaign_id=campaign_id)
     if run(gate.is_paused(campaign_id)):
         return BatchReport(campaign_id=campaign_id)  # a pause is on its way to Postgres
-    claimed = claim_batch(engine, plan, lease_margin_s=lease_margin_s)
+    tier_limit, window = gate.messaging_limit, gate.tier_window_s
+    room: int | None = None
+    if tier_limit:
+        tier = run(gate.tier_room(plan.sender_id))
+        if tier.room <= 0:
+            if tier.free_at is not None:
+                note_tier_wait(engine, plan.id, tier_reason(tier_limit, window, tier.free_at))
+            return BatchReport(campaign_id=campaign_id, tier_free_at=tier.free_at)
+        room = tier.room
+    claimed = claim_batch(engine, plan, lease_margin_s=lease_margin_s, limit=room)
     if not claimed:
         return BatchReport(campaign_id=campaign_id)
     attempts = run(send_claimed(plan, claimed, gate, transport, concurrency=concurrency))
-    report = record_batch(engine, plan, attempts)
-    report.more = len(claimed) >= batch_size_for(plan.rate_per_s) and not report.paused_reason
+    report = record_batch(engine, plan, attempts, tier_limit=tier_limit, tier_window_s=window)
+    report.more = (
+        len(claimed) >= batch_size_for(plan.rate_per_s)
+        and not report.paused_reason
+        and report.tier_free_at is None
+    )
     return report
 
 
@@ -418,6 +525,10 @@ async def run_chain(
     call. Stops at a pause (flag or recorded), completion, a short claim, or the time limit;
     a batch claimed ahead when a pause stops the chain is given back unsent.
     ``after_batch`` gets each batch's report once it is recorded.
+
+    With a messaging limit, each claim first asks the sender's tier for its headroom and
+    claims at most that many; none left (or contacts refused by the tier) stops the chain
+    and shows the wait on the campaign. The tick starts no chain while the sender is blocked.
     """
     loop = asyncio.get_running_loop()
     plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
@@ -427,9 +538,29 @@ async def run_chain(
         return False  # a pause is on its way to Postgres
     deadline = loop.time() + max_s
     size = batch_size_for(plan.rate_per_s)
+    tier_limit, window = gate.messaging_limit, gate.tier_window_s
+    tier_blocked: list[float] = []  # when the tier frees up, if a claim found it full
+
+    async def claim_tiered(ahead_s: float) -> list[ClaimedContact]:
+        assert plan is not None
+        tier = await gate.tier_room(plan.sender_id)
+        if tier.room <= 0:
+            if tier.free_at is not None:
+                tier_blocked.append(tier.free_at)
+            return []
+        return await asyncio.to_thread(
+            claim_batch,
+            engine,
+            plan,
+            lease_margin_s=lease_margin_s,
+            ahead_s=ahead_s,
+            limit=tier.room,
+        )
 
     def claim(ahead_s: float) -> asyncio.Future[list[ClaimedContact]]:
         assert plan is not None
+        if tier_limit:
+            return asyncio.ensure_future(claim_tiered(ahead_s))
         return asyncio.ensure_future(
             asyncio.to_thread(
                 claim_batch, engine, plan, lease_margin_s=lease_margin_s, ahead_s=ahead_s
@@ -438,7 +569,11 @@ async def run_chain(
 
     def record(attempts: list[Attempt]) -> asyncio.Future[BatchReport]:
         assert plan is not None
-        return asyncio.ensure_future(asyncio.to_thread(record_batch, engine, plan, attempts))
+        return asyncio.ensure_future(
+            asyncio.to_thread(
+                record_batch, engine, plan, attempts, tier_limit=tier_limit, tier_window_s=window
+            )
+        )
 
     async def finish(recording: asyncio.Future[BatchReport]) -> BatchReport:
         report = await recording
@@ -480,6 +615,9 @@ async def run_chain(
             # Outcomes of sends that happened are written even if the chain fails later.
             report = await finish(recording)
             more = more and not report.paused_reason and not report.completed
+    if tier_blocked:
+        reason = tier_reason(tier_limit, window, max(tier_blocked))
+        await asyncio.to_thread(note_tier_wait, engine, plan.id, reason)
     return more
 
 

@@ -23,7 +23,7 @@ from celery import shared_task
 
 from campaigns import dispatch
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
-from campaigns.clients.send_gate import DispatchLoops, RedisSendGate
+from campaigns.clients.send_gate import DispatchLoops, RedisSendGate, tier_blocked
 from campaigns.clients.telemetry import Telemetry
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
 from campaigns.runtime import resolve
@@ -60,7 +60,12 @@ def _context() -> _LoopContext:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     client = aioredis.Redis.from_url(runtime.redis_url)
-    gate = RedisSendGate(client, RateLimiter(client), PauseFlags(client))
+    gate = RedisSendGate(
+        client,
+        RateLimiter(client),
+        PauseFlags(client),
+        messaging_limit=settings.whatsapp_messaging_limit,
+    )
     transport = CloudApiTransport(
         WhatsAppClient(
             timeout_s=settings.whatsapp_timeout_s, max_connections=settings.dispatch_concurrency
@@ -77,13 +82,21 @@ def _context() -> _LoopContext:
 
 
 @shared_task(name="workers.dispatch.send_batch", acks_late=True)
-def send_batch(campaign_id: int, slot: int) -> None:
+def send_batch(campaign_id: int, slot: int, sender_id: str | None = None) -> None:
     """Batches of one campaign for a few seconds (``dispatch.run_chain``), then the next task
-    of this chain if more is due now."""
+    of this chain if more is due now. ``sender_id`` (given with a messaging limit): a chain
+    whose sender's tier is blocked ends at once, before any database work."""
     runtime = resolve()
     settings = runtime.settings
     ctx = _context()
     loops = DispatchLoops(ctx.sync_redis, ttl_s=settings.dispatch_loop_ttl_s)
+    if (
+        sender_id is not None
+        and settings.whatsapp_messaging_limit
+        and tier_blocked(ctx.sync_redis, sender_id)
+    ):
+        loops.release(campaign_id, slot)
+        return
     loops.refresh(campaign_id, slot)
     stats = ctx.gate.limiter.stats
     seen = (stats.waits, stats.waited_s)
@@ -122,6 +135,8 @@ def send_batch(campaign_id: int, slot: int) -> None:
         )
     )
     if more:
-        send_batch.apply_async((campaign_id, slot))
+        send_batch.apply_async(
+            (campaign_id, slot) if sender_id is None else (campaign_id, slot, sender_id)
+        )
     else:
         loops.release(campaign_id, slot)

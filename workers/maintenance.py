@@ -9,7 +9,7 @@ import redis
 from celery import shared_task
 
 from campaigns import dispatch
-from campaigns.clients.send_gate import DispatchLoops, started_attempts
+from campaigns.clients.send_gate import DispatchLoops, started_attempts, tier_blocked
 from campaigns.runtime import resolve
 from workers.dispatch import send_batch
 
@@ -38,9 +38,17 @@ def tick() -> None:
             )
         loops = DispatchLoops(client, ttl_s=settings.dispatch_loop_ttl_s)
         for campaign_id in dispatch.campaigns_with_due_work(engine):
+            plan: dispatch.CampaignPlan | None = None
+            if settings.whatsapp_messaging_limit:
+                plan = dispatch.load_plan(engine, campaign_id, settings.whatsapp_phone_number_id)
+                if plan is None or tier_blocked(client, plan.sender_id):
+                    continue  # its sender's tier is full: no chain until the window frees up
             for slot in range(settings.dispatch_parallel_batches):
                 if loops.try_take(campaign_id, slot):
-                    send_batch.apply_async((campaign_id, slot))
+                    if plan is not None:  # with a messaging limit
+                        send_batch.apply_async((campaign_id, slot, plan.sender_id))
+                    else:
+                        send_batch.apply_async((campaign_id, slot))
         for campaign_id in dispatch.complete_finished(engine):
             log.info("campaign %s completed", campaign_id)
     finally:

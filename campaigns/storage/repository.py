@@ -71,6 +71,15 @@ def set_campaign_status(
     )
 
 
+def set_status_reason(conn: Connection, campaign_id: int, reason: str | None) -> None:
+    """The campaign's ``status_reason`` alone (the status stays, no lifecycle event)."""
+    conn.execute(
+        update(campaigns_t)
+        .where(campaigns_t.c.id == campaign_id)
+        .values(status_reason=reason, updated_at=func.now())
+    )
+
+
 # --------------------------------------------------------------------------- uploads
 
 

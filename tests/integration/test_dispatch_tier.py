@@ -1,0 +1,197 @@
+"""The sender's messaging tier on real Postgres and Redis against the simulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from campaigns import admin, dispatch
+from campaigns.clients.ratelimit import PauseFlags, RateLimiter
+from campaigns.clients.send_gate import RedisSendGate, tier_blocked
+from campaigns.runtime import resolve
+from campaigns.simulator.config import SimulatorConfig
+from campaigns.simulator.runner import RunningSimulator
+from tests.integration.dispatch_support import (
+    SENDER,
+    SendPorts,
+    campaign_with_contacts,
+    contact_rows,
+    phone,
+    send_ports,
+    states,
+    sync_flags,
+)
+
+LIMIT = 4
+WINDOW_S = 2.0
+
+
+@pytest.fixture
+def sim() -> Iterator[RunningSimulator]:
+    config = SimulatorConfig(port=0, pair_interval_s=0, timeout_hang_s=3.0)
+    with RunningSimulator(config) as running:
+        yield running
+
+
+@pytest.fixture
+def ports(sim: RunningSimulator) -> Iterator[SendPorts]:
+    with send_ports(sim, timeout_s=1.0) as p:
+        p.gate = RedisSendGate(
+            p.redis,
+            RateLimiter(p.redis),
+            PauseFlags(p.redis),
+            messaging_limit=LIMIT,
+            tier_window_s=WINDOW_S,
+        )
+        yield p
+
+
+def campaign_status(engine: Engine, campaign_id: int) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
+        ).one()
+        return str(row.status), row.status_reason
+
+
+def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for state in states(engine, campaign_id).values():
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
+def chain(engine: Engine, campaign_id: int, ports: SendPorts) -> bool:
+    return ports.run(
+        dispatch.run_chain(engine, campaign_id, ports.gate, ports.transport, default_sender=SENDER)
+    )
+
+
+def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(10)], rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    sync_redis = redis.Redis.from_url(resolve().redis_url)
+    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    assert plan is not None
+
+    # A batch claimed without looking at the headroom (two chains raced for it): the gate
+    # admits 4 and the other 6 go back unsent, exactly like a pause release.
+    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    assert len(claimed) == 10
+    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
+    report = dispatch.record_batch(db, plan, attempts, tier_limit=LIMIT, tier_window_s=WINDOW_S)
+
+    assert sim.stats()["accepted_total"] == LIMIT
+    assert report.outcomes["released"] == 6 and report.tier_free_at is not None
+    assert counts(db, campaign_id) == {"sent": 4, "initial": 6}
+    rows = contact_rows(db, campaign_id)
+    assert {r["attempts"] for r in rows if r["state"] == "initial"} == {0}
+    assert len(sync_redis.keys("wa:started:*")) == LIMIT  # refused ones were never marked
+    status, reason = campaign_status(db, campaign_id)
+    assert status == "running"
+    assert reason is not None and reason.startswith(
+        f"waiting for the messaging tier: {LIMIT} unique recipients per 2 s, next slot at "
+    )
+    assert tier_blocked(sync_redis, SENDER)
+
+    # While blocked a chain claims nothing; lease recovery finds nothing to call unknown.
+    assert not chain(db, campaign_id, ports)
+    assert sim.stats()["requests_total"] == LIMIT
+    assert counts(db, campaign_id) == {"sent": 4, "initial": 6}
+    recovery = dispatch.recover_expired_leases(db, lambda a: set(), grace_s=0)
+    assert (recovery.released, recovery.errored) == (0, 0)
+
+    # Pause and resume still work while waiting; the wait shows again on the next chain.
+    flags = sync_flags()
+    admin.pause_campaign(db, flags, campaign_id)
+    assert campaign_status(db, campaign_id) == ("paused", "paused by admin")
+    admin.resume_campaign(db, flags, campaign_id)
+    assert campaign_status(db, campaign_id) == ("running", None)
+    assert not chain(db, campaign_id, ports)
+    assert str(campaign_status(db, campaign_id)[1]).startswith("waiting for the messaging tier")
+
+    # The window passes: the next four go out, the wait clears, then the last two.
+    deadline = time.monotonic() + 10 * WINDOW_S
+    while counts(db, campaign_id).get("initial") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        before = sim.stats()["accepted_total"]
+        chain(db, campaign_id, ports)
+        assert sim.stats()["accepted_total"] - before <= LIMIT  # never more than the tier
+        assert "in_progress" not in counts(db, campaign_id)
+        if sim.stats()["accepted_total"] == 8 > before:
+            assert campaign_status(db, campaign_id) == ("running", None)  # the wait cleared
+
+    assert counts(db, campaign_id) == {"sent": 10}
+    stats = sim.stats()
+    assert stats["accepted_total"] == 10 and stats["duplicate_count"] == 0
+    assert campaign_status(db, campaign_id) == ("completed", None)
+
+
+def test_the_claim_is_limited_by_the_headroom(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(30)], rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+
+    assert not chain(db, campaign_id, ports)  # claims 4, sends 4: not a full batch
+    assert counts(db, campaign_id) == {"sent": 4, "initial": 26}
+    assert campaign_status(db, campaign_id) == ("running", None)
+    assert not chain(db, campaign_id, ports)  # no room: nothing claimed, the wait shows
+    assert counts(db, campaign_id) == {"sent": 4, "initial": 26}
+    assert sim.stats()["requests_total"] == 4
+    assert str(campaign_status(db, campaign_id)[1]).startswith("waiting for the messaging tier")
+    assert tier_blocked(redis.Redis.from_url(resolve().redis_url), SENDER)
+
+    admin.cancel_campaign(db, sync_flags(), campaign_id)
+    assert campaign_status(db, campaign_id) == ("cancelled", "cancelled by admin")
+
+
+def test_limit_zero_never_touches_the_tier_keys(db: Engine, sim: RunningSimulator) -> None:
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(50)], rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    with send_ports(sim, timeout_s=1.0) as ports:
+        assert ports.gate.messaging_limit == 0
+        assert not chain(db, campaign_id, ports)
+    assert counts(db, campaign_id) == {"sent": 50}
+    assert redis.Redis.from_url(resolve().redis_url).keys("wa:tier*") == []
+
+
+def test_the_tick_starts_no_chain_while_the_sender_is_blocked(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import dispatch as dispatch_task
+    from workers import maintenance
+
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(5)], rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    monkeypatch.setattr(resolve().settings, "whatsapp_messaging_limit", LIMIT)
+    queued: list[tuple[object, ...]] = []
+    monkeypatch.setattr(
+        dispatch_task.send_batch, "apply_async", lambda args, **kw: queued.append(args)
+    )
+    sync_redis = redis.Redis.from_url(resolve().redis_url)
+    sync_redis.set(f"wa:tier:blocked:{SENDER}", 1, px=60_000)
+
+    maintenance.tick()
+    assert queued == []
+
+    # A chain queued before the block ends at once: no plan, no claim, its loop key freed.
+    def no_chain(*a: object, **kw: object) -> None:
+        raise AssertionError("a blocked chain must not reach the database")
+
+    monkeypatch.setattr(dispatch, "run_chain", no_chain)
+    monkeypatch.setattr(dispatch_task, "_context", lambda: SimpleNamespace(sync_redis=sync_redis))
+    dispatch_task.send_batch(campaign_id, 0, SENDER)
+    assert not sync_redis.exists(f"wa:loop:{campaign_id}:0")
+
+    sync_redis.delete(f"wa:tier:blocked:{SENDER}")
+    maintenance.tick()
+    slots = resolve().settings.dispatch_parallel_batches
+    assert sorted(queued) == [(campaign_id, s, SENDER) for s in range(slots)]
