@@ -6,7 +6,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from campaigns.simulator import RunningSimulator, SimulatorConfig
 from tests.conftest import API_TOKEN
+
+
+@pytest.fixture
+def sim() -> Iterator[RunningSimulator]:
+    """The simulator in a thread, no pair limit, short timeouts: for the dispatch tests."""
+    config = SimulatorConfig(port=0, pair_interval_s=0, timeout_hang_s=3.0)
+    with RunningSimulator(config) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

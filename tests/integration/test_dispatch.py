@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from campaigns import admin, dispatch
-from campaigns.simulator.config import SimulatorConfig
 from campaigns.simulator.outcomes import OutcomeKind
 from campaigns.simulator.runner import RunningSimulator
 from campaigns.states import CampaignStatus, ContactState, IllegalTransition
@@ -26,13 +25,6 @@ from tests.integration.dispatch_support import (
     states,
     sync_flags,
 )
-
-
-@pytest.fixture
-def sim() -> Iterator[RunningSimulator]:
-    config = SimulatorConfig(port=0, pair_interval_s=0, timeout_hang_s=3.0)
-    with RunningSimulator(config) as running:
-        yield running
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from campaigns import admin, dispatch
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, tier_blocked
 from campaigns.runtime import resolve
-from campaigns.simulator.config import SimulatorConfig
 from campaigns.simulator.runner import RunningSimulator
 from tests.integration.dispatch_support import (
     SENDER,
@@ -29,13 +28,6 @@ from tests.integration.dispatch_support import (
 
 LIMIT = 4
 WINDOW_S = 2.0
-
-
-@pytest.fixture
-def sim() -> Iterator[RunningSimulator]:
-    config = SimulatorConfig(port=0, pair_interval_s=0, timeout_hang_s=3.0)
-    with RunningSimulator(config) as running:
-        yield running
 
 
 @pytest.fixture
