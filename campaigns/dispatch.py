@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -273,8 +273,14 @@ async def send_claimed(
     *,
     concurrency: int = 200,
     rng: random.Random | None = None,
+    on_opened: Callable[[bool], None] | None = None,
 ) -> list[Attempt]:
     """Sends every claimed contact once, paced by the gate; stops at a pause flag.
+
+    ``on_opened(stopped)`` is called once every group has passed the gate (``stopped``
+    False), or when the batch stopped opening groups (a pause, the tier): from then on the
+    batch books no more tokens, so the caller may start the next one while this one's last
+    answers (a slow or hanging request) come in.
 
     Contacts pass the gate in groups (``group_size``): a group is booked, checked against
     the pause flag and marked started as one, then each message goes out when its token is
@@ -315,6 +321,7 @@ async def send_claimed(
     size = group_size(plan.rate_per_s)
     tiered = gate.messaging_limit > 0
     tasks: list[asyncio.Task[None]] = []
+    stopped = True  # until every group has been opened
     try:
         for first in range(0, len(claimed), size):
             group = claimed[first : first + size]
@@ -344,10 +351,15 @@ async def send_claimed(
                 tasks.append(loop.create_task(one(first + offset, contact, due_at)))
             if grant.refused:
                 break  # the tier is full: the rest of the batch is given back unsent
+        else:
+            stopped = stop
     except BaseException:
         # Let the sends already started finish (their markers are set) before giving up.
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    finally:
+        if on_opened is not None:
+            on_opened(stopped)
     await asyncio.gather(*tasks)
     if unsent_marked:
         await gate.unmark(unsent_marked)
@@ -581,11 +593,25 @@ async def run_chain(
             await after_batch(report)
         return report
 
+    async def complete(sending: asyncio.Future[list[Attempt]]) -> BatchReport:
+        return await finish(record(await sending))
+
+    def halted(reports: Sequence[asyncio.Future[BatchReport]]) -> bool:
+        """A batch recorded so far paused the campaign or found it complete."""
+        for done in reports:
+            if done.done() and not done.cancelled() and done.exception() is None:
+                report = done.result()
+                if report.paused_reason or report.completed:
+                    return True
+        return False
+
     # A batch claimed ahead waits for the current one, which takes up to the sending part
     # of its lease; its own lease starts counting at the claim, so it gets that much more.
     ahead_s = lease_seconds(size, plan.rate_per_s, margin_s=0.0)
     next_claim: asyncio.Future[list[ClaimedContact]] | None = claim(0.0)
-    recording: asyncio.Future[BatchReport] | None = None
+    # Batches whose sends are finishing, then recorded (each as soon as its last answer is
+    # in): a slow request holds up only its own batch's record, never the next batch.
+    completing: list[asyncio.Future[BatchReport]] = []
     more = False
     try:
         while next_claim is not None:
@@ -596,24 +622,37 @@ async def run_chain(
             full = len(claimed) >= size
             if full and loop.time() < deadline:
                 next_claim = claim(ahead_s)
-            attempts = await send_claimed(plan, claimed, gate, transport, concurrency=concurrency)
-            stopped = any(a.result is None for a in attempts)  # paused: claims given back
-            if recording is not None:
-                report = await finish(recording)
-                stopped = stopped or bool(report.paused_reason) or report.completed
-            recording = record(attempts)
+            opened: asyncio.Future[bool] = loop.create_future()
+
+            def on_opened(stopped: bool, opened: asyncio.Future[bool] = opened) -> None:
+                if not opened.done():
+                    opened.set_result(stopped)
+
+            sending = asyncio.ensure_future(
+                send_claimed(
+                    plan, claimed, gate, transport, concurrency=concurrency, on_opened=on_opened
+                )
+            )
+            completing.append(asyncio.ensure_future(complete(sending)))
+            either: set[asyncio.Future[Any]] = {opened, sending}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not opened.done():  # send_claimed failed before it could say
+                await sending  # raises its error
+            stopped = opened.result() or halted(completing)  # paused: claims given back
             more = full and not stopped
             if stopped and next_claim is not None:
                 ahead = await next_claim
                 next_claim = None
                 if ahead:
-                    await finish(record(_released(ahead)))
+                    completing.append(asyncio.ensure_future(finish(record(_released(ahead)))))
             if stopped:
                 break
     finally:
-        if recording is not None:
-            # Outcomes of sends that happened are written even if the chain fails later.
-            report = await finish(recording)
+        # Outcomes of sends that happened are written even if the chain fails later.
+        reports = await asyncio.gather(*completing, return_exceptions=True)
+        for report in reports:
+            if isinstance(report, BaseException):
+                raise report
             more = more and not report.paused_reason and not report.completed
     if tier_blocked:
         reason = tier_reason(tier_limit, window, max(tier_blocked))

@@ -331,3 +331,57 @@ def test_chain_gives_back_the_batch_claimed_ahead_when_paused(
     assert sum(r.outcomes["released"] for r in reports) == 80 - sent  # this batch and the next
     rows = contact_rows(db, campaign_id)
     assert {r["attempts"] for r in rows if r["state"] == "initial"} == {0}
+
+
+class HoldFirstSend:
+    """Holds the chain's very first request open (a hanging platform answer) until enough
+    later sends have gone out that some of them must belong to the next batch."""
+
+    def __init__(self, inner: dispatch.MessageTransport, release_after: int) -> None:
+        self.inner = inner
+        self.release_after = release_after
+        self.others = 0
+        self.calls = 0
+        self.released = asyncio.Event()
+        self.held_up = False  # the chain waited for the held request: the guard timed out
+
+    async def send(self, job: dispatch.SendJob) -> dispatch.SendResult:
+        self.calls += 1
+        if self.calls == 1:
+            try:
+                await asyncio.wait_for(self.released.wait(), timeout=20)
+            except TimeoutError:
+                self.held_up = True
+            return await self.inner.send(job)
+        result = await self.inner.send(job)
+        self.others += 1
+        if self.others >= self.release_after:
+            self.released.set()
+        return result
+
+
+def test_a_slow_answer_holds_up_only_its_own_batch(
+    db: Engine, sim: RunningSimulator, ports: SendPorts
+) -> None:
+    """The next batch sends while a request of the previous one is still waiting for its
+    answer (up to the client timeout): one slow request must not stall the campaign."""
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(700)], rate=1000)
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    transport = HoldFirstSend(ports.transport, release_after=550)  # batches of 500 at 1,000/s
+    reports: list[dispatch.BatchReport] = []
+
+    async def after(report: dispatch.BatchReport) -> None:
+        reports.append(report)
+
+    more = ports.run(
+        dispatch.run_chain(
+            db, campaign_id, ports.gate, transport, default_sender=SENDER, after_batch=after
+        )
+    )
+
+    assert not transport.held_up, "the second batch waited for the first batch's slow answer"
+    assert not more
+    assert sorted(r.claimed for r in reports) == [200, 500]
+    assert set(states(db, campaign_id).values()) == {"sent"}
+    assert sim.stats()["accepted_total"] == 700 and sim.stats()["duplicate_count"] == 0
+    assert campaign_status(db, campaign_id)[0] == "completed"
