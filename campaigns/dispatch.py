@@ -318,7 +318,9 @@ async def send_claimed(
             await gate.slow_down(plan.sender_id, SLOW_DOWN_S)
         done[index] = Attempt(contact, result, decision, datetime.now(UTC), latency)
 
-    size = group_size(plan.rate_per_s)
+    # A group opens only when the concurrency limit has room for all of it: never larger
+    # than that limit, or it would wait for slots forever.
+    size = min(group_size(plan.rate_per_s), concurrency)
     tiered = gate.messaging_limit > 0
     tasks: list[asyncio.Task[None]] = []
     stopped = True  # until every group has been opened
