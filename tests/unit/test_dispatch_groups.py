@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Sequence
 
 from campaigns import dispatch
-from campaigns.clients.whatsapp import SendResult
 from campaigns.dispatch import CampaignPlan, GroupGrant, SendJob, TierRoom
+from campaigns.outcomes import SendResult
 from campaigns.states import CampaignStatus
 from campaigns.storage.dispatch_repo import ClaimedContact
 
