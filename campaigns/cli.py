@@ -61,6 +61,8 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
             phone_number_id=args.phone_number_id,
             rate_per_s=args.rate,
             max_attempts=args.max_attempts,
+            send_window=args.send_window,
+            send_window_tz=args.send_window_tz,
         )
     except ValidationError as exc:
         raise Refused("invalid_campaign", _validation_message(exc)) from exc
@@ -469,6 +471,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phone-number-id", help="sender phone number id")
     p.add_argument("--rate", type=float, default=80.0, help="messages per second (<= 1000)")
     p.add_argument("--max-attempts", type=int, default=5)
+    p.add_argument(
+        "--send-window",
+        metavar="HH:MM-HH:MM",
+        help="send only in this daily window of the recipient's local time (may wrap midnight)",
+    )
+    p.add_argument(
+        "--send-window-tz",
+        metavar="ZONE",
+        help="IANA zone for numbers whose own zones do not settle the window (required with it)",
+    )
     command("list", cmd_campaign_list, "list campaigns", campaign_sub)
 
     p = command("upload", cmd_upload, "upload a contacts CSV and wait for validation")

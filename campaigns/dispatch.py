@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Engine
 
 from campaigns.outcomes import Decision, OutcomeKind, SendResult, classify
+from campaigns.send_window import SendWindow, openings
 from campaigns.states import AUTO_PAUSE_PREFIX, CampaignStatus, ContactState
 from campaigns.storage import dispatch_repo as drepo
 from campaigns.storage import repository as repo
@@ -40,6 +41,7 @@ GROUP_S = 0.05  # a gate group is this much sending at the campaign's rate
 CHAIN_S = 10.0  # one dispatch task runs batches back to back for at most this long
 TIER_WINDOW_S = 24 * 3600.0  # the messaging tier counts unique recipients over this window
 TIER_WAIT_PREFIX = "waiting for the messaging tier"
+WINDOW_WAIT_PREFIX = "waiting for the send window"
 
 
 # --------------------------------------------------------------------------- ports
@@ -174,6 +176,7 @@ class CampaignPlan:
     sender_id: str
     rate_per_s: float
     max_attempts: int
+    window: SendWindow | None = None  # daily send window in the recipient's local time
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,7 @@ class Attempt:
     answered_at: datetime | None
     latency_s: float | None
     tier_free_at: float | None = None  # released unsent because the messaging tier was full
+    opens_at: datetime | None = None  # released unsent: its send window is closed until then
 
 
 @dataclass
@@ -198,6 +202,8 @@ class BatchReport:
     accepted_at: list[float] = field(default_factory=list)
     paused_reason: str | None = None
     tier_free_at: float | None = None  # the tier refused contacts; it frees up then (epoch s)
+    deferred: int = 0  # released unsent because their send window is closed
+    window_opens_at: datetime | None = None  # the earliest opening among those
     more: bool = False  # a full batch was claimed: more is probably due now
     completed: bool = False
 
@@ -207,6 +213,9 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         row = repo.get_campaign(conn, campaign_id)
     if row is None:
         return None
+    window = None
+    if row["send_window_start"] is not None:
+        window = SendWindow(row["send_window_start"], row["send_window_end"], row["send_window_tz"])
     return CampaignPlan(
         id=campaign_id,
         status=CampaignStatus(row["status"]),
@@ -216,6 +225,7 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         sender_id=row["phone_number_id"] or default_sender,
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=int(row["max_attempts"]),
+        window=window,
     )
 
 
@@ -231,6 +241,23 @@ def note_tier_wait(engine: Engine, campaign_id: int, reason: str) -> None:
         row = repo.get_campaign(conn, campaign_id, for_update=True)
         running = row is not None and row["status"] == CampaignStatus.RUNNING.value
         if running and row is not None and row["status_reason"] != reason:
+            repo.set_status_reason(conn, campaign_id, reason)
+
+
+def window_reason(opens_at: datetime) -> str:
+    at = opens_at.astimezone(UTC).isoformat(timespec="seconds")
+    return f"{WINDOW_WAIT_PREFIX}: next opening at {at}"
+
+
+def note_window_wait(engine: Engine, campaign_id: int, opens_at: datetime) -> None:
+    """Shows a running campaign's wait for its recipients' send window in its
+    ``status_reason``, when nothing of it is due now (all that is left waits)."""
+    reason = window_reason(opens_at)
+    with engine.begin() as conn:
+        row = repo.get_campaign(conn, campaign_id, for_update=True)
+        if row is None or row["status"] != CampaignStatus.RUNNING.value:
+            return
+        if row["status_reason"] != reason and drepo.next_due_in_s(conn, campaign_id) != 0.0:
             repo.set_status_reason(conn, campaign_id, reason)
 
 
@@ -288,11 +315,24 @@ async def send_claimed(
     decision that pauses the campaign (bad token, missing template) raises the flag at once,
     so the rest of this batch - including not yet sent messages of an open group, whose
     markers are then removed - and every other worker's batch stop before their next send.
+
+    With a send window, contacts whose window is closed now never reach the gate: they go
+    back unsent with the time it opens (``Attempt.opens_at``).
     """
     rng = rng or random.Random()
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(concurrency)
     done: list[Attempt | None] = [None] * len(claimed)
+    sendable: Sequence[int] = range(len(claimed))
+    if plan.window is not None:
+        # In a thread: a batch of multi-zone numbers costs milliseconds of pure Python.
+        opens = await asyncio.to_thread(
+            openings, plan.window, [c.phone_e164 for c in claimed], datetime.now(UTC)
+        )
+        for index, (contact, opens_at) in enumerate(zip(claimed, opens, strict=True)):
+            if opens_at is not None:
+                done[index] = Attempt(contact, None, None, None, None, opens_at=opens_at)
+        sendable = [i for i, opens_at in enumerate(opens) if opens_at is None]
     unsent_marked: list[str] = []
     stop = False  # this batch paused the campaign
 
@@ -325,8 +365,9 @@ async def send_claimed(
     tasks: list[asyncio.Task[None]] = []
     stopped = True  # until every group has been opened
     try:
-        for first in range(0, len(claimed), size):
-            group = claimed[first : first + size]
+        for first in range(0, len(sendable), size):
+            indexes = sendable[first : first + size]
+            group = [claimed[i] for i in indexes]
             for _ in group:
                 await slots.acquire()
             if stop:
@@ -340,17 +381,16 @@ async def send_claimed(
             )
             if not grant.go:
                 break
-            for offset, (contact, due_at) in enumerate(zip(group, grant.due_at, strict=True)):
+            for offset, (index, due_at) in enumerate(zip(indexes, grant.due_at, strict=True)):
+                contact = claimed[index]
                 if offset in grant.refused:
                     slots.release()  # the tier is full: never marked, released unsent
-                    done[first + offset] = Attempt(
-                        contact, None, None, None, None, grant.tier_free_at
-                    )
+                    done[index] = Attempt(contact, None, None, None, None, grant.tier_free_at)
                     continue
                 if offset in grant.revoked:
                     slots.release()  # given back by recovery: never sent, recorded as released
                     continue
-                tasks.append(loop.create_task(one(first + offset, contact, due_at)))
+                tasks.append(loop.create_task(one(index, contact, due_at)))
             if grant.refused:
                 break  # the tier is full: the rest of the batch is given back unsent
         else:
@@ -374,6 +414,15 @@ async def send_claimed(
 def _recorded(attempt: Attempt) -> RecordedOutcome:
     contact, result, decision = attempt.contact, attempt.result, attempt.decision
     if result is None or decision is None:
+        if attempt.opens_at is not None:  # due again when its window opens
+            return RecordedOutcome(
+                contact.id,
+                contact.attempt_id,
+                released_to(contact.attempt_no),
+                reason=window_reason(attempt.opens_at),
+                released=True,
+                not_before=attempt.opens_at,
+            )
         return RecordedOutcome(
             contact.id, contact.attempt_id, released_to(contact.attempt_no), released=True
         )
@@ -410,7 +459,8 @@ def record_batch(
     tier_window_s: float = TIER_WINDOW_S,
 ) -> BatchReport:
     """Writes the batch's outcomes. With a messaging limit, a batch the tier cut short shows
-    the wait in the campaign's ``status_reason``; a batch that sent clears that wait."""
+    the wait in the campaign's ``status_reason``; a batch that sent clears that wait, and a
+    send window's wait too (the chain that stops with contacts waiting shows it)."""
     report = BatchReport(campaign_id=plan.id, claimed=len(attempts))
     pause_reason: str | None = None
     opted_out: list[str] = []
@@ -420,6 +470,10 @@ def record_batch(
             report.outcomes["released"] += 1
             if attempt.tier_free_at is not None:
                 report.tier_free_at = max(report.tier_free_at or 0.0, attempt.tier_free_at)
+            if attempt.opens_at is not None:
+                report.deferred += 1
+                if report.window_opens_at is None or attempt.opens_at < report.window_opens_at:
+                    report.window_opens_at = attempt.opens_at
             continue
         report.outcomes[decision.kind.value] += 1
         if result.error_code is not None:
@@ -459,6 +513,14 @@ def record_batch(
                 row["status_reason"] or ""
             ).startswith(TIER_WAIT_PREFIX):
                 repo.set_status_reason(conn, plan.id, None)  # sending again
+        if (
+            plan.window is not None
+            and status is CampaignStatus.RUNNING
+            and row is not None
+            and report.outcomes[OutcomeKind.SENT.value]
+            and str(row["status_reason"] or "").startswith(WINDOW_WAIT_PREFIX)
+        ):
+            repo.set_status_reason(conn, plan.id, None)  # a window opened: sending again
         if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
             # Claims given back after a cancel are cancelled like every other unsent contact.
             drepo.cancel_pending(conn, plan.id, detail="campaign cancelled")
@@ -511,6 +573,8 @@ def run_batch(
         and not report.paused_reason
         and report.tier_free_at is None
     )
+    if report.window_opens_at is not None and not report.more:
+        note_window_wait(engine, plan.id, report.window_opens_at)
     return report
 
 
@@ -543,6 +607,11 @@ async def run_chain(
     With a messaging limit, each claim first asks the sender's tier for its headroom and
     claims at most that many; none left (or contacts refused by the tier) stops the chain
     and shows the wait on the campaign. The tick starts no chain while the sender is blocked.
+
+    With a send window, claimed contacts whose window is closed go back with their next
+    opening as ``next_attempt_at`` (``send_claimed``), out of the due set until then; the
+    chain goes on while full batches come back. When it stops with deferred contacts and
+    nothing due, the campaign shows the wait for the earliest opening it saw.
     """
     loop = asyncio.get_running_loop()
     plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
@@ -615,6 +684,7 @@ async def run_chain(
     # in): a slow request holds up only its own batch's record, never the next batch.
     completing: list[asyncio.Future[BatchReport]] = []
     more = False
+    window_opens: list[datetime] = []  # openings of contacts this chain deferred
     try:
         while next_claim is not None:
             claimed = await next_claim
@@ -656,6 +726,10 @@ async def run_chain(
             if isinstance(report, BaseException):
                 raise report
             more = more and not report.paused_reason and not report.completed
+            if report.window_opens_at is not None:
+                window_opens.append(report.window_opens_at)
+    if window_opens and not more:
+        await asyncio.to_thread(note_window_wait, engine, plan.id, min(window_opens))
     if tier_blocked:
         reason = tier_reason(tier_limit, window, max(tier_blocked))
         await asyncio.to_thread(note_tier_wait, engine, plan.id, reason)

@@ -27,6 +27,7 @@ from campaigns.csv_intake import (
     sniff_layout,
 )
 from campaigns.ingest import ChunkSpec, StagedChunk, discard_parse_pool, parse_pool, stage_chunk
+from campaigns.send_window import format_window
 from campaigns.states import PENDING_CONTACT_STATES, CampaignStatus, ContactState
 from campaigns.storage import repository as repo
 from schemas.api import (
@@ -53,6 +54,7 @@ class NotFound(LookupError):
 
 
 def create_campaign(engine: Engine, body: CampaignCreate) -> CampaignOut:
+    window = body.window()
     with engine.begin() as conn:
         campaign_id = repo.insert_campaign(
             conn,
@@ -65,6 +67,9 @@ def create_campaign(engine: Engine, body: CampaignCreate) -> CampaignOut:
                 "phone_number_id": body.phone_number_id,
                 "rate_per_s": body.rate_per_s,
                 "max_attempts": body.max_attempts,
+                "send_window_start": window.start if window else None,
+                "send_window_end": window.end if window else None,
+                "send_window_tz": window.fallback_tz if window else None,
             },
         )
         return _campaign_out(conn, campaign_id)
@@ -126,6 +131,12 @@ def _campaign_out(
         phone_number_id=row["phone_number_id"],
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=row["max_attempts"],
+        send_window=(
+            format_window(row["send_window_start"], row["send_window_end"])
+            if row["send_window_start"] is not None
+            else None
+        ),
+        send_window_tz=row["send_window_tz"],
         scheduled_at=row["scheduled_at"],
         created_at=row["created_at"],
         started_at=row["started_at"],

@@ -7,8 +7,16 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
+from campaigns.send_window import SendWindow, WindowError, check_zone, format_window, parse_window
 from campaigns.states import CampaignStatus, ContactState
 
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
@@ -29,6 +37,49 @@ class CampaignCreate(BaseModel):
     )
     rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
     max_attempts: int = Field(5, ge=1, le=20)
+    send_window: str | None = Field(
+        None,
+        description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
+        "midnight: 22:00-06:00); null: no window",
+        examples=["09:00-20:00"],
+    )
+    send_window_tz: str | None = Field(
+        None,
+        description="IANA zone (Europe/Berlin) for numbers whose own zones do not settle the "
+        "window; required with send_window",
+        validate_default=True,  # so that a window without a zone is refused
+    )
+
+    @field_validator("send_window")
+    @classmethod
+    def _window_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return format_window(*parse_window(value))  # a WindowError is a 422 / exit 2
+
+    @field_validator("send_window_tz")
+    @classmethod
+    def _window_zone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "send_window" not in info.data:
+            return value  # the window itself was refused: that message is enough
+        if value is None:
+            if info.data["send_window"] is not None:
+                raise WindowError(
+                    "send_window needs send_window_tz, the zone for numbers whose own zones "
+                    "do not settle it (e.g. Europe/Berlin)"
+                )
+            return None
+        if info.data["send_window"] is None:
+            raise WindowError("send_window_tz is only used with a send_window")
+        check_zone(value)
+        return value
+
+    def window(self) -> SendWindow | None:
+        """The validated window as dispatch uses it; None without one."""
+        if self.send_window is None or self.send_window_tz is None:
+            return None
+        start, end = parse_window(self.send_window)
+        return SendWindow(start, end, self.send_window_tz)
 
 
 class CampaignOut(BaseModel):
@@ -43,6 +94,8 @@ class CampaignOut(BaseModel):
     phone_number_id: str | None
     rate_per_s: float
     max_attempts: int
+    send_window: str | None = Field(None, description="HH:MM-HH:MM, recipient's local time")
+    send_window_tz: str | None = Field(None, description="fallback zone of the window")
     scheduled_at: datetime | None
     created_at: datetime
     started_at: datetime | None

@@ -104,6 +104,7 @@ class RecordedOutcome:
     retry_after_s: float | None = None
     at: datetime | None = None  # when the platform answered (sent_at)
     released: bool = False  # a claim given back unsent: the attempt did not happen
+    not_before: datetime | None = None  # released: due again then (its send window opens)
 
 
 # One statement per batch. Rows still in progress under this attempt move; a row a status
@@ -114,8 +115,10 @@ WITH o AS (
         CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]), CAST(:states AS text[]),
         CAST(:reasons AS text[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]),
         CAST(:codes AS integer[]), CAST(:details AS text[]), CAST(:retry_after AS float8[]),
-        CAST(:ats AS timestamptz[]), CAST(:released AS boolean[])
-    ) AS o(id, attempt_id, state, reason, wamid, wa_id, code, detail, retry_after, at, released)
+        CAST(:ats AS timestamptz[]), CAST(:released AS boolean[]),
+        CAST(:not_before AS timestamptz[])
+    ) AS o(id, attempt_id, state, reason, wamid, wa_id, code, detail, retry_after, at, released,
+           not_before)
 ), moved AS (
     UPDATE contacts c SET
         state = coalesce(o.state, c.state),
@@ -127,6 +130,7 @@ WITH o AS (
                             ELSE coalesce(o.detail, c.error_detail) END,
         attempts = CASE WHEN o.released THEN c.attempts - 1 ELSE c.attempts END,
         next_attempt_at = CASE
+            WHEN o.released AND o.not_before IS NOT NULL THEN o.not_before
             WHEN o.state = 'retry_scheduled' AND NOT o.released
                 THEN now() + make_interval(secs => o.retry_after)
             ELSE c.next_attempt_at END,
@@ -151,7 +155,8 @@ WITH o AS (
 ), events AS (
     INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
     SELECT id, campaign_id, 'in_progress', to_state, 'dispatch',
-           CASE WHEN released THEN 'released unsent' ELSE reason END
+           CASE WHEN released THEN coalesce('released unsent: ' || reason, 'released unsent')
+                ELSE reason END
     FROM moved WHERE to_state IS NOT NULL
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM late) AS late
@@ -176,6 +181,7 @@ def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tu
         "retry_after": [o.retry_after_s or 0.0 for o in ordered],
         "ats": [o.at for o in ordered],
         "released": [o.released for o in ordered],
+        "not_before": [o.not_before for o in ordered],
     }
     row = conn.execute(text(_RECORD), params).one()
     return int(row.moved), int(row.late)

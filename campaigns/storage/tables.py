@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Time,
     UniqueConstraint,
     func,
     text,
@@ -34,6 +35,13 @@ from campaigns.states import CampaignStatus, ContactState
 def _check_in(column: str, values: type[Any]) -> str:
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
+
+# A window has a start, an end and a fallback zone, or none of them; an empty one is refused.
+SEND_WINDOW_CHECK = (
+    "(send_window_start IS NULL AND send_window_end IS NULL AND send_window_tz IS NULL) OR "
+    "(send_window_start IS NOT NULL AND send_window_end IS NOT NULL "
+    "AND send_window_tz IS NOT NULL AND send_window_start <> send_window_end)"
+)
 
 UPLOAD_STATUSES = ("received", "processing", "completed", "failed", "refused")
 
@@ -52,7 +60,10 @@ class Base(DeclarativeBase):
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (CheckConstraint(_check_in("status", CampaignStatus), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_check_in("status", CampaignStatus), name="status"),
+        CheckConstraint(SEND_WINDOW_CHECK, name="send_window"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(Text)
@@ -64,6 +75,11 @@ class Campaign(Base):
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     rate_per_s: Mapped[Decimal] = mapped_column(Numeric(8, 2), server_default="80")
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="5")
+    # Daily send window in the recipient's local time (campaigns/send_window.py); all three
+    # or none. ``send_window_tz`` decides for numbers whose own zones do not.
+    send_window_start: Mapped[time | None] = mapped_column(Time)
+    send_window_end: Mapped[time | None] = mapped_column(Time)
+    send_window_tz: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default=CampaignStatus.DRAFT.value)
     status_reason: Mapped[str | None] = mapped_column(Text)
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
