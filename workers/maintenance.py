@@ -9,7 +9,12 @@ import redis
 from celery import shared_task
 
 from campaigns import dispatch
-from campaigns.clients.send_gate import DispatchLoops, started_attempts, tier_blocked
+from campaigns.clients.send_gate import (
+    DispatchLoops,
+    markers_since,
+    started_attempts,
+    tier_blocked,
+)
 from campaigns.runtime import resolve
 from workers.dispatch import send_batch
 
@@ -29,6 +34,7 @@ def tick() -> None:
             engine,
             lambda attempts: started_attempts(client, attempts),
             grace_s=settings.outcome_unknown_grace_s,
+            markers_since=lambda: markers_since(client),
         )
         if recovery.released or recovery.errored:
             log.warning(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
@@ -34,6 +35,7 @@ __all__ = [
     "DispatchLoops",
     "RedisSendGate",
     "SyncPauseFlags",
+    "markers_since",
     "started_attempts",
     "tier_blocked",
 ]
@@ -307,6 +309,18 @@ def started_attempts(client: redis.Redis, attempts: Sequence[uuid.UUID]) -> set[
     probe = client.register_script(_PROBE_LUA)
     flags = probe(keys=[_started_key(str(a)) for a in attempts], args=[STARTED_TTL_S])
     return {a for a, started in zip(attempts, flags, strict=True) if int(started)}
+
+
+def markers_since(client: redis.Redis) -> datetime:
+    """When the running Redis process started (its own clock, one INFO round trip).
+
+    Markers are written to the AOF once a second (``appendfsync everysec``): a Redis that
+    crashed and came back may lack markers of sends that went out just before, so recovery
+    trusts a missing marker only for leases claimed after this (``dispatch.markers_trusted``).
+    """
+    info = client.info("server")
+    now_s = int(info["server_time_usec"]) / 1e6
+    return datetime.fromtimestamp(now_s - int(info["uptime_in_seconds"]), UTC)
 
 
 class DispatchLoops:

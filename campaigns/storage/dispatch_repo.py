@@ -234,12 +234,16 @@ class ExpiredLease:
     attempt_id: uuid.UUID
     attempts: int
     lease_expires_at: datetime
+    # When the lease was claimed: recovery trusts a missing started marker only if Redis has
+    # been up since then (a Redis crash may lose the last second of markers).
+    claimed_at: datetime | None = None
 
 
 def expired_leases(conn: Connection, *, limit: int = 1000) -> list[ExpiredLease]:
     rows = conn.execute(
         text(
-            "SELECT id, campaign_id, attempt_id, attempts, lease_expires_at FROM contacts "
+            "SELECT id, campaign_id, attempt_id, attempts, lease_expires_at, in_progress_at "
+            "FROM contacts "
             "WHERE state = 'in_progress' AND lease_expires_at < now() "
             "ORDER BY lease_expires_at LIMIT :limit"
         ),
@@ -252,6 +256,7 @@ def expired_leases(conn: Connection, *, limit: int = 1000) -> list[ExpiredLease]
             attempt_id=r["attempt_id"],
             attempts=int(r["attempts"]),
             lease_expires_at=r["lease_expires_at"],
+            claimed_at=r["in_progress_at"],
         )
         for r in rows
     ]

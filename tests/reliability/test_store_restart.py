@@ -1,0 +1,246 @@
+"""Restarts and crashes of Redis and Postgres mid-campaign, end to end: a real Celery worker
+with the beat tick, the simulator (webhooks delayed, duplicated, reordered; some sends hang
+past the client timeout, some fail delivery, some numbers are not on WhatsApp) and the HTTP
+webhook receiver. Each test checks that the campaign completes, that nobody got a second
+message (the simulator counts), and that every accepted send is accounted for.
+
+These tests restart their stores, so they run on a private Postgres and Redis under their
+own data dir, never on the session's shared ones (other tests run in parallel).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from campaigns import admin, devenv, runtime
+from campaigns.simulator.outcomes import OutcomeRules
+from campaigns.storage import migrate
+from tests.fixtures.live import LiveStack, running_stack
+from tests.fixtures.processes import wait_for
+from tests.integration.dispatch_support import campaign_with_contacts, phone, sync_flags
+
+TOTAL = 450
+RATE = 150  # msg/s: ~3 s of sending, the restart lands in the middle
+SETTLED = ("sent", "delivered", "read", "delivery_failed")
+PENDING = ("initial", "in_progress", "retry_scheduled")
+# Every contact's outcome by the last two digits of its number (phone(i): i % 100).
+OUTCOMES = OutcomeRules(undeliverable_share=0.02, delivery_fail_share=0.03, timeout_share=0.03)
+
+
+@dataclass
+class Stores:
+    data_dir: Path
+    pg: devenv.EmbeddedPostgres
+    redis: devenv.EmbeddedRedis
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def stores() -> Iterator[Stores]:
+    """A private Postgres and Redis (short path: Postgres' Unix socket lives under it)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="wa-stores-"))
+    try:
+        pg = devenv.EmbeddedPostgres(data_dir / "pg")
+        database_url = devenv.ensure_database(pg.start(), devenv.APP_DATABASE)
+        migrate.upgrade(database_url)
+        store = devenv.EmbeddedRedis(data_dir / "redis")
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": store.start(),
+            "DATA_DIR": str(data_dir),
+        }
+        yield Stores(data_dir, pg, store, env)
+    finally:
+        devenv.down(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private(stores: Stores, tmp_path: Path) -> Iterator[tuple[LiveStack, Engine, Stores]]:
+    """The live stack on the private stores; this process points at them too meanwhile."""
+    saved = {key: os.environ.get(key) for key in stores.env}
+    os.environ.update(stores.env)
+    runtime.reset()
+    engine = runtime.resolve().engine
+    try:
+        with engine.begin() as conn:
+            tables = conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            ).scalars()
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        redis.Redis.from_url(stores.env["REDIS_URL"]).flushall()
+        with running_stack(tmp_path, env=stores.env, outcomes=OUTCOMES) as stack:
+            try:
+                yield stack, engine, stores
+            finally:
+                if stack.worker is not None and stack.worker.proc.poll() is None:
+                    stack.worker.kill9()  # its work is checked; a warm shutdown costs seconds
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        runtime.reset()
+
+
+def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
+            {"c": campaign_id},
+        )
+        return {str(s): int(n) for s, n in rows}
+
+
+def campaign_status(engine: Engine, campaign_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT status FROM campaigns WHERE id = :c"), {"c": campaign_id}
+            ).scalar_one()
+        )
+
+
+def start_mid_campaign(stack: LiveStack, engine: Engine) -> int:
+    """A running campaign with sends accepted and a batch in flight."""
+    campaign_id = campaign_with_contacts(engine, [phone(i) for i in range(TOTAL)], rate=RATE)
+    stack.start_worker("worker-1")
+    admin.start_campaign(engine, sync_flags(), campaign_id)
+    wait_for(
+        lambda: (
+            stack.sim.stats(False)["accepted_total"] >= TOTAL // 4
+            and counts(engine, campaign_id).get("in_progress", 0) > 0
+        ),
+        timeout=60,
+        what="a batch in flight",
+    )
+    return campaign_id
+
+
+def finish(stack: LiveStack, engine: Engine, campaign_id: int) -> dict[str, int]:
+    """Waits for completion, then checks: nothing pending, nobody messaged twice, and every
+    accepted send is a settled contact or an Error "outcome unknown" (a send whose answer was
+    lost; never re-sent). Returns the final counts plus the unknown ones, sent or not."""
+
+    def done() -> bool:
+        for process in (stack.worker, stack.webhooks, stack.api):
+            if process is not None and process.proc.poll() is not None:
+                raise AssertionError(f"{process.args} exited:\n" + process.log_tail())
+        return campaign_status(engine, campaign_id) == "completed"
+
+    wait_for(done, timeout=60, what="the campaign to complete")
+    final = counts(engine, campaign_id)
+    assert not any(final.get(state, 0) for state in PENDING), final
+    stats = stack.sim.stats()
+    assert stats["duplicate_count"] == 0, stats["duplicates"][:10]
+    accepted = {d for d, n in stats["accepted_by_recipient"].items() if n}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT phone_e164, state, reason FROM contacts WHERE campaign_id = :c"),
+            {"c": campaign_id},
+        ).all()
+    settled = {str(p).lstrip("+") for p, s, _ in rows if s in SETTLED}
+    unknown = {
+        str(p).lstrip("+")
+        for p, s, r in rows
+        if s == "error" and str(r or "").startswith("outcome unknown")
+    }
+    assert len(rows) == TOTAL
+    assert settled <= accepted
+    assert accepted - settled <= unknown, sorted(accepted - settled - unknown)[:10]
+    assert stats["accepted_total"] == len(settled) + len(unknown & accepted)
+    return {
+        **final,
+        "accepted": stats["accepted_total"],
+        "unknown_sent": len(unknown & accepted),
+        "unknown_unsent": len(unknown - accepted),
+    }
+
+
+def test_redis_graceful_restart_mid_campaign(
+    private: tuple[LiveStack, Engine, Stores],
+) -> None:
+    """SIGTERM (Redis saves and fsyncs its AOF), then a start on the same port and dir: no
+    marker is lost, so nothing needs to be given up."""
+    stack, engine, stores = private
+    campaign_id = start_mid_campaign(stack, engine)
+    assert stores.redis.stop()
+    stores.redis.start()
+    result = finish(stack, engine, campaign_id)
+    print("redis restart:", result)  # the numbers for the report (-s)
+
+
+def test_redis_crash_mid_campaign(private: tuple[LiveStack, Engine, Stores]) -> None:
+    """kill -9 of redis-server, and the AOF cut back to where it stood ~1 s earlier: the
+    worst ``appendfsync everysec`` allows when the host goes down with it. Sends that went out
+    in that second lose their started markers; recovery must not read that as "never sent"."""
+    stack, engine, stores = private
+    campaign_id = start_mid_campaign(stack, engine)
+    durable = stores.redis.aof_path.stat().st_size
+    before = stack.sim.stats(False)["accepted_total"]
+    wait_for(
+        lambda: stack.sim.stats(False)["accepted_total"] >= before + RATE // 2,
+        timeout=10,
+        what="more sends after the last durable AOF write",
+    )
+    stores.redis.kill()
+    with stores.redis.aof_path.open("r+b") as aof:
+        aof.truncate(durable)
+    stores.redis.start()
+    result = finish(stack, engine, campaign_id)
+    print("redis crash:", result)  # the numbers for the report (-s)
+
+
+def test_host_crash_redis_and_worker_mid_campaign(
+    private: tuple[LiveStack, Engine, Stores],
+) -> None:
+    """The host of Redis and the dispatch worker goes down: both killed at once, the AOF cut
+    back ~1 s. The worker's leases expire with their markers possibly lost; recovery treats
+    every lease claimed before Redis came back as started (waits for its webhook, then Error
+    "outcome unknown") instead of releasing it for a second send."""
+    stack, engine, stores = private
+    campaign_id = start_mid_campaign(stack, engine)
+    assert stack.worker is not None
+    durable = stores.redis.aof_path.stat().st_size
+    before = stack.sim.stats(False)["accepted_total"]
+    wait_for(
+        lambda: stack.sim.stats(False)["accepted_total"] >= before + RATE // 2,
+        timeout=10,
+        what="more sends after the last durable AOF write",
+    )
+    stack.worker.kill9()
+    stores.redis.kill()
+    with stores.redis.aof_path.open("r+b") as aof:
+        aof.truncate(durable)
+    stranded = counts(engine, campaign_id).get("in_progress", 0)
+    assert stranded > 0  # the crash really hit claimed work
+    stores.redis.start()
+    stack.start_worker("worker-2")
+    result = finish(stack, engine, campaign_id)
+    print("host crash:", result, "stranded:", stranded)  # the numbers for the report (-s)
+    # Only leases of the dead worker can be given up, never more.
+    assert result["unknown_sent"] + result["unknown_unsent"] <= stranded
+
+
+def test_postgres_restart_mid_campaign(private: tuple[LiveStack, Engine, Stores]) -> None:
+    """``pg_ctl restart -m fast``: every connection of the worker, the API and the webhook
+    worker dies; batches being claimed or recorded fail. Outcomes arrive by webhook or by
+    lease recovery; nobody is messaged twice."""
+    stack, engine, stores = private
+    campaign_id = start_mid_campaign(stack, engine)
+    stores.pg.restart()
+    result = finish(stack, engine, campaign_id)
+    print("postgres restart:", result)  # the numbers for the report (-s)
