@@ -13,8 +13,12 @@ from schemas.api import UploadOut
 FINAL_STATUSES = frozenset({"completed", "refused", "failed"})
 
 
-def channel(upload_id: int) -> str:
-    return f"wa:upload:{upload_id}"
+def channel(client: redis.Redis, upload_id: int) -> str:
+    """The upload's progress channel. Pub/sub channels are server-wide (SELECT does not
+    apply to them), so the name carries the client's db: deployments (or test runs) on
+    other dbs of the same Redis server reuse upload ids and must not hear each other."""
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    return f"wa:upload:{db}:{upload_id}"
 
 
 class UploadProgressPublisher:
@@ -22,7 +26,7 @@ class UploadProgressPublisher:
         self._redis = redis.Redis.from_url(redis_url)
 
     def publish(self, upload: UploadOut) -> None:
-        self._redis.publish(channel(upload.id), upload.model_dump_json())
+        self._redis.publish(channel(self._redis, upload.id), upload.model_dump_json())
 
 
 def follow_upload(
@@ -40,7 +44,7 @@ def follow_upload(
     """
     client = redis.Redis.from_url(redis_url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.subscribe(channel(upload_id))
+    pubsub.subscribe(channel(client, upload_id))
     try:
         current = services.get_upload(engine, upload_id)
         yield current
