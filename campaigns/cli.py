@@ -47,7 +47,7 @@ def _runtime() -> Any:
 
 def cmd_campaign_create(args: argparse.Namespace) -> int:
     from campaigns import services
-    from schemas.api import CampaignCreate
+    from schemas.api import CampaignCreate, validation_message
 
     try:
         body = CampaignCreate(
@@ -65,7 +65,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
             send_window_tz=args.send_window_tz,
         )
     except ValidationError as exc:
-        raise Refused("invalid_campaign", _validation_message(exc)) from exc
+        raise Refused("invalid_campaign", validation_message(exc.errors())) from exc
     campaign = services.create_campaign(_runtime().engine, body)
     _emit(args, campaign, lambda: print(f"campaign {campaign.id} created: {campaign.name}"))
     return 0
@@ -548,12 +548,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contacts", type=int, default=10_000)
     p.add_argument("--rate", type=float, default=250.0, help="messages per second")
     return parser
-
-
-def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from campaigns import services
@@ -11,6 +12,7 @@ from campaigns.api.deps import require_token
 from campaigns.commands import CommandRefused
 from campaigns.csv_intake import RefusalCode, UploadRefused
 from campaigns.states import IllegalTransition
+from schemas.api import validation_message
 
 
 def create_app() -> FastAPI:
@@ -49,6 +51,15 @@ def create_app() -> FastAPI:
             else status.HTTP_400_BAD_REQUEST
         )
         return _problem(code, exc.code.value, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The refusal shape every other error has, not FastAPI's default ``detail`` list.
+        return _problem(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "invalid_request",
+            validation_message(exc.errors()),
+        )
 
     return app
 

@@ -149,6 +149,11 @@ def test_unknown_campaign_and_bad_body(api: TestClient) -> None:
     assert missing.status_code == 404 and missing.json()["code"] == "campaign_not_found"
     bad = api.post("/campaigns", json={"name": "x", "region": "Germany"})
     assert bad.status_code == 422
+    assert bad.json()["code"] == "invalid_request"
+    assert bad.json()["message"].startswith("body.region: String should match pattern")
+    query = api.get("/campaigns/1/contacts?limit=0")
+    assert query.status_code == 422 and query.json()["code"] == "invalid_request"
+    assert "query.limit" in query.json()["message"]
 
 
 def test_openapi_documents_the_routes(api: TestClient) -> None:
