@@ -21,7 +21,6 @@ from phonenumbers import (
     PhoneNumberFormat,
     country_code_for_region,
 )
-from phonenumbers import timezone as pn_timezone
 
 
 class PhoneRejection(StrEnum):
@@ -208,19 +207,3 @@ def _invalid(p: PhoneNumber, default_region: str) -> PhoneBad:
     if region == phonenumbers.UNKNOWN_REGION:
         return PhoneBad(PhoneRejection.INVALID, f"not a valid number: unknown country code +{cc}")
     return PhoneBad(PhoneRejection.INVALID, f"not a valid number for region {region}")
-
-
-def recipient_time_zone(e164: str) -> str | None:
-    """The recipient's first IANA time zone, or None when phonenumbers does not know it.
-
-    Numbers that span zones (mobiles in large countries, non-geographic numbers) yield the
-    first zone phonenumbers lists, which is only a guess.
-    """
-    try:
-        p = _parse(e164, None)
-    except NumberParseException:
-        return None
-    zones = pn_timezone.time_zones_for_number(p)
-    if not zones or zones[0] == pn_timezone.UNKNOWN_TIMEZONE:
-        return None
-    return zones[0]

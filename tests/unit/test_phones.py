@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import phonenumbers
 import pytest
 
 import campaigns.phones as phones_module
@@ -12,7 +11,6 @@ from campaigns.phones import (
     PhoneOk,
     PhoneRejection,
     normalize_phone,
-    recipient_time_zone,
 )
 
 R = PhoneRejection
@@ -168,28 +166,3 @@ def test_results_are_immutable() -> None:
     ok = normalize_phone("+4915123456789", "DE")
     with pytest.raises(AttributeError):
         ok.e164 = "+1"  # type: ignore[misc,union-attr]
-
-
-@pytest.mark.parametrize(
-    ("e164", "zone"),
-    [
-        ("+4915123456789", "Europe/Berlin"),
-        ("+493012345678", "Europe/Berlin"),
-        ("+12015550123", "America/New_York"),
-        ("+442079460958", "Europe/London"),
-    ],
-)
-def test_recipient_time_zone(e164: str, zone: str) -> None:
-    assert recipient_time_zone(e164) == zone
-
-
-@pytest.mark.parametrize("e164", ["+80012345678", "not a number", ""])
-def test_recipient_time_zone_unknown_is_none(e164: str) -> None:
-    assert recipient_time_zone(e164) is None
-
-
-def test_unknown_time_zone_marker_is_what_phonenumbers_returns() -> None:
-    # Guards the "Etc/Unknown" check in recipient_time_zone against a library change.
-    from phonenumbers import timezone
-
-    assert timezone.time_zones_for_number(phonenumbers.parse("+80012345678")) == ("Etc/Unknown",)
