@@ -41,7 +41,7 @@ def settled(engine: Engine, campaign_id: int) -> bool:
             ),
             {"c": campaign_id},
         ).scalar_one()
-    return status == "completed" and waiting == 0
+    return bool(status == "completed" and waiting == 0)
 
 
 def accepted_once_each(live: LiveStack) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from campaigns import admin, dispatch
+from campaigns.outcomes import SendResult
 from campaigns.simulator.outcomes import OutcomeKind
 from campaigns.simulator.runner import RunningSimulator
 from campaigns.states import CampaignStatus, ContactState, IllegalTransition
@@ -345,7 +346,7 @@ class HoldFirstSend:
         self.released = asyncio.Event()
         self.held_up = False  # the chain waited for the held request: the guard timed out
 
-    async def send(self, job: dispatch.SendJob) -> dispatch.SendResult:
+    async def send(self, job: dispatch.SendJob) -> SendResult:
         self.calls += 1
         if self.calls == 1:
             try:

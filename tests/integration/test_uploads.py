@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from campaigns import services
+from campaigns.commands import CommandRefused
 from campaigns.csv_intake import RefusalCode, UploadRefused
 from campaigns.runtime import resolve
 from campaigns.states import CampaignStatus
@@ -257,7 +258,7 @@ def test_uploads_only_while_draft_or_paused(db: Engine, status: CampaignStatus) 
             text("UPDATE campaigns SET status = :s WHERE id = :c"),
             {"s": status.value, "c": campaign_id},
         )
-    with pytest.raises(services.CommandRefused) as refused:
+    with pytest.raises(CommandRefused) as refused:
         upload_bytes(db, campaign_id, BASIC)
     assert "draft or paused" in refused.value.message
     assert contact_count(db) == 0

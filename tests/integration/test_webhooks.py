@@ -431,7 +431,8 @@ def test_status_paths(
     filled: dict[str, int | None],
 ) -> None:
     seed = Seed(db)
-    cid = seed.contact(start, wamid="wamid.P", **{k: at(v) for k, v in stamps.items()})
+    timestamps: dict[str, Any] = {k: at(v) for k, v in stamps.items()}
+    cid = seed.contact(start, wamid="wamid.P", **timestamps)
     before = contact(db, cid)
     code = 131026
     for kind, ts in statuses:
@@ -1050,14 +1051,14 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
     assert stats["webhooks_scheduled"] > base  # duplicates were posted
     wamid_of = {row.id: r.wamid for row, r in zip(claimed, results, strict=True)}
     for cid, state in wanted.items():
-        row = contact(db, cid)
-        assert row["wamid"] == wamid_of[cid]
-        assert row["sent_at"] is not None and row["lease_expires_at"] is None
+        stored = contact(db, cid)
+        assert stored["wamid"] == wamid_of[cid]
+        assert stored["sent_at"] is not None and stored["lease_expires_at"] is None
         if state == "delivery_failed":
-            assert (row["error_code"], row["failed_at"] is not None) == (131049, True)
+            assert (stored["error_code"], stored["failed_at"] is not None) == (131049, True)
         else:
-            assert row["delivered_at"] is not None
-            assert (row["read_at"] is not None) == (state == "read")
+            assert stored["delivered_at"] is not None
+            assert (stored["read_at"] is not None) == (state == "read")
     report = delivery.webhook_report(db)
     assert report.inbox["pending"] == report.inbox["rejected"] == report.inbox["unmatched"] == 0
     assert report.status_retries["waiting"] == report.status_retries["unmatched"] == 0

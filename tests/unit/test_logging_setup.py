@@ -72,7 +72,7 @@ def test_filter_masks_dict_args_extras_and_tracebacks() -> None:
         record.exc_info = sys.exc_info()
     PhoneMaskFilter().filter(record)
     assert record.getMessage() == "contact +*********6789"
-    assert record.recipient == "*********6789"
+    assert record.__dict__["recipient"] == "*********6789"
     assert record.exc_text is not None
     assert "ValueError: bad number +*********6789" in record.exc_text
     assert "4915123456789" not in record.exc_text

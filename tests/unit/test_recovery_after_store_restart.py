@@ -8,6 +8,7 @@ import types
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 import redis
@@ -121,5 +122,5 @@ def test_broker_channel_of_a_lost_connection_raises_a_connection_error() -> None
     for transport in (None, types.SimpleNamespace(client=None)):
         dead = types.SimpleNamespace(connection=transport)
         with pytest.raises(redis.exceptions.ConnectionError) as raised:
-            channel._connparams(dead)
+            channel._connparams(cast(Any, dead))  # a channel whose connection is gone
         assert isinstance(raised.value, RedisTransport.connection_errors)

@@ -35,12 +35,17 @@ BERLIN, NEW_YORK, TOKYO = "Europe/Berlin", "America/New_York", "Asia/Tokyo"
 RUSSIAN_MOBILE = "+79161234567"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(zone: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
+def local(
+    zone: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, fold: int = 0
+) -> datetime:
+    """That wall-clock time in ``zone``, as UTC."""
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone), fold=fold).astimezone(
+        UTC
+    )
 
 
 def window(text: str, fallback: str = BERLIN) -> SendWindow:
@@ -372,7 +377,7 @@ def test_closed_windows_never_reach_the_gate(monkeypatch: pytest.MonkeyPatch) ->
 
     class Clock(datetime):
         @classmethod
-        def now(cls, tz: object = None) -> Clock:  # type: ignore[override]
+        def now(cls, tz: object = None) -> Clock:
             return cls.fromtimestamp(now.timestamp(), UTC)
 
     monkeypatch.setattr(dispatch, "datetime", Clock)

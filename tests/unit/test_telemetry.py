@@ -122,7 +122,7 @@ def test_rate_keys_count_per_second_and_expire(
     assert series == [(base - 5, 0), (base - 4, 0), (base - 3, 2), (base - 2, 1), (base - 1, 1)]
     assert rate_series(sync_redis, 9, seconds=2, now=NOW) == [(base - 2, 0), (base - 1, 10)]
     ttl = sync_redis.ttl(f"wa:m:rate:7:{base - 3}")
-    assert 0 < int(ttl) <= RATE_TTL_S  # type: ignore[arg-type]
+    assert 0 < int(ttl) <= RATE_TTL_S
 
 
 def test_rate_now_is_the_mean_over_the_window(
@@ -189,10 +189,10 @@ def test_a_send_batch_is_one_round_trip(server: fakeredis.FakeServer) -> None:
                 calls.append(len(pipe))
                 return await execute(*a, **k)  # type: ignore[arg-type]
 
-            pipe.execute = counted  # type: ignore[method-assign]
+            pipe.execute = counted  # type: ignore[method-assign,assignment]
             return pipe
 
-        client.pipeline = counting_pipeline  # type: ignore[method-assign]
+        client.pipeline = counting_pipeline  # type: ignore[method-assign,assignment]
         await batch(
             t,
             outcomes={"sent": 300, "retry": 2},

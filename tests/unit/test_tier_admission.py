@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import fakeredis.aioredis
 
@@ -119,7 +119,7 @@ def test_a_revoked_attempt_is_not_admitted() -> None:
         await r.set("wa:started:att-1", "x")  # lease recovery gave it back already
         grant = await group(gate, ["1", "2"])
         members = await r.zrange(f"wa:tier:{SENDER}", 0, -1)
-        return grant, list(members)
+        return grant, cast(list[bytes], members)
 
     grant, members = on_gate(body)
     assert grant.revoked == frozenset({0}) and grant.refused == frozenset()
@@ -146,7 +146,7 @@ def test_limit_zero_never_touches_the_tier_keys() -> None:
     async def body(gate: RedisSendGate, r: fakeredis.aioredis.FakeRedis) -> list[bytes]:
         for n in range(5):
             await group(gate, [f"{n}a", f"{n}b"])
-        return list(await r.keys("wa:tier*"))
+        return cast(list[bytes], await r.keys("wa:tier*"))
 
     assert on_gate(body, limit=0) == []
 
