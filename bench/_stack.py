@@ -50,6 +50,10 @@ class Proc:
     log_path: Path
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Stack:
     def __init__(self, name: str, *, keep: bool = False) -> None:
         self.name = name
@@ -64,6 +68,9 @@ class Stack:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Self:
+        # SIGTERM (`timeout`, a CI job cancelled) leaves the with-block like Ctrl-C does, so
+        # the workers, simulator, Postgres and Redis of this run are stopped, not orphaned.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self._up()
         except BaseException:
