@@ -17,7 +17,7 @@ from campaigns import dispatch
 from campaigns.dispatch import GroupGrant
 from campaigns.states import ContactState as C
 from campaigns.storage.dispatch_repo import ExpiredLease
-from tests.unit.test_dispatch_groups import Accepting, CountingGate, contacts, plan
+from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 GRACE = 600.0
@@ -78,7 +78,7 @@ def test_unknown_redis_start_or_claim_time() -> None:
     assert decide(lease(None), started=False, redis_up_s=3600) is None
 
 
-class FailingGate(CountingGate):
+class FailingGate(RecordingGate):
     """Redis goes away after ``ok`` groups."""
 
     def __init__(self, ok: int) -> None:
@@ -102,7 +102,7 @@ def test_an_unreachable_gate_gives_the_rest_of_the_batch_back() -> None:
     """The groups that passed are sent and recorded; the rest never went out, so they are
     released now rather than left In progress for lease recovery (which, after a Redis
     restart, cannot tell them from sends whose markers were lost)."""
-    gate, transport = FailingGate(ok=2), Accepting()
+    gate, transport = FailingGate(ok=2), AcceptAll()
     claimed = contacts(20)
     stopped: list[bool] = []
     attempts = asyncio.run(

@@ -4,7 +4,6 @@ and the dispatch step that keeps closed windows away from the gate."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -16,8 +15,6 @@ from pydantic import ValidationError
 
 from campaigns import dispatch
 from campaigns import send_window as sw
-from campaigns.dispatch import CampaignPlan, GroupGrant, SendJob, TierRoom
-from campaigns.outcomes import SendResult
 from campaigns.send_window import (
     HORIZON,
     SendWindow,
@@ -27,9 +24,8 @@ from campaigns.send_window import (
     parse_window,
     zones_for_number,
 )
-from campaigns.states import CampaignStatus
-from campaigns.storage.dispatch_repo import ClaimedContact
 from schemas.api import CampaignCreate
+from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, claimed, plan
 
 BERLIN, NEW_YORK, TOKYO = "Europe/Berlin", "America/New_York", "Asia/Tokyo"
 RUSSIAN_MOBILE = "+79161234567"
@@ -305,72 +301,6 @@ def test_next_opening_is_the_earliest_minute_open_in_every_zone(
 # --------------------------------------------------------------------------- dispatch
 
 
-class RecordingGate:
-    """A gate that lets everything through at once and remembers who reached it."""
-
-    messaging_limit = 0
-    tier_window_s = 86_400.0
-
-    def __init__(self) -> None:
-        self.attempts: list[str] = []
-
-    async def open_group(
-        self,
-        campaign_id: int,
-        sender_id: str,
-        rate: float,
-        attempts: Sequence[str],
-        recipients: Sequence[str] = (),
-    ) -> GroupGrant:
-        self.attempts.extend(attempts)
-        now = asyncio.get_running_loop().time()
-        return GroupGrant(go=True, due_at=tuple(now for _ in attempts))
-
-    async def tier_room(self, sender_id: str) -> TierRoom:
-        return TierRoom(room=0)
-
-    async def unmark(self, attempts: Sequence[str]) -> None:
-        return None
-
-    async def is_paused(self, campaign_id: int) -> bool:
-        return False
-
-    async def pause(self, campaign_id: int) -> None:
-        return None
-
-    async def slow_down(self, sender_id: str, seconds: float) -> None:
-        return None
-
-
-class AcceptAll:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def send(self, job: SendJob) -> SendResult:
-        self.sent.append(job.to_e164)
-        return SendResult(http_status=200, wamid=f"wamid.{job.to_e164}")
-
-
-def plan_with(w: SendWindow | None) -> CampaignPlan:
-    return CampaignPlan(
-        id=1,
-        status=CampaignStatus.RUNNING,
-        template="t",
-        language="en",
-        body_variables=(),
-        sender_id="s",
-        rate_per_s=1000.0,
-        max_attempts=5,
-        window=w,
-    )
-
-
-def claimed(*phones: str) -> list[ClaimedContact]:
-    return [
-        ClaimedContact(i, dispatch.C.INITIAL, p, {}, 1, uuid.uuid4()) for i, p in enumerate(phones)
-    ]
-
-
 def test_closed_windows_never_reach_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     # Berlin 13:00 (open), New York 07:00 and Tokyo 21:00 (closed).
     now = utc(2026, 11, 23, 12, 0)
@@ -384,7 +314,7 @@ def test_closed_windows_never_reach_the_gate(monkeypatch: pytest.MonkeyPatch) ->
     gate, transport = RecordingGate(), AcceptAll()
     contacts = claimed("+4915120000001", "+12125551234", "+81312345678")
     attempts = asyncio.run(
-        dispatch.send_claimed(plan_with(window("09:00-20:00")), contacts, gate, transport)
+        dispatch.send_claimed(plan(window=window("09:00-20:00")), contacts, gate, transport)
     )
     assert transport.sent == ["+4915120000001"]
     assert gate.attempts == [str(contacts[0].attempt_id)]
@@ -406,9 +336,7 @@ def test_without_a_window_dispatch_never_looks_at_zones(monkeypatch: pytest.Monk
     monkeypatch.setattr(dispatch, "openings", no_lookup)
     transport = AcceptAll()
     contacts = claimed("+12125551234", "+81312345678")
-    attempts = asyncio.run(
-        dispatch.send_claimed(plan_with(None), contacts, RecordingGate(), transport)
-    )
+    attempts = asyncio.run(dispatch.send_claimed(plan(), contacts, RecordingGate(), transport))
     assert transport.sent == ["+12125551234", "+81312345678"]
     assert all(a.opens_at is None and a.result is not None for a in attempts)
 
