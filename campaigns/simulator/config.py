@@ -143,6 +143,7 @@ _OUTCOME_FIELDS = frozenset(
         "delivery_fail_share",
         "server_error_share",
         "timeout_share",
+        "accepted_error_share",
         "read_share",
         "explicit",
         "server_error_attempts",

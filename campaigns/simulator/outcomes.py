@@ -23,10 +23,17 @@ hit each path. ``outcome_for(recipient_digits, rules, attempt_no)`` decides, in 
                                                       the first ``timeout_attempts`` (1)
                                                       attempts; a later attempt is answered at
                                                       once (and is a second accepted send)
-       [u+d+s+t,      100)           SUCCESS
+       [u+d+s+t,      u+d+s+t+a)     ACCEPTED_ERROR   accepted (counted, webhooks sent) but
+                                                      answered HTTP 500 ``server_error_code``
+                                                      for the first ``server_error_attempts``
+                                                      attempts, as an overloaded edge answers for
+                                                      a backend that took the message; a retry
+                                                      is a second accepted send
+       [u+d+s+t+a,    100)           SUCCESS
 
    with u = undeliverable_share, d = delivery_fail_share, s = server_error_share,
-   t = timeout_share (each x100, rounded). All shares default to 0: everything succeeds.
+   t = timeout_share, a = accepted_error_share (each x100, rounded). All shares default to 0:
+   everything succeeds.
 
    The :meth:`OutcomeRules.demo` preset (u=0.03, d=0.03, s=0.02, t=0.01) maps
    ``..00``-``..02`` undeliverable, ``..03``-``..05`` delivery failed, ``..06``-``..07``
@@ -72,13 +79,15 @@ class OutcomeKind(enum.StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
+    ACCEPTED_ERROR = "accepted_error"  # taken, but answered with a server error
     ERROR = "error"  # refused at send with an explicit code (explicit map only)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happens to one send. ``code`` is the send error code (UNDELIVERABLE,
-    SERVER_ERROR, ERROR) or the code of the later ``failed`` status (DELIVERY_FAILED)."""
+    SERVER_ERROR, ACCEPTED_ERROR, ERROR) or the code of the later ``failed`` status
+    (DELIVERY_FAILED)."""
 
     kind: OutcomeKind
     code: int | None = None
@@ -86,10 +95,18 @@ class Outcome:
     @property
     def accepted(self) -> bool:
         """True when the platform takes the message (wamid issued, webhooks follow)."""
-        return self.kind in (OutcomeKind.SUCCESS, OutcomeKind.DELIVERY_FAILED, OutcomeKind.TIMEOUT)
+        return self.kind in _ACCEPTED
 
 
 SUCCESS = Outcome(OutcomeKind.SUCCESS)
+_ACCEPTED = frozenset(
+    {
+        OutcomeKind.SUCCESS,
+        OutcomeKind.DELIVERY_FAILED,
+        OutcomeKind.TIMEOUT,
+        OutcomeKind.ACCEPTED_ERROR,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,7 @@ class OutcomeRules:
     delivery_fail_share: float = 0.0
     server_error_share: float = 0.0
     timeout_share: float = 0.0
+    accepted_error_share: float = 0.0
     read_share: float = 0.7
     explicit: Mapping[str, OutcomeKind | int] = field(default_factory=dict)
     server_error_attempts: int = 1
@@ -115,6 +133,7 @@ class OutcomeRules:
             self.delivery_fail_share,
             self.server_error_share,
             self.timeout_share,
+            self.accepted_error_share,
         )
         if any(not 0.0 <= s <= 1.0 for s in (*shares, self.read_share)):
             raise ValueError("outcome shares must be within [0, 1]")
@@ -149,6 +168,7 @@ class OutcomeRules:
             (self.delivery_fail_share, OutcomeKind.DELIVERY_FAILED),
             (self.server_error_share, OutcomeKind.SERVER_ERROR),
             (self.timeout_share, OutcomeKind.TIMEOUT),
+            (self.accepted_error_share, OutcomeKind.ACCEPTED_ERROR),
         ):
             width = _width(share)
             if width:
@@ -178,7 +198,7 @@ def _resolve(kind: OutcomeKind, rules: OutcomeRules, attempt_no: int) -> Outcome
         return Outcome(kind, rules.undeliverable_code)
     if kind is OutcomeKind.DELIVERY_FAILED:
         return Outcome(kind, rules.delivery_fail_code)
-    if kind is OutcomeKind.SERVER_ERROR:
+    if kind in (OutcomeKind.SERVER_ERROR, OutcomeKind.ACCEPTED_ERROR):
         if attempt_no <= rules.server_error_attempts:
             return Outcome(kind, rules.server_error_code)
         return SUCCESS

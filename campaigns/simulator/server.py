@@ -11,7 +11,8 @@ Endpoints:
   from here on); then the pair rate (429, code 131056, only for sends that would be
   accepted). Accepted: 200 with the platform's body, a unique wamid, status webhooks
   scheduled; a TIMEOUT outcome is accepted the same way but answered only after
-  ``timeout_hang_s``.
+  ``timeout_hang_s``; an ACCEPTED_ERROR outcome is accepted the same way but answered with a
+  server error (a retry of it is a second accepted send).
 - ``GET /_sim/stats`` (``?by_recipient=0`` leaves the per-recipient map out),
   ``POST /_sim/reset`` (``?drop_webhooks=1`` also empties the webhook queue),
   ``GET|POST /_sim/config`` (runtime changes, see :func:`config.apply_updates`),
@@ -258,6 +259,9 @@ async def send_message(request: web.Request) -> web.Response:
         msg = SentMessage(wamid, wa_id, req.biz_opaque_callback_data, pnid, fail)
         state.webhooks.schedule_message(msg, read=reads(digits, rules))
 
+    if outcome.kind is OutcomeKind.ACCEPTED_ERROR:
+        assert outcome.code is not None
+        return _error(state, outcome.code)  # taken and counted above, answered as a failure
     if outcome.kind is OutcomeKind.TIMEOUT and cfg.timeout_hang_s > 0:
         state.counts.timeouts_total += 1
         with contextlib.suppress(TimeoutError):

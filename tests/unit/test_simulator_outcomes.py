@@ -86,6 +86,19 @@ def test_buckets_follow_the_fixed_order_with_gaps_for_zero_shares() -> None:
     assert {outcome_for(f"{n:02d}", full).kind for n in range(100)} == {K.UNDELIVERABLE}
 
 
+def test_accepted_error_bucket_comes_after_timeouts() -> None:
+    rules = OutcomeRules(timeout_share=0.1, accepted_error_share=0.05)
+    assert rules.boundaries() == [
+        (0, 10, K.TIMEOUT),
+        (10, 15, K.ACCEPTED_ERROR),
+        (15, 100, K.SUCCESS),
+    ]
+    first = outcome_for("12312", rules, 1)
+    assert first == Outcome(K.ACCEPTED_ERROR, 131000) and first.accepted
+    assert outcome_for("12312", rules, 2) == Outcome(K.SUCCESS)  # the retry is a second send
+    assert outcome_for("12315", rules, 1) == Outcome(K.SUCCESS)
+
+
 def test_attempt_counts_and_codes_are_configurable() -> None:
     rules = OutcomeRules(
         server_error_share=0.5,
@@ -127,6 +140,7 @@ def test_accepted_property() -> None:
     assert Outcome(K.SUCCESS).accepted
     assert Outcome(K.DELIVERY_FAILED, 131049).accepted
     assert Outcome(K.TIMEOUT).accepted
+    assert Outcome(K.ACCEPTED_ERROR, 131000).accepted
     assert not Outcome(K.UNDELIVERABLE, 131026).accepted
     assert not Outcome(K.SERVER_ERROR, 131000).accepted
     assert not Outcome(K.ERROR, 190).accepted
@@ -138,6 +152,7 @@ def test_accepted_property() -> None:
         {"undeliverable_share": 0.6, "delivery_fail_share": 0.5},
         {"undeliverable_share": -0.1},
         {"timeout_share": 1.5},
+        {"timeout_share": 0.6, "accepted_error_share": 0.5},
         {"read_share": 2.0},
         {"server_error_attempts": -1},
     ],
