@@ -59,6 +59,14 @@ class RetryPace(StrEnum):
     SOON = "soon"  # throughput limit: the limiter slows down, the contact comes back quickly
     BACKOFF = "backoff"  # transient platform/network trouble: exponential backoff
     LATER = "later"  # pair rate or account-level limits: minutes, not seconds
+    # A server error may answer a message the platform did take: wait for its status webhook,
+    # which settles the Retry scheduled contact by attempt id, before sending it again.
+    SETTLE = "settle"
+
+
+# The first retry after a server error waits at least this long. Status webhooks of an accepted
+# message come within seconds; a retry sooner than they do messages the person twice.
+SETTLE_FLOOR_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ _PACES: Mapping[RetryPace, _Pace] = MappingProxyType(
         # Pair rate is ~1 message / 6 s per recipient, but the platform's own window is not
         # documented: a minute first, growing to 15 minutes.
         RetryPace.LATER: _Pace(floor_s=60.0, base_s=60.0, cap_s=900.0),
+        RetryPace.SETTLE: _Pace(floor_s=SETTLE_FLOOR_S, base_s=2.0, cap_s=900.0),
     }
 )
 
@@ -138,20 +147,27 @@ def _error(meaning: str, *, pause: bool = False) -> ErrorClass:
     return ErrorClass(OutcomeKind.ERROR, meaning, pause_campaign=pause)
 
 
-_SOON, _BACKOFF, _LATER = RetryPace.SOON, RetryPace.BACKOFF, RetryPace.LATER
+_SOON, _BACKOFF, _LATER, _SETTLE = (
+    RetryPace.SOON,
+    RetryPace.BACKOFF,
+    RetryPace.LATER,
+    RetryPace.SETTLE,
+)
 
 ERROR_CLASSES: Mapping[int, ErrorClass] = MappingProxyType(
     {
-        # Rate limits and transient trouble: the message was not sent, try again.
+        # Rate limits: the message was not sent, try again.
         130429: _retry("throughput limit of the sender number reached", _SOON, slow_down=True),
         131056: _retry("too many messages to this recipient in a short time (pair rate)", _LATER),
         80007: _retry("WhatsApp Business Account rate limit reached", _LATER, slow_down=True),
         4: _retry("app API call limit reached", _LATER, slow_down=True),
         613: _retry("API call rate or usage limit reached", _LATER, slow_down=True),
-        131000: _retry("generic platform error", _BACKOFF),
-        1: _retry("unknown platform error (API unknown)", _BACKOFF),
-        2: _retry("platform service temporarily unavailable", _BACKOFF),
-        131016: _retry("platform service overloaded or unavailable", _BACKOFF),
+        # Server errors: perhaps not sent, perhaps sent (an overloaded edge answering for a
+        # backend that took it), so the retry waits for a status webhook first.
+        131000: _retry("generic platform error", _SETTLE),
+        1: _retry("unknown platform error (API unknown)", _SETTLE),
+        2: _retry("platform service temporarily unavailable", _SETTLE),
+        131016: _retry("platform service overloaded or unavailable", _SETTLE),
         # The recipient cannot get it: final for this contact, the campaign goes on.
         131026: _failed("message undeliverable: not on WhatsApp, old app or terms not accepted"),
         1013: _failed("recipient is not a valid WhatsApp user (on-premises API)"),
@@ -260,7 +276,7 @@ def _decide(
 
 
 _CONNECT_CLASS = _retry("connection failed before the request was sent", _BACKOFF)
-_SERVER_ERROR_CLASS = _retry("platform server error", _BACKOFF)
+_SERVER_ERROR_CLASS = _retry("platform server error", _SETTLE)
 
 
 def classify(

@@ -132,3 +132,33 @@ def test_cancel_mid_flight(live: LiveStack, db: Engine) -> None:
     assert counts["canceled_by_admin"] > 0
     assert counts["canceled_by_admin"] + accepted == 600
     assert counts["initial"] == 0 and counts["retry_scheduled"] == 0
+
+
+def test_a_server_error_for_a_message_the_platform_took_is_not_sent_twice(
+    live: LiveStack, db: Engine
+) -> None:
+    # Every fifth number is taken by the platform but answered with a 500 (an overloaded edge).
+    # Its status webhooks come 3-5 s later. A retry sooner than that messages the person a
+    # second time; the retry waits SETTLE_FLOOR_S (30 s), so the webhook settles it first.
+    numbers = [phone(i) for i in range(50)]
+    taken = {n for i, n in enumerate(numbers) if i % 5 == 0}
+    live.sim.update_config(
+        explicit={n.removeprefix("+"): "accepted_error" for n in taken},
+        webhook_delay_min_s=3.0,
+        webhook_delay_max_s=5.0,
+    )
+    campaign_id = campaign_with_contacts(db, numbers, rate=100)
+    live.start_worker()
+    command(live, campaign_id, "start")
+
+    wait_for(lambda: settled(db, campaign_id), timeout=60, what="the campaign to settle")
+    stats = accepted_once_each(live)
+    assert stats["accepted_total"] == len(numbers)
+    assert stats["rejected_by_code"] == {"131000": len(taken)}  # each was answered with a 500
+    final = states(db, campaign_id)
+    assert {final[n] for n in taken} <= {"delivered", "read"}
+    with db.connect() as conn:
+        attempts = conn.execute(
+            text("SELECT max(attempts) FROM contacts WHERE campaign_id = :c"), {"c": campaign_id}
+        ).scalar_one()
+    assert attempts == 1

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from campaigns.outcomes import (
     ERROR_CLASSES,
+    SETTLE_FLOOR_S,
     Decision,
     OutcomeKind,
     SendResult,
@@ -43,10 +44,10 @@ TABLE: list[tuple[int, OutcomeKind, bool, bool, bool, float]] = [
     (80007, RETRY, False, True, False, 60.0),
     (4, RETRY, False, True, False, 60.0),
     (613, RETRY, False, True, False, 60.0),
-    (131000, RETRY, False, False, False, 0.0),
-    (1, RETRY, False, False, False, 0.0),
-    (2, RETRY, False, False, False, 0.0),
-    (131016, RETRY, False, False, False, 0.0),
+    (131000, RETRY, False, False, False, SETTLE_FLOOR_S),
+    (1, RETRY, False, False, False, SETTLE_FLOOR_S),
+    (2, RETRY, False, False, False, SETTLE_FLOOR_S),
+    (131016, RETRY, False, False, False, SETTLE_FLOOR_S),
     (131026, FAILED, False, False, False, 0.0),
     (1013, FAILED, False, False, False, 0.0),
     (131049, FAILED, False, False, False, 0.0),
@@ -148,14 +149,25 @@ def test_connect_failure_is_retried_with_backoff() -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_5xx_without_code_is_retried(status: int) -> None:
+def test_5xx_without_code_is_retried_after_its_webhook_had_time(status: int) -> None:
     decision = _classify(SendResult(http_status=status, error_details="<html>bad gateway"))
     assert decision.kind is RETRY
     assert f"HTTP {status}" in decision.reason
+    assert decision.retry_after_s is not None and decision.retry_after_s >= SETTLE_FLOOR_S
 
 
-def test_5xx_with_unknown_code_is_retried() -> None:
-    assert _classify(_error(999999, status=503)).kind is RETRY
+def test_5xx_with_unknown_code_is_retried_after_its_webhook_had_time() -> None:
+    decision = _classify(_error(999999, status=503))
+    assert decision.kind is RETRY
+    assert decision.retry_after_s is not None and decision.retry_after_s >= SETTLE_FLOOR_S
+
+
+def test_errors_before_the_platform_took_anything_are_retried_sooner() -> None:
+    # A connect failure or a throughput refusal sent nothing: no webhook to wait for.
+    connect = _classify(SendResult(transport=TransportFailure.CONNECT, error_details="refused"))
+    throttled = _classify(_error(130429))
+    for decision in (connect, throttled):
+        assert decision.retry_after_s is not None and decision.retry_after_s < SETTLE_FLOOR_S
 
 
 def test_5xx_with_known_code_follows_the_code() -> None:
