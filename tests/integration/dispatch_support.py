@@ -74,6 +74,25 @@ def states(engine: Engine, campaign_id: int) -> dict[str, str]:
         return {str(p): str(s) for p, s in rows}
 
 
+def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
+    """state -> number of contacts of the campaign."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
+            {"c": campaign_id},
+        )
+        return {str(state): int(n) for state, n in rows}
+
+
+def campaign_status(engine: Engine, campaign_id: int) -> tuple[str, str | None]:
+    """The campaign's status and status_reason."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
+        ).one()
+        return str(row.status), row.status_reason
+
+
 def contact_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(

@@ -19,6 +19,7 @@ from campaigns.storage import dispatch_repo as drepo
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
+    campaign_status,
     campaign_with_contacts,
     contact_rows,
     phone,
@@ -46,14 +47,6 @@ def run_until_idle(
         if not report.more:
             return reports
     raise AssertionError("dispatch did not go idle")
-
-
-def campaign_status(engine: Engine, campaign_id: int) -> tuple[str, str | None]:
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
-        ).one()
-        return str(row.status), row.status_reason
 
 
 def test_campaign_sends_every_contact_once_and_completes(

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from campaigns import admin, dispatch
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
@@ -18,11 +18,12 @@ from campaigns.simulator.runner import RunningSimulator
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
+    campaign_status,
     campaign_with_contacts,
     contact_rows,
+    counts,
     phone,
     send_ports,
-    states,
     sync_flags,
 )
 
@@ -41,21 +42,6 @@ def ports(sim: RunningSimulator) -> Iterator[SendPorts]:
             tier_window_s=WINDOW_S,
         )
         yield p
-
-
-def campaign_status(engine: Engine, campaign_id: int) -> tuple[str, str | None]:
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
-        ).one()
-        return str(row.status), row.status_reason
-
-
-def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for state in states(engine, campaign_id).values():
-        out[state] = out.get(state, 0) + 1
-    return out
 
 
 def chain(engine: Engine, campaign_id: int, ports: SendPorts) -> bool:

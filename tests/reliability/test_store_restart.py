@@ -26,7 +26,13 @@ from campaigns.simulator.outcomes import OutcomeRules
 from campaigns.storage import migrate
 from tests.fixtures.live import LiveStack, running_stack
 from tests.fixtures.processes import wait_for
-from tests.integration.dispatch_support import campaign_with_contacts, phone, sync_flags
+from tests.integration.dispatch_support import (
+    campaign_status,
+    campaign_with_contacts,
+    counts,
+    phone,
+    sync_flags,
+)
 
 TOTAL = 450
 RATE = 150  # msg/s: ~3 s of sending, the restart lands in the middle
@@ -96,22 +102,24 @@ def private(stores: Stores, tmp_path: Path) -> Iterator[tuple[LiveStack, Engine,
         runtime.reset()
 
 
-def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
-            {"c": campaign_id},
-        )
-        return {str(s): int(n) for s, n in rows}
+def sends_past_a_durable_point(stack: LiveStack, stores: Stores) -> int:
+    """The AOF's size now, once ~0.5 s more sends went out after it: what a crash with
+    ``appendfsync everysec`` may lose."""
+    durable = stores.redis.aof_path.stat().st_size
+    before = stack.sim.stats(False)["accepted_total"]
+    wait_for(
+        lambda: stack.sim.stats(False)["accepted_total"] >= before + RATE // 2,
+        timeout=10,
+        what="more sends after the last durable AOF write",
+    )
+    return durable
 
 
-def campaign_status(engine: Engine, campaign_id: int) -> str:
-    with engine.connect() as conn:
-        return str(
-            conn.execute(
-                text("SELECT status FROM campaigns WHERE id = :c"), {"c": campaign_id}
-            ).scalar_one()
-        )
+def crash_redis(stores: Stores, durable: int) -> None:
+    """kill -9 of redis-server, and its AOF cut back to ``durable`` bytes."""
+    stores.redis.kill()
+    with stores.redis.aof_path.open("r+b") as aof:
+        aof.truncate(durable)
 
 
 def start_mid_campaign(stack: LiveStack, engine: Engine) -> int:
@@ -139,7 +147,7 @@ def finish(stack: LiveStack, engine: Engine, campaign_id: int) -> dict[str, int]
         for process in (stack.worker, stack.webhooks, stack.api):
             if process is not None and process.proc.poll() is not None:
                 raise AssertionError(f"{process.args} exited:\n" + process.log_tail())
-        return campaign_status(engine, campaign_id) == "completed"
+        return campaign_status(engine, campaign_id)[0] == "completed"
 
     wait_for(done, timeout=60, what="the campaign to complete")
     final = counts(engine, campaign_id)
@@ -189,16 +197,8 @@ def test_redis_crash_mid_campaign(private: tuple[LiveStack, Engine, Stores]) -> 
     in that second lose their started markers; recovery must not read that as "never sent"."""
     stack, engine, stores = private
     campaign_id = start_mid_campaign(stack, engine)
-    durable = stores.redis.aof_path.stat().st_size
-    before = stack.sim.stats(False)["accepted_total"]
-    wait_for(
-        lambda: stack.sim.stats(False)["accepted_total"] >= before + RATE // 2,
-        timeout=10,
-        what="more sends after the last durable AOF write",
-    )
-    stores.redis.kill()
-    with stores.redis.aof_path.open("r+b") as aof:
-        aof.truncate(durable)
+    durable = sends_past_a_durable_point(stack, stores)
+    crash_redis(stores, durable)
     stores.redis.start()
     result = finish(stack, engine, campaign_id)
     print("redis crash:", result)  # the numbers for the report (-s)
@@ -214,17 +214,9 @@ def test_host_crash_redis_and_worker_mid_campaign(
     stack, engine, stores = private
     campaign_id = start_mid_campaign(stack, engine)
     assert stack.worker is not None
-    durable = stores.redis.aof_path.stat().st_size
-    before = stack.sim.stats(False)["accepted_total"]
-    wait_for(
-        lambda: stack.sim.stats(False)["accepted_total"] >= before + RATE // 2,
-        timeout=10,
-        what="more sends after the last durable AOF write",
-    )
+    durable = sends_past_a_durable_point(stack, stores)
     stack.worker.kill9()
-    stores.redis.kill()
-    with stores.redis.aof_path.open("r+b") as aof:
-        aof.truncate(durable)
+    crash_redis(stores, durable)
     stranded = counts(engine, campaign_id).get("in_progress", 0)
     assert stranded > 0  # the crash really hit claimed work
     stores.redis.start()

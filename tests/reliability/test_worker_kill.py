@@ -3,30 +3,18 @@ nobody gets two messages, and no contact is left In progress."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from campaigns import admin
 from tests.fixtures.live import LiveStack
 from tests.fixtures.processes import wait_for
-from tests.integration.dispatch_support import campaign_with_contacts, phone, sync_flags
-
-
-def counts(engine: Engine, campaign_id: int) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT state, count(*) FROM contacts WHERE campaign_id = :c GROUP BY state"),
-            {"c": campaign_id},
-        )
-        return {str(s): int(n) for s, n in rows}
-
-
-def campaign_status(engine: Engine, campaign_id: int) -> str:
-    with engine.connect() as conn:
-        return str(
-            conn.execute(
-                text("SELECT status FROM campaigns WHERE id = :c"), {"c": campaign_id}
-            ).scalar_one()
-        )
+from tests.integration.dispatch_support import (
+    campaign_status,
+    campaign_with_contacts,
+    counts,
+    phone,
+    sync_flags,
+)
 
 
 def test_kill_9_mid_batch_then_restart(live: LiveStack, db: Engine) -> None:
@@ -51,7 +39,7 @@ def test_kill_9_mid_batch_then_restart(live: LiveStack, db: Engine) -> None:
 
     live.start_worker("worker-2")
     wait_for(
-        lambda: campaign_status(db, campaign_id) == "completed",
+        lambda: campaign_status(db, campaign_id)[0] == "completed",
         timeout=120,
         what="the campaign to complete after the restart",
     )
