@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
 # The live stack (simulator, API, worker processes) for e2e and reliability tests.
 pytest_plugins = ["tests.fixtures.live"]
@@ -25,10 +27,41 @@ def _worker_index() -> int:
 SLOT = int(os.environ.get("WA_TEST_SLOT", "0"))
 
 
+@contextmanager
+def exported(env: Mapping[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment (and a fresh runtime) until the block ends."""
+    from campaigns import runtime
+
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    runtime.reset()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        runtime.reset()
+
+
+def truncate_all(engine: Engine) -> None:
+    """Every table but alembic's emptied, ids restarted."""
+    with engine.begin() as conn:
+        tables = conn.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+        ).scalars()
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Real Postgres and Redis (embedded), configured through the environment like production."""
-    from campaigns import devenv, runtime
+    from campaigns import devenv
     from campaigns.storage import migrate
 
     index = _worker_index()
@@ -46,39 +79,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "API_TOKENS": API_TOKEN,
         "PG_SERVER_URI": server_uri,
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    runtime.reset()
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    runtime.reset()
+    with exported(env):
+        yield env
 
 
 @pytest.fixture
 def db(stack: dict[str, str]) -> object:
     """The engine on a clean database (tables truncated) and a flushed Redis db."""
     import redis
-    from sqlalchemy import text
 
     from campaigns.runtime import resolve
 
     engine = resolve().engine
-    with engine.begin() as conn:
-        tables = (
-            conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            )
-            .scalars()
-            .all()
-        )
-        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    truncate_all(engine)
     redis.Redis.from_url(stack["REDIS_URL"]).flushdb()
     return engine
 

@@ -10,7 +10,6 @@ own data dir, never on the session's shared ones (other tests run in parallel).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from sqlalchemy import Engine, text
 from campaigns import admin, devenv, runtime
 from campaigns.simulator.outcomes import OutcomeRules
 from campaigns.storage import migrate
+from tests.conftest import exported, truncate_all
 from tests.fixtures.live import LiveStack, running_stack
 from tests.fixtures.processes import wait_for
 from tests.integration.dispatch_support import (
@@ -73,19 +73,9 @@ def stores() -> Iterator[Stores]:
 @pytest.fixture
 def private(stores: Stores, tmp_path: Path) -> Iterator[tuple[LiveStack, Engine, Stores]]:
     """The live stack on the private stores; this process points at them too meanwhile."""
-    saved = {key: os.environ.get(key) for key in stores.env}
-    os.environ.update(stores.env)
-    runtime.reset()
-    engine = runtime.resolve().engine
-    try:
-        with engine.begin() as conn:
-            tables = conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version'"
-                )
-            ).scalars()
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    with exported(stores.env):
+        engine = runtime.resolve().engine
+        truncate_all(engine)
         redis.Redis.from_url(stores.env["REDIS_URL"]).flushall()
         with running_stack(tmp_path, env=stores.env, outcomes=OUTCOMES) as stack:
             try:
@@ -93,13 +83,6 @@ def private(stores: Stores, tmp_path: Path) -> Iterator[tuple[LiveStack, Engine,
             finally:
                 if stack.worker is not None and stack.worker.proc.poll() is None:
                     stack.worker.kill9()  # its work is checked; a warm shutdown costs seconds
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        runtime.reset()
 
 
 def sends_past_a_durable_point(stack: LiveStack, stores: Stores) -> int:
