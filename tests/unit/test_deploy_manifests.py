@@ -172,6 +172,45 @@ def test_compose_health_checks_shutdown_and_start_order() -> None:
         assert any(str(v).startswith("uploads:") for v in svc[name]["volumes"]), name
 
 
+def worker_node(command: list[str], host: str) -> str | None:
+    """The Celery node name ``wa-campaigns worker -Q ...`` runs as on ``host`` (None: not a
+    worker command)."""
+    from campaigns.cli import worker_argv
+
+    if command[:2] != ["wa-campaigns", "worker"] or "-Q" not in command:
+        return None
+    argv = worker_argv(command[command.index("-Q") + 1], None)
+    return argv[argv.index("--hostname") + 1].replace("%h", host)
+
+
+def ping_destination(health_command: str) -> str:
+    match = re.search(r'--destination\s+"?([^"\s]+)"?', health_command)
+    assert match, health_command
+    return match.group(1)
+
+
+def test_worker_health_checks_ping_the_node_the_worker_runs_as() -> None:
+    # A ping to a node name no worker has gets no reply: the check fails forever and the
+    # worker is restarted every few minutes (it pinged celery@host while workers are named
+    # <queues>@host).
+    checked = 0
+    for name, service in services().items():
+        node = worker_node(list(service.get("command", [])), "$$HOSTNAME")
+        if node is None:
+            continue
+        test = service["healthcheck"]["test"]
+        assert ping_destination(" ".join(test)) == node, name
+        checked += 1
+    for name, container in workload_containers():
+        node = worker_node(list(container.get("command", [])), "$HOSTNAME")
+        if node is None:
+            continue
+        probe = " ".join(container["livenessProbe"]["exec"]["command"])
+        assert ping_destination(probe) == node, name
+        checked += 1
+    assert checked == 6  # three workers in compose, three in Kubernetes
+
+
 def test_compose_images_and_build_contexts_exist() -> None:
     for name, service in services().items():
         if "build" in service:
