@@ -422,17 +422,14 @@ async def send_claimed(
 def _recorded(attempt: Attempt) -> RecordedOutcome:
     contact, result, decision = attempt.contact, attempt.result, attempt.decision
     if result is None or decision is None:
-        if attempt.opens_at is not None:  # due again when its window opens
-            return RecordedOutcome(
-                contact.id,
-                contact.attempt_id,
-                released_to(contact.attempt_no),
-                reason=window_reason(attempt.opens_at),
-                released=True,
-                not_before=attempt.opens_at,
-            )
+        opens_at = attempt.opens_at  # set: due again when its send window opens
         return RecordedOutcome(
-            contact.id, contact.attempt_id, released_to(contact.attempt_no), released=True
+            contact.id,
+            contact.attempt_id,
+            released_to(contact.attempt_no),
+            reason=window_reason(opens_at) if opens_at is not None else None,
+            released=True,
+            not_before=opens_at,
         )
     target = {
         OutcomeKind.SENT: C.SENT,
@@ -632,31 +629,22 @@ async def run_chain(
     tier_limit, window = gate.messaging_limit, gate.tier_window_s
     tier_blocked: list[float] = []  # when the tier frees up, if a claim found it full
 
-    async def claim_tiered(ahead_s: float) -> list[ClaimedContact]:
+    async def claim_now(ahead_s: float) -> list[ClaimedContact]:
         assert plan is not None
-        tier = await gate.tier_room(plan.sender_id)
-        if tier.room <= 0:
-            if tier.free_at is not None:
-                tier_blocked.append(tier.free_at)
-            return []
+        room: int | None = None  # no messaging limit: claim a full batch
+        if tier_limit:
+            tier = await gate.tier_room(plan.sender_id)
+            if tier.room <= 0:
+                if tier.free_at is not None:
+                    tier_blocked.append(tier.free_at)
+                return []
+            room = tier.room
         return await asyncio.to_thread(
-            claim_batch,
-            engine,
-            plan,
-            lease_margin_s=lease_margin_s,
-            ahead_s=ahead_s,
-            limit=tier.room,
+            claim_batch, engine, plan, lease_margin_s=lease_margin_s, ahead_s=ahead_s, limit=room
         )
 
     def claim(ahead_s: float) -> asyncio.Future[list[ClaimedContact]]:
-        assert plan is not None
-        if tier_limit:
-            return asyncio.ensure_future(claim_tiered(ahead_s))
-        return asyncio.ensure_future(
-            asyncio.to_thread(
-                claim_batch, engine, plan, lease_margin_s=lease_margin_s, ahead_s=ahead_s
-            )
-        )
+        return asyncio.ensure_future(claim_now(ahead_s))
 
     def record(attempts: list[Attempt]) -> asyncio.Future[BatchReport]:
         assert plan is not None

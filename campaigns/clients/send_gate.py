@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis
@@ -207,17 +207,15 @@ class RedisSendGate:
         first = booking.due_in(0)
         if first > 0:
             await asyncio.sleep(first)
+        due_at = tuple(booked_at + booking.due_in(i) for i in range(len(attempts)))
         keys = [self._flags.key(campaign_id)]
         if self._messaging_limit:
-            return await self._open_tiered(
-                keys, sender_id, attempts, recipients, booking.due_in, booked_at
-            )
-        keys.extend([f"{STARTED_PREFIX}:{a}" for a in attempts])
+            return await self._open_tiered(keys, sender_id, attempts, recipients, due_at)
+        keys.extend([_started_key(a) for a in attempts])
         reply = await self._go(keys=keys, args=[STARTED_TTL_S])
         if not int(reply[0]):
             return GroupGrant(False, ())
         revoked = frozenset(int(i) - 1 for i in reply[1:])
-        due_at = tuple(booked_at + booking.due_in(i) for i in range(len(attempts)))
         return GroupGrant(True, due_at, revoked)
 
     async def _open_tiered(
@@ -226,8 +224,7 @@ class RedisSendGate:
         sender_id: str,
         attempts: Sequence[str],
         recipients: Sequence[str],
-        due_in: Callable[[int], float],
-        booked_at: float,
+        due_at: tuple[float, ...],
     ) -> GroupGrant:
         if len(recipients) != len(attempts):
             raise ValueError("with a messaging limit every attempt needs its recipient")
@@ -241,7 +238,6 @@ class RedisSendGate:
         free_at_ms, n_revoked = int(reply[1]), int(reply[2])
         revoked = frozenset(int(i) - 1 for i in reply[3 : 3 + n_revoked])
         refused = frozenset(int(i) - 1 for i in reply[3 + n_revoked :])
-        due_at = tuple(booked_at + due_in(i) for i in range(len(attempts)))
         free_at = free_at_ms / 1000 if refused else None
         return GroupGrant(True, due_at, revoked, refused, free_at)
 
