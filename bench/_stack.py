@@ -92,14 +92,18 @@ class Stack:
             os.environ.pop(key, None)
         os.environ.setdefault("WHATSAPP_TOKEN", SIM_TOKEN)
         os.environ.setdefault("WHATSAPP_PHONE_NUMBER_ID", DEFAULT_SENDER)
-        from campaigns import devenv, runtime
+        from campaigns.runtime import embedded
+        from campaigns.runtime import stores as runtime
         from campaigns.storage import migrate
 
         runtime.reset()
         log(f"embedded Postgres + Redis under {self.data_dir}")
         self._services_up = True
-        services = devenv.up(self.data_dir)
-        self.database_url, self.redis_url = services.database_url, services.redis_url
+        stores = embedded.up(self.data_dir)
+        self.database_url, self.redis_url = (
+            stores.database_url,
+            stores.redis_url,
+        )
         migrate.upgrade(self.database_url)
         os.environ["DATABASE_URL"] = self.database_url
         os.environ["REDIS_URL"] = self.redis_url
@@ -110,10 +114,10 @@ class Stack:
             self._kill(proc)
         self.procs.clear()
         if self._services_up:
-            from campaigns import devenv
+            from campaigns.runtime import embedded
 
             with contextlib.suppress(Exception):
-                devenv.down(self.data_dir)
+                embedded.down(self.data_dir)
             self._services_up = False
         if not self.keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -147,7 +151,7 @@ class Stack:
 
     @property
     def engine(self) -> Engine:
-        from campaigns.runtime import resolve
+        from campaigns.runtime.stores import resolve
 
         return resolve().engine
 
@@ -176,10 +180,10 @@ class Stack:
         return proc
 
     def start_simulator(self, *, rate: float | None = None) -> str:
-        from campaigns.devenv import free_port
+        from campaigns.runtime.embedded import free_port
 
         port = free_port()
-        argv = [sys.executable, "-m", "campaigns.simulator", "--port", str(port)]
+        argv = [sys.executable, "-m", "campaigns.dev.simulator", "--port", str(port)]
         argv += ["--pair-interval", "0", "--token", SIM_TOKEN]
         if rate:
             argv += ["--rate", str(rate)]
@@ -198,7 +202,7 @@ class Stack:
 
     def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Proc:
         """``wa-campaigns worker -Q dispatch --beat -c 2`` exactly as the CLI runs it."""
-        from campaigns.cli import worker_argv
+        from campaigns.cli.main import worker_argv
 
         argv = worker_argv("dispatch", concurrency, hostname=f"dispatch@{self.name}", beat=beat)
         proc = self.spawn("dispatch-worker", argv)
@@ -250,7 +254,7 @@ class Stack:
         Phones are ``+4915`` + 9 digits from ``number_base`` on: give each campaign of a run
         its own range so the simulator's per-recipient counts stay per contact.
         """
-        from campaigns import services
+        from campaigns.services import campaigns as campaign_service
         from schemas.api import CampaignCreate
 
         engine = self.engine
@@ -262,7 +266,7 @@ class Stack:
             phone_number_id=sender,
             rate_per_s=Decimal(str(min(rate, 1000.0))),
         )
-        campaign_id = services.create_campaign(engine, body).id
+        campaign_id = campaign_service.create_campaign(engine, body).id
         with engine.begin() as conn:
             if rate > 1000.0:  # above what the API allows: capacity measurements only
                 conn.execute(
@@ -339,7 +343,7 @@ def _tree_cpu_s(pid: int) -> float:
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:
     """CPU seconds so far per component (process trees); diff two snapshots for a phase."""
-    from campaigns.devenv import EmbeddedRedis
+    from campaigns.runtime.embedded import EmbeddedRedis
 
     out = {proc.name: _tree_cpu_s(proc.popen.pid) for proc in stack.procs}
     pg_pid = stack.data_dir / "pg" / "postmaster.pid"

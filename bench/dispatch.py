@@ -112,7 +112,7 @@ def start_profiler(stack: Stack, out_dir: Path, seconds: float) -> subprocess.Po
 def run_ours(
     stack: Stack, contacts: int, profile: Path | None, rate: float, *, number_base: int
 ) -> Run:
-    from campaigns import admin
+    from campaigns.services import admin
     from workers.maintenance import wake_dispatch
 
     campaign_id = stack.campaign_with_contacts(

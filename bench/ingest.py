@@ -25,7 +25,7 @@ import phonenumbers
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from campaigns import sample_data  # noqa: E402
+from campaigns.dev import sample_data  # noqa: E402
 
 REGION = "DE"
 
@@ -63,22 +63,22 @@ def child_upload(path: Path) -> None:
     """Runs in its own process: register + ingest exactly as the worker does."""
     from sqlalchemy import text
 
-    from campaigns import services
-    from campaigns.runtime import resolve
+    from campaigns.runtime.stores import resolve
+    from campaigns.services import campaigns as campaign_service
     from schemas.api import CampaignCreate
 
     runtime = resolve()
     engine = runtime.engine
-    campaign = services.create_campaign(
+    campaign = campaign_service.create_campaign(
         engine, CampaignCreate(name="bench", template="bf_offer", region=REGION)
     )
     start = time.perf_counter()
     with path.open("rb") as handle:
-        spooled = services.spool_upload(
+        spooled = campaign_service.spool_upload(
             iter(lambda: handle.read(1 << 20), b""), runtime.settings.spool_dir, max_bytes=1 << 34
         )
-    upload = services.register_upload(engine, campaign.id, spooled, filename=path.name)
-    final = services.run_ingest(
+    upload = campaign_service.register_upload(engine, campaign.id, spooled, filename=path.name)
+    final = campaign_service.run_ingest(
         engine,
         upload.id,
         max_rows=runtime.settings.max_upload_rows,

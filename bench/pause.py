@@ -4,7 +4,7 @@
 
 A private stack (embedded Postgres + Redis under a fresh DATA_DIR in /tmp), the simulator
 with its limit off, ``wa-campaigns worker -Q dispatch --beat -c 2``. One campaign sends at
-``--rate``; after ``--warm`` seconds of sending, ``campaigns.admin.pause_campaign`` (what the
+``--rate``; after ``--warm`` seconds of sending, ``services.admin.pause_campaign`` (what the
 CLI and ``POST /campaigns/{id}/pause`` call) runs in this process and the time it returns is
 noted. The simulator's ``accepted_total`` (counted when a request arrives) is read just before
 the pause and then every few milliseconds for ``--settle`` seconds; a send that arrived after
@@ -84,7 +84,7 @@ def last_gate_pass(stack: Stack, campaign_id: int, since: float) -> float | None
 
 
 def one_pause(stack: Stack, campaign_id: int, settle_s: float) -> dict[str, float | int]:
-    from campaigns import admin
+    from campaigns.services import admin
 
     before = stack.sim_accepted()
     called = time.time()
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dir (logs)")
     args = parser.parse_args()
     load = machine_load()
-    from campaigns import admin
+    from campaigns.services import admin
     from workers.maintenance import wake_dispatch
 
     results: list[dict[str, float | int]] = []

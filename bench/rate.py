@@ -51,7 +51,7 @@ def measure(
     stack: Stack, rate: float, seconds: float, warmup: float, number_base: int
 ) -> tuple[float, float, float]:
     """(measured rate, the sent_at cross-check, other processes' busy cores in the window)."""
-    from campaigns import admin
+    from campaigns.services import admin
     from workers.maintenance import wake_dispatch
 
     contacts = math.ceil(rate * (seconds + warmup + 10))

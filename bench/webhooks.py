@@ -51,9 +51,9 @@ from sqlalchemy import Engine, create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from campaigns import devenv  # noqa: E402
-from campaigns.delivery_rules import Delivery, StatusEvent, StatusKind, settle  # noqa: E402
-from campaigns.states import ContactState  # noqa: E402
+from campaigns.domain.states import ContactState  # noqa: E402
+from campaigns.domain.webhooks import Delivery, StatusEvent, StatusKind, settle  # noqa: E402
+from campaigns.runtime import embedded  # noqa: E402
 from campaigns.storage import migrate  # noqa: E402
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload  # noqa: E402
 
@@ -76,10 +76,10 @@ def services(data_dir: Path) -> tuple[str, str]:
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
     if not database_url:
-        server_uri = devenv.EmbeddedPostgres(data_dir / "pg").start()
-        database_url = devenv.ensure_database(server_uri, DATABASE, recreate=True)
+        server_uri = embedded.EmbeddedPostgres(data_dir / "pg").start()
+        database_url = embedded.ensure_database(server_uri, DATABASE, recreate=True)
     if not redis_url:
-        base = devenv.EmbeddedRedis(data_dir / "redis").start()
+        base = embedded.EmbeddedRedis(data_dir / "redis").start()
         redis_url = base.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     import redis
 
@@ -372,7 +372,7 @@ def main() -> None:
     events = statuses_for(1, args.contacts, rng)
     payloads = bodies(events, args.per_post)
 
-    port = devenv.free_port()
+    port = embedded.free_port()
     cli = str(Path(sys.executable).parent / "wa-campaigns")
     env = {
         **os.environ,
@@ -406,7 +406,7 @@ def main() -> None:
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            devenv.wait_until(
+            embedded.wait_until(
                 lambda: _healthy(base), timeout_s=60, what="the HTTP service (wa-campaigns serve)"
             )
             # Warm-up: empty envelopes (nothing to apply) for about two seconds at the POST

@@ -17,8 +17,14 @@ from pydantic import (
     field_validator,
 )
 
-from campaigns.send_window import SendWindow, WindowError, check_zone, format_window, parse_window
-from campaigns.states import CampaignStatus, ContactState
+from campaigns.domain.send_window import (
+    SendWindow,
+    WindowError,
+    check_zone,
+    format_window,
+    parse_window,
+)
+from campaigns.domain.states import CampaignStatus, ContactState
 
 
 def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:

@@ -30,7 +30,7 @@ SLOT = int(os.environ.get("WA_TEST_SLOT", "0"))
 @contextmanager
 def exported(env: Mapping[str, str]) -> Iterator[None]:
     """``env`` in this process's environment (and a fresh runtime) until the block ends."""
-    from campaigns import runtime
+    from campaigns.runtime import stores as runtime
 
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -61,15 +61,15 @@ def truncate_all(engine: Engine) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Real Postgres and Redis (embedded), configured through the environment like production."""
-    from campaigns import devenv
+    from campaigns.runtime import embedded
     from campaigns.storage import migrate
 
     index = _worker_index()
-    pg = devenv.EmbeddedPostgres(TEST_DATA / "pg")
+    pg = embedded.EmbeddedPostgres(TEST_DATA / "pg")
     server_uri = pg.start()
-    database_url = devenv.ensure_database(server_uri, f"wa_test_{SLOT}_{index}", recreate=True)
+    database_url = embedded.ensure_database(server_uri, f"wa_test_{SLOT}_{index}", recreate=True)
     migrate.upgrade(database_url)
-    redis_base = devenv.EmbeddedRedis(TEST_DATA / "redis").start()
+    redis_base = embedded.EmbeddedRedis(TEST_DATA / "redis").start()
     redis_url = redis_base.rsplit("/", 1)[0] + f"/{1 + SLOT * 4 + index}"
     data_dir = tmp_path_factory.mktemp("data")
     env = {
@@ -88,7 +88,7 @@ def db(stack: dict[str, str]) -> object:
     """The engine on a clean database (tables truncated) and a flushed Redis db."""
     import redis
 
-    from campaigns.runtime import resolve
+    from campaigns.runtime.stores import resolve
 
     engine = resolve().engine
     truncate_all(engine)

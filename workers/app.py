@@ -11,9 +11,9 @@ from celery.signals import setup_logging, worker_process_init
 from kombu import Queue
 from kombu.transport import redis as redis_transport
 
-from campaigns.config import get_settings
-from campaigns.logging_setup import configure_logging
-from campaigns.runtime import resolve
+from campaigns.runtime.config import get_settings
+from campaigns.runtime.logs import configure_logging
+from campaigns.runtime.stores import resolve
 from campaigns.storage.engine import dispose_after_fork
 
 QUEUES = ("ingest", "dispatch", "webhooks")

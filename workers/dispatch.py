@@ -1,8 +1,8 @@
-"""Dispatch tasks: thin adapters that give campaigns.dispatch its Redis and HTTP ports.
+"""Dispatch tasks: thin adapters that give campaigns.services.dispatch its Redis and HTTP ports.
 
 A task carries ids only and claims its own work from Postgres, so a lost or duplicated task
 message costs nothing. A task runs a few seconds of batches (claim and record overlapped
-with sending, see ``campaigns.dispatch.run_chain``) and then re-enqueues itself. Each
+with sending, see ``campaigns.services.dispatch.run_chain``) and then re-enqueues itself. Each
 worker thread keeps one event loop with its HTTP pool and Redis connections across tasks
 (connections stay warm between batches).
 """
@@ -21,12 +21,13 @@ import redis
 import redis.asyncio as aioredis
 from celery import shared_task
 
-from campaigns import dispatch
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import DispatchLoops, RedisSendGate, tier_blocked
 from campaigns.clients.telemetry import Telemetry
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
-from campaigns.runtime import resolve
+from campaigns.domain import dispatch as rules
+from campaigns.runtime.stores import resolve
+from campaigns.services import dispatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,7 +131,7 @@ def send_batch(campaign_id: int, slot: int, sender_id: str | None = None) -> Non
             concurrency=settings.dispatch_concurrency,
             # Well inside the chain key's TTL (each batch refreshes it anyway); spread so
             # that parallel chains do not all pause for their next task at the same moment.
-            max_s=min(dispatch.CHAIN_S, settings.dispatch_loop_ttl_s / 3) * _rng.uniform(0.5, 1),
+            max_s=min(rules.CHAIN_S, settings.dispatch_loop_ttl_s / 3) * _rng.uniform(0.5, 1),
             after_batch=after_batch,
         )
     )

@@ -1,4 +1,4 @@
-"""Ingest tasks: thin adapters around campaigns.services.run_ingest."""
+"""Ingest tasks: thin adapters around campaigns.services.campaigns.run_ingest."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 import redis
 from celery import shared_task
 
-from campaigns import progress, services
+from campaigns.clients import upload_progress as progress
 from campaigns.clients.telemetry import SyncTelemetry
-from campaigns.runtime import resolve
+from campaigns.runtime.stores import resolve
+from campaigns.services import uploads
 from schemas.api import UploadOut
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,14 @@ def ingest_upload(upload_id: int) -> None:
     publisher = progress.UploadProgressPublisher(runtime.redis_url)
     counter = _RowCounter(
         SyncTelemetry(redis.Redis.from_url(runtime.redis_url)),
-        services.get_upload(runtime.engine, upload_id),
+        uploads.get_upload(runtime.engine, upload_id),
     )
 
     def on_progress(upload: UploadOut) -> None:
         counter(upload)
         publisher.publish(upload)
 
-    services.run_ingest(
+    uploads.run_ingest(
         runtime.engine,
         upload_id,
         max_rows=settings.max_upload_rows,

@@ -8,14 +8,15 @@ import logging
 import redis
 from celery import shared_task
 
-from campaigns import dispatch
 from campaigns.clients.send_gate import (
     DispatchLoops,
     markers_since,
     started_attempts,
     tier_blocked,
 )
-from campaigns.runtime import resolve
+from campaigns.domain import dispatch as rules
+from campaigns.runtime.stores import resolve
+from campaigns.services import dispatch
 from workers.dispatch import send_batch
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def tick() -> None:
             )
         loops = DispatchLoops(client, ttl_s=settings.dispatch_loop_ttl_s)
         for campaign_id in dispatch.campaigns_with_due_work(engine):
-            plan: dispatch.CampaignPlan | None = None
+            plan: rules.CampaignPlan | None = None
             if settings.whatsapp_messaging_limit:
                 plan = dispatch.load_plan(engine, campaign_id, settings.whatsapp_phone_number_id)
                 if plan is None or tier_blocked(client, plan.sender_id):

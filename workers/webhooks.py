@@ -1,4 +1,4 @@
-"""Webhook tasks: thin adapters around campaigns.delivery.drain.
+"""Webhook tasks: thin adapters around campaigns.services.webhooks.drain.
 
 Both carry no arguments and claim their own work from the inbox (FOR UPDATE SKIP LOCKED), so
 a lost, duplicated or concurrent task costs nothing. ``apply_inbox`` is queued by the
@@ -15,9 +15,11 @@ from typing import Any
 import redis
 from celery import Task, shared_task
 
-from campaigns import delivery
 from campaigns.clients.telemetry import SyncTelemetry
-from campaigns.runtime import resolve
+from campaigns.domain.webhooks import opt_out_words
+from campaigns.runtime.config import Settings
+from campaigns.runtime.stores import resolve
+from campaigns.services.webhooks import apply as webhooks_apply
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,22 @@ def _telemetry(redis_url: str) -> SyncTelemetry:
     return SyncTelemetry(redis.Redis.from_url(redis_url))
 
 
+def _policy(settings: Settings) -> webhooks_apply.ApplyPolicy:
+    return webhooks_apply.ApplyPolicy(
+        batch_size=settings.webhook_apply_batch,
+        retry_base_s=settings.webhook_retry_base_s,
+        max_tries=settings.webhook_retry_max_tries,
+        max_age_s=settings.webhook_retry_max_age_s,
+        opt_out_words=opt_out_words(settings.opt_out_words),
+    )
+
+
 def _drain(task: Task, *, retries: bool) -> dict[str, Any]:
     runtime = resolve()
     settings = runtime.settings
-    stats = delivery.drain(
+    stats = webhooks_apply.drain(
         runtime.engine,
-        policy=delivery.ApplyPolicy.from_settings(settings),
+        policy=_policy(settings),
         budget_s=settings.webhook_drain_budget_s,
         retries=retries,
     )
@@ -66,6 +78,6 @@ def prune_inbox() -> int:
     settings = resolve().settings
     if settings.webhook_inbox_retention_h <= 0:
         return 0
-    return delivery.prune_inbox(
+    return webhooks_apply.prune_inbox(
         resolve().engine, retention_s=settings.webhook_inbox_retention_h * 3600
     )

@@ -6,12 +6,12 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from campaigns import services
 from campaigns.api import campaigns, dashboard, metrics, webhooks
 from campaigns.api.deps import require_token
-from campaigns.commands import CommandRefused
-from campaigns.csv_intake import RefusalCode, UploadRefused
-from campaigns.states import IllegalTransition
+from campaigns.domain import refusals
+from campaigns.domain.admin import CommandRefused
+from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.states import IllegalTransition
 from schemas.api import validation_message
 
 
@@ -31,8 +31,8 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.exception_handler(services.NotFound)
-    async def _not_found(_: Request, exc: services.NotFound) -> JSONResponse:
+    @app.exception_handler(refusals.NotFound)
+    async def _not_found(_: Request, exc: refusals.NotFound) -> JSONResponse:
         return _problem(status.HTTP_404_NOT_FOUND, exc.code, str(exc))
 
     @app.exception_handler(CommandRefused)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from campaigns import admin, services
 from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
-from campaigns.csv_intake import RefusalCode, UploadRefused
-from campaigns.states import ContactState
+from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.states import ContactState
+from campaigns.services import admin, campaign_contacts, uploads
+from campaigns.services import campaigns as campaign_service
 from schemas.api import (
     CampaignCreate,
     CampaignOut,
@@ -31,17 +32,17 @@ StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
 def create_campaign(body: CampaignCreate, engine: EngineDep) -> CampaignOut:
-    return services.create_campaign(engine, body)
+    return campaign_service.create_campaign(engine, body)
 
 
 @router.get("/campaigns", response_model=list[CampaignOut])
 def list_campaigns(engine: EngineDep, rate_now: RateDep) -> list[CampaignOut]:
-    return services.list_campaigns(engine, rate_now=rate_now)
+    return campaign_service.list_campaigns(engine, rate_now=rate_now)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
 def get_campaign(campaign_id: int, engine: EngineDep, rate_now: RateDep) -> CampaignOut:
-    return services.get_campaign(engine, campaign_id, rate_now=rate_now)
+    return campaign_service.get_campaign(engine, campaign_id, rate_now=rate_now)
 
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
@@ -136,13 +137,13 @@ async def upload_contacts(
         name = filename or part.filename or "upload.csv"
         chunks = _read_sync(part.file)
         spooled = await run_in_threadpool(
-            services.spool_upload, chunks, settings.spool_dir, max_bytes=settings.max_upload_bytes
+            uploads.spool_upload, chunks, settings.spool_dir, max_bytes=settings.max_upload_bytes
         )
     else:
         name = filename or "upload.csv"
         spooled = await _spool_stream(request.stream(), runtime)
     upload = await run_in_threadpool(
-        services.register_upload,
+        uploads.register_upload,
         runtime.engine,
         campaign_id,
         spooled,
@@ -163,9 +164,9 @@ def _read_sync(handle: object) -> Iterator[bytes]:
         yield block
 
 
-async def _spool_stream(stream: AsyncIterator[bytes], runtime: RuntimeDep) -> services.Spooled:
+async def _spool_stream(stream: AsyncIterator[bytes], runtime: RuntimeDep) -> uploads.Spooled:
     settings = runtime.settings
-    with services.SpoolWriter(settings.spool_dir, max_bytes=settings.max_upload_bytes) as writer:
+    with uploads.SpoolWriter(settings.spool_dir, max_bytes=settings.max_upload_bytes) as writer:
         async for block in stream:
             writer.write(block)
     return writer.spooled()
@@ -173,14 +174,14 @@ async def _spool_stream(stream: AsyncIterator[bytes], runtime: RuntimeDep) -> se
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut)
 def get_upload(upload_id: int, engine: EngineDep) -> UploadOut:
-    return services.get_upload(engine, upload_id)
+    return uploads.get_upload(engine, upload_id)
 
 
 @router.post(
     "/uploads/{upload_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=UploadOut
 )
 def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
-    upload = services.mark_upload_for_retry(engine, upload_id)
+    upload = uploads.mark_upload_for_retry(engine, upload_id)
     from workers.ingest import ingest_upload
 
     ingest_upload.delay(upload.id)
@@ -189,8 +190,8 @@ def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
 
 @router.get("/campaigns/{campaign_id}/uploads", response_model=list[UploadOut])
 def list_uploads(campaign_id: int, engine: EngineDep) -> list[UploadOut]:
-    services.get_campaign(engine, campaign_id)
-    return services.list_uploads(engine, campaign_id)
+    campaign_service.get_campaign(engine, campaign_id)
+    return uploads.list_uploads(engine, campaign_id)
 
 
 @router.get("/campaigns/{campaign_id}/contacts", response_model=ContactPage)
@@ -201,7 +202,7 @@ def list_contacts(
     after_id: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ContactPage:
-    return services.page_contacts(
+    return campaign_contacts.page_contacts(
         engine, campaign_id, states=state or (), after_id=after_id, limit=limit
     )
 
@@ -214,7 +215,7 @@ def list_contacts(
 def export_contacts(
     campaign_id: int, engine: EngineDep, state: StateFilter = None
 ) -> StreamingResponse:
-    rows = services.export_contacts_csv(engine, campaign_id, states=state or ())
+    rows = campaign_contacts.export_contacts_csv(engine, campaign_id, states=state or ())
     return StreamingResponse(
         rows,
         media_type="text/csv; charset=utf-8",

@@ -15,11 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from campaigns import monitoring
 from campaigns.api import metrics
 from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
 from campaigns.api.metrics import QUEUES, queue_stats, reserved_count
 from campaigns.clients import telemetry
+from campaigns.services import monitoring
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {

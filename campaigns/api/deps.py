@@ -11,10 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from campaigns import services
 from campaigns.clients import telemetry
 from campaigns.clients.send_gate import SyncPauseFlags
-from campaigns.runtime import Runtime, resolve
+from campaigns.runtime.stores import Runtime, resolve
+from campaigns.services import campaigns as campaign_service
+from campaigns.services import tokens
 
 _bearer = HTTPBearer(
     auto_error=False, description="a token from API_TOKENS or `wa-campaigns token create`"
@@ -40,7 +41,7 @@ async def require_token(
             headers={"WWW-Authenticate": "Bearer"},
         )
     valid = await run_in_threadpool(
-        services.token_is_valid,
+        tokens.token_is_valid,
         runtime.engine,
         runtime.settings.configured_api_tokens(),
         credentials.credentials,
@@ -73,9 +74,9 @@ def get_flags(client: RedisDep) -> SyncPauseFlags:
     return SyncPauseFlags(client)
 
 
-def get_rate_reader(client: RedisDep) -> services.RateReader:
+def get_rate_reader(client: RedisDep) -> campaign_service.RateReader:
     return lambda campaign_id: telemetry.rate_now(client, campaign_id)
 
 
 FlagsDep = Annotated[SyncPauseFlags, Depends(get_flags)]
-RateDep = Annotated[services.RateReader, Depends(get_rate_reader)]
+RateDep = Annotated[campaign_service.RateReader, Depends(get_rate_reader)]

@@ -34,10 +34,10 @@ from prometheus_client.core import (
 )
 from sqlalchemy import Engine
 
-from campaigns import monitoring
 from campaigns.api.deps import EngineDep, RedisDep
 from campaigns.clients import telemetry
-from campaigns.states import CampaignStatus
+from campaigns.domain.states import CampaignStatus
+from campaigns.services import monitoring
 
 log = logging.getLogger(__name__)
 

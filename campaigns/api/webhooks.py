@@ -23,9 +23,10 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from campaigns import delivery
 from campaigns.api.deps import EngineDep, RuntimeDep, require_token
-from campaigns.runtime import Runtime
+from campaigns.runtime.stores import Runtime
+from campaigns.services.webhooks import receive as webhooks_in
+from campaigns.services.webhooks import report as webhooks_report
 from schemas.whatsapp import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,16 @@ async def receive_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse
     body = b"".join(chunks)
     signature = request.headers.get(SIGNATURE_HEADER)
     try:  # refused POSTs never wait for (or reach) the database
-        delivery.verify_webhook(
+        webhooks_in.verify_webhook(
             body, signature, runtime.settings.whatsapp_app_secret.get_secret_value()
         )
-    except delivery.WebhookRefused as exc:
+    except webhooks_in.WebhookRefused as exc:
         return _refused(exc)
     received = await _receipts(request, runtime).submit(body)
     return JSONResponse({"status": received.status})
 
 
-def _refused(exc: delivery.WebhookRefused) -> JSONResponse:
+def _refused(exc: webhooks_in.WebhookRefused) -> JSONResponse:
     log.warning("webhook refused: %s", exc.message)
     return _problem(exc.http_status, exc.code, exc.message)
 
@@ -112,7 +113,7 @@ def _too_large() -> JSONResponse:
     return _problem(413, "body_too_large", f"webhook bodies are limited to {MAX_BODY_BYTES} bytes")
 
 
-Post = tuple[bytes, "asyncio.Future[delivery.Received]"]
+Post = tuple[bytes, "asyncio.Future[webhooks_in.Received]"]
 
 
 class _Receipts:
@@ -137,8 +138,8 @@ class _Receipts:
         """Bound to this loop and its writers alive (a test client may start a new loop)."""
         return self._loop is loop and not any(w.done() for w in self._writers)
 
-    async def submit(self, verified_body: bytes) -> delivery.Received:
-        done: asyncio.Future[delivery.Received] = self._loop.create_future()
+    async def submit(self, verified_body: bytes) -> webhooks_in.Received:
+        done: asyncio.Future[webhooks_in.Received] = self._loop.create_future()
         self._queue.put_nowait((verified_body, done))
         return await done
 
@@ -170,8 +171,8 @@ def _receipts(request: Request, runtime: Runtime) -> _Receipts:
     return receipts
 
 
-def _store_and_kick(runtime: Runtime, verified_bodies: list[bytes]) -> list[delivery.Received]:
-    results = delivery.store_webhooks(runtime.engine, verified_bodies)
+def _store_and_kick(runtime: Runtime, verified_bodies: list[bytes]) -> list[webhooks_in.Received]:
+    results = webhooks_in.store_webhooks(runtime.engine, verified_bodies)
     if any(r.status == "pending" for r in results):
         try:
             _kicker(runtime.redis_url).kick(runtime.settings.webhook_kick_debounce_ms)
@@ -225,15 +226,15 @@ def _kicker(redis_url: str) -> _Kicker:
 
 @_operators.get(
     "/webhooks/report",
-    response_model=delivery.WebhookReport,
+    response_model=webhooks_report.WebhookReport,
     summary="Inbox by status, unmatched statuses, rejected bodies, delivery failures by code",
 )
 def webhook_report(
     engine: EngineDep,
     campaign_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> delivery.WebhookReport:
-    return delivery.webhook_report(engine, campaign_id=campaign_id, limit=limit)
+) -> webhooks_report.WebhookReport:
+    return webhooks_report.webhook_report(engine, campaign_id=campaign_id, limit=limit)
 
 
 router.include_router(_operators)

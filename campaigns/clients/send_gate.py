@@ -1,7 +1,7 @@
 """Redis side of dispatch: the gate per group of messages, pause flags for admin commands,
 started markers for lease recovery, and the keys that keep one dispatch loop per slot alive.
 
-Messages pass the gate in groups of ~50 ms of sending (``campaigns.dispatch.group_size``):
+Messages pass the gate in groups of ~50 ms of sending (``campaigns.services.dispatch.group_size``):
 per group one limiter call books all its tokens, then - once the group's first token is
 due - one script call checks the pause flag and, only if the campaign is not paused, marks
 every attempt of the group as started in the same round trip. The marker is what lets
@@ -29,7 +29,7 @@ import redis
 import redis.asyncio as aioredis
 
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
-from campaigns.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
+from campaigns.domain.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
 
 __all__ = [
     "DispatchLoops",
@@ -154,7 +154,7 @@ def tier_blocked_key(sender_id: str) -> str:
 
 
 class RedisSendGate:
-    """``campaigns.dispatch.SendGate`` on Redis; one per event loop."""
+    """``campaigns.services.dispatch.SendGate`` on Redis; one per event loop."""
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ connector does not, and without httpx's request/response objects on top of it a 
 the httpx API stays for an injected ``transport`` (``httpx.MockTransport`` in tests, or any
 other httpx transport), with the same results and the same failure mapping.
 
-Never raises for platform or network errors: they are data for ``campaigns.outcomes``.
+Never raises for platform or network errors: they are data for ``campaigns.domain.outcomes``.
 The only exceptions are invalid arguments (a programming or data error, nothing was sent)
 and cancellation. The token lives only in the ``Authorization`` header: it is hidden from
 ``repr`` and never logged.
@@ -30,8 +30,8 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from campaigns.dispatch import SendJob
-from campaigns.outcomes import SendResult, TransportFailure
+from campaigns.domain.dispatch import SendJob
+from campaigns.domain.outcomes import SendResult, TransportFailure
 
 __all__ = [
     "CloudApiTransport",
@@ -341,7 +341,7 @@ class WhatsAppClient:
 
 
 class CloudApiTransport:
-    """The dispatch port (``campaigns.dispatch.MessageTransport``) over the Cloud API client."""
+    """The dispatch port (``MessageTransport``) over the Cloud API client."""
 
     def __init__(self, client: WhatsAppClient, *, base_url: str, api_version: str, token: str):
         self._client = client

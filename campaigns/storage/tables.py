@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.states import CampaignStatus, ContactState
+from campaigns.domain.states import CampaignStatus, ContactState
 
 
 def _check_in(column: str, values: type[Any]) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from campaigns.simulator.outcomes import OutcomeRules
+from campaigns.dev.simulator.outcomes import OutcomeRules
 from tests.conftest import API_TOKEN
 from tests.fixtures.live import LiveStack
 from tests.fixtures.processes import wait_for

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from campaigns.services import uploads
 from tests.conftest import API_TOKEN
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,8 +93,7 @@ def browser() -> Iterator[Any]:
 
 
 def _campaign_with_contacts(base: str, engine: Engine) -> dict[str, Any]:
-    from campaigns import services
-    from campaigns.runtime import resolve
+    from campaigns.runtime.stores import resolve
 
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
     with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
@@ -119,7 +119,7 @@ def _campaign_with_contacts(base: str, engine: Engine) -> dict[str, Any]:
         # ingest is safe to run twice (a lock per upload), so wait for whichever finishes.
         upload_id = upload.json()["id"]
         settings = resolve().settings
-        services.run_ingest(
+        uploads.run_ingest(
             engine,
             upload_id,
             max_rows=settings.max_upload_rows,

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 def test_demo_runs_end_to_end(db: Engine, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "campaigns.cli", "demo", "--contacts", "300", "--json"],
+        [sys.executable, "-m", "campaigns.cli.main", "demo", "--contacts", "300", "--json"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from campaigns.simulator import RunningSimulator, SimulatorConfig
+from campaigns.dev.simulator import RunningSimulator, SimulatorConfig
 from tests.conftest import API_TOKEN
 
 

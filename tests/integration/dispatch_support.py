@@ -12,12 +12,13 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy import Engine, text
 
-from campaigns import services
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, SyncPauseFlags
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
-from campaigns.runtime import resolve
-from campaigns.simulator.runner import RunningSimulator
+from campaigns.dev.simulator.runner import RunningSimulator
+from campaigns.runtime.stores import resolve
+from campaigns.services import campaigns as campaign_service
+from campaigns.services import uploads
 from schemas.api import CampaignCreate
 
 T = TypeVar("T")
@@ -51,13 +52,13 @@ def campaign_with_contacts(
         rate_per_s=Decimal(str(rate)),
         max_attempts=max_attempts,
     )
-    campaign_id = services.create_campaign(engine, body).id
+    campaign_id = campaign_service.create_campaign(engine, body).id
     settings = resolve().settings
-    spooled = services.spool_upload(
+    spooled = uploads.spool_upload(
         iter([csv_for(numbers)]), settings.spool_dir, max_bytes=50_000_000
     )
-    upload = services.register_upload(engine, campaign_id, spooled, filename="c.csv")
-    done = services.run_ingest(
+    upload = uploads.register_upload(engine, campaign_id, spooled, filename="c.csv")
+    done = uploads.run_ingest(
         engine, upload.id, max_rows=1_000_000, chunk_rows=10_000, parse_workers=1
     )
     assert done.valid == len(numbers), done

@@ -174,7 +174,10 @@ def test_admin_commands_need_a_token(db: Engine) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "campaigns.cli", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "campaigns.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from campaigns import progress, services
-from campaigns.runtime import resolve
+from campaigns.runtime.stores import resolve
+from campaigns.services import tokens, uploads
 
 CSV = b"phone,first_name\n+4915123456701,Anna\n0151 23456702,Jonas\nnope,X\n"
 
@@ -30,7 +30,7 @@ def create_campaign(api: TestClient, **overrides: Any) -> dict[str, Any]:
 
 def wait_for_upload(engine: Engine, upload_id: int) -> dict[str, Any]:
     runtime = resolve()
-    updates = list(progress.follow_upload(engine, runtime.redis_url, upload_id, recheck_s=0.5))
+    updates = list(uploads.follow_upload(engine, runtime.redis_url, upload_id, recheck_s=0.5))
     return updates[-1].model_dump(mode="json")
 
 
@@ -51,7 +51,7 @@ def test_every_route_needs_a_valid_bearer_token(api: TestClient, auth: str | Non
 
 
 def test_created_token_is_accepted_and_only_its_hash_stored(db: Engine, api: TestClient) -> None:
-    created = services.create_api_token(db, "ops")
+    created = tokens.create_api_token(db, "ops")
     api.headers.pop("Authorization")
     ok = api.get("/campaigns", headers={"Authorization": f"Bearer {created.token}"})
     assert ok.status_code == 200
@@ -133,7 +133,7 @@ def test_refused_upload_answers_4xx_and_stores_nothing(
     assert response.status_code == http_status
     assert response.json()["code"] == code and response.json()["message"]
     assert api.get(f"/campaigns/{campaign['id']}").json()["total"] == 0
-    assert services.list_uploads(db, campaign["id"]) == []
+    assert uploads.list_uploads(db, campaign["id"]) == []
 
 
 def test_oversized_upload_gets_413(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

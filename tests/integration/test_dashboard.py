@@ -15,8 +15,8 @@ from sqlalchemy import Engine, text
 from campaigns.api import metrics
 from campaigns.api.dashboard import STATIC
 from campaigns.clients.telemetry import Telemetry
-from campaigns.outcomes import ERROR_CLASSES
-from campaigns.runtime import resolve
+from campaigns.domain.outcomes import ERROR_CLASSES
+from campaigns.runtime.stores import resolve
 from tests.integration.test_api import CSV, create_campaign, wait_for_upload
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import redis
 
-from campaigns.devenv import EmbeddedRedis
+from campaigns.runtime.embedded import EmbeddedRedis
 
 
 def dev(data_dir: Path, action: str) -> str:
     env = {"DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-m", "campaigns.cli", "dev", action],
+        [sys.executable, "-m", "campaigns.cli.main", "dev", action],
         env=env,
         capture_output=True,
         text=True,

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from campaigns import admin, dispatch
-from campaigns.outcomes import SendResult
-from campaigns.simulator.outcomes import OutcomeKind
-from campaigns.simulator.runner import RunningSimulator
-from campaigns.states import CampaignStatus, ContactState, IllegalTransition
-from campaigns.storage import dispatch_repo as drepo
+from campaigns.dev.simulator.outcomes import OutcomeKind
+from campaigns.dev.simulator.runner import RunningSimulator
+from campaigns.domain import dispatch as rules
+from campaigns.domain.dispatch import RecordedOutcome
+from campaigns.domain.outcomes import SendResult
+from campaigns.domain.states import CampaignStatus, ContactState, IllegalTransition
+from campaigns.services import admin, dispatch
+from campaigns.storage import dispatch as dispatch_db
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
@@ -59,7 +61,7 @@ def test_campaign_sends_every_contact_once_and_completes(
     reports = run_until_idle(db, campaign_id, ports)
 
     assert sum(r.claimed for r in reports) == 450
-    assert len(reports) >= 1 and all(r.claimed <= dispatch.MAX_BATCH for r in reports)
+    assert len(reports) >= 1 and all(r.claimed <= rules.MAX_BATCH for r in reports)
     assert set(states(db, campaign_id).values()) == {"sent"}
     stats = sim.stats()
     assert stats["accepted_total"] == 450
@@ -202,33 +204,33 @@ def test_recording_is_guarded_by_the_attempt(
     plan = dispatch.load_plan(db, campaign_id, SENDER)
     assert plan is not None
     (claimed,) = dispatch.claim_batch(db, plan, lease_margin_s=60)
-    stale = drepo.RecordedOutcome(claimed.id, uuid.uuid4(), ContactState.ERROR, reason="stale")
+    stale = RecordedOutcome(claimed.id, uuid.uuid4(), ContactState.ERROR, reason="stale")
     with db.begin() as conn:
-        assert drepo.record_outcomes(conn, [stale]) == (0, 0)
+        assert dispatch_db.record_outcomes(conn, [stale]) == (0, 0)
     # A status webhook moved the contact on before the worker's commit: the worker only adds
     # the wamid it lacks and never moves the state back.
     with db.begin() as conn:
         conn.execute(
             text("UPDATE contacts SET state = 'delivered' WHERE id = :i"), {"i": claimed.id}
         )
-    sent = drepo.RecordedOutcome(
+    sent = RecordedOutcome(
         claimed.id, claimed.attempt_id, ContactState.SENT, wamid="wamid.X", at=datetime.now(UTC)
     )
     with db.begin() as conn:
-        assert drepo.record_outcomes(conn, [sent]) == (0, 1)
+        assert dispatch_db.record_outcomes(conn, [sent]) == (0, 1)
     (row,) = contact_rows(db, campaign_id)
     assert row["state"] == "delivered" and row["wamid"] == "wamid.X"
     # A target the table does not allow from In progress is refused before any SQL runs.
-    removed = drepo.RecordedOutcome(claimed.id, claimed.attempt_id, ContactState.REMOVED)
+    removed = RecordedOutcome(claimed.id, claimed.attempt_id, ContactState.REMOVED)
     with db.begin() as conn, pytest.raises(IllegalTransition):
-        drepo.record_outcomes(conn, [removed])
+        dispatch_db.record_outcomes(conn, [removed])
 
 
 def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> None:
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(3)])
     admin.start_campaign(db, sync_flags(), campaign_id)
     with db.begin() as conn:
-        claimed = drepo.claim_due(conn, campaign_id, limit=10, lease_s=0)
+        claimed = dispatch_db.claim_due(conn, campaign_id, limit=10, lease_s=0)
     never, started_old, started_new = claimed
     with db.begin() as conn:  # the third lease expired only a moment ago
         conn.execute(
@@ -251,7 +253,7 @@ def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> No
     by_id = {r["id"]: r for r in contact_rows(db, campaign_id)}
     assert by_id[never.id]["state"] == "initial" and by_id[never.id]["attempts"] == 0
     assert by_id[started_old.id]["state"] == "error"
-    assert by_id[started_old.id]["reason"] == dispatch.OUTCOME_UNKNOWN
+    assert by_id[started_old.id]["reason"] == rules.OUTCOME_UNKNOWN
     assert by_id[started_new.id]["state"] == "in_progress"
 
 
@@ -339,7 +341,7 @@ class HoldFirstSend:
         self.released = asyncio.Event()
         self.held_up = False  # the chain waited for the held request: the guard timed out
 
-    async def send(self, job: dispatch.SendJob) -> SendResult:
+    async def send(self, job: rules.SendJob) -> SendResult:
         self.calls += 1
         if self.calls == 1:
             try:

@@ -10,11 +10,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from campaigns import admin, dispatch
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, tier_blocked
-from campaigns.runtime import resolve
-from campaigns.simulator.runner import RunningSimulator
+from campaigns.dev.simulator.runner import RunningSimulator
+from campaigns.runtime.stores import resolve
+from campaigns.services import admin, dispatch
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,

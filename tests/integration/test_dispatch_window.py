@@ -19,11 +19,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, text
 
-from campaigns import admin, dispatch, services
-from campaigns import send_window as sw
-from campaigns.cli import main
-from campaigns.runtime import resolve
-from campaigns.simulator.runner import RunningSimulator
+from campaigns.cli.main import main
+from campaigns.dev.simulator.runner import RunningSimulator
+from campaigns.domain import send_window as sw
+from campaigns.runtime.stores import resolve
+from campaigns.services import admin, dispatch, uploads
+from campaigns.services import campaigns as campaign_service
 from schemas.api import CampaignCreate
 from tests.integration.dispatch_support import (
     SENDER,
@@ -79,12 +80,12 @@ def campaign_with_window(engine: Engine, numbers: Sequence[str], send_window: st
         send_window=send_window,
         send_window_tz="Europe/Berlin",
     )
-    campaign_id = services.create_campaign(engine, body).id
-    spooled = services.spool_upload(
+    campaign_id = campaign_service.create_campaign(engine, body).id
+    spooled = uploads.spool_upload(
         iter([csv_for(numbers)]), resolve().settings.spool_dir, max_bytes=50_000_000
     )
-    upload = services.register_upload(engine, campaign_id, spooled, filename="w.csv")
-    done = services.run_ingest(
+    upload = uploads.register_upload(engine, campaign_id, spooled, filename="w.csv")
+    done = uploads.run_ingest(
         engine, upload.id, max_rows=1_000_000, chunk_rows=10_000, parse_workers=1
     )
     assert done.valid == len(numbers), done
@@ -223,7 +224,7 @@ def test_a_window_that_opens_sends_and_clears_the_wait(
 
 def test_no_window_is_todays_behaviour(db: Engine, sim: RunningSimulator, ports: SendPorts) -> None:
     body = CampaignCreate(name="no window", template="bf_offer", region="DE")
-    campaign = services.create_campaign(db, body)
+    campaign = campaign_service.create_campaign(db, body)
     assert (campaign.send_window, campaign.send_window_tz) == (None, None)
     plan = dispatch.load_plan(db, campaign.id, SENDER)
     assert plan is not None and plan.window is None

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from campaigns.api import metrics
 from campaigns.clients.telemetry import SyncTelemetry, Telemetry
-from campaigns.runtime import resolve
+from campaigns.runtime.stores import resolve
 from tests.integration.test_api import CSV, create_campaign, wait_for_upload
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from campaigns.simulator import OutcomeKind, OutcomeRules, RunningSimulator, SimulatorConfig
+from campaigns.dev.simulator import OutcomeKind, OutcomeRules, RunningSimulator, SimulatorConfig
 from schemas.whatsapp import (
     SIGNATURE_HEADER,
     ErrorResponse,

@@ -1,4 +1,4 @@
-"""Upload progress over Redis pub/sub (campaigns.progress) on the real Redis server."""
+"""Upload progress over Redis pub/sub (campaigns.clients.upload_progress) on the real Redis server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from campaigns import progress, services
-from campaigns.runtime import resolve
+from campaigns.clients import upload_progress as progress
+from campaigns.runtime.stores import resolve
+from campaigns.services import campaigns as campaign_service
+from campaigns.services import uploads
 from schemas.api import CampaignCreate, UploadOut
 
 
@@ -17,11 +19,11 @@ from schemas.api import CampaignCreate, UploadOut
 def upload(db: Engine) -> Iterator[UploadOut]:
     """An upload registered but never queued: nobody will process it (nor remove its spooled
     file, which other tests expect gone)."""
-    campaign = services.create_campaign(db, CampaignCreate(name="p", region="DE"))
-    spooled = services.spool_upload(
+    campaign = campaign_service.create_campaign(db, CampaignCreate(name="p", region="DE"))
+    spooled = uploads.spool_upload(
         iter([b"phone\n+4915123456701\n"]), resolve().settings.spool_dir, max_bytes=1 << 20
     )
-    yield services.register_upload(db, campaign.id, spooled, filename="mine.csv")
+    yield uploads.register_upload(db, campaign.id, spooled, filename="mine.csv")
     spooled.path.unlink(missing_ok=True)
 
 
@@ -52,7 +54,7 @@ def follow_while_publishing(
     announcer = threading.Thread(target=announce)
     announcer.start()
     try:
-        updates: Iterator[UploadOut] = progress.follow_upload(
+        updates: Iterator[UploadOut] = uploads.follow_upload(
             engine, resolve().redis_url, upload.id, recheck_s=0.3, give_up=give_up
         )
         return list(updates)

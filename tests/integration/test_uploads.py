@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from campaigns import services
-from campaigns.commands import CommandRefused
-from campaigns.csv_intake import RefusalCode, UploadRefused
-from campaigns.runtime import resolve
-from campaigns.states import CampaignStatus
-from campaigns.storage import repository as repo
+from campaigns.domain.admin import CommandRefused
+from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.states import CampaignStatus
+from campaigns.runtime.stores import resolve
+from campaigns.services import campaign_contacts, uploads
+from campaigns.services import campaigns as campaign_service
+from campaigns.storage import campaign_contacts as contacts_db
+from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate, UploadOut
 
 DE_A = "+4915123456701"
@@ -26,7 +28,7 @@ def make_campaign(engine: Engine, *, variables: tuple[str, ...] = (), region: st
     body = CampaignCreate(
         name="t", template="bf_offer", region=region, body_variables=list(variables)
     )
-    return services.create_campaign(engine, body).id
+    return campaign_service.create_campaign(engine, body).id
 
 
 def upload_bytes(
@@ -40,13 +42,11 @@ def upload_bytes(
     **kwargs: Any,
 ) -> UploadOut:
     settings = resolve().settings
-    spooled = services.spool_upload(iter([data]), settings.spool_dir, max_bytes=10_000_000)
-    upload = services.register_upload(
+    spooled = uploads.spool_upload(iter([data]), settings.spool_dir, max_bytes=10_000_000)
+    upload = uploads.register_upload(
         engine, campaign_id, spooled, filename="t.csv", phone_column=phone_column
     )
-    return services.run_ingest(
-        engine, upload.id, max_rows=max_rows, chunk_rows=chunk_rows, **kwargs
-    )
+    return uploads.run_ingest(engine, upload.id, max_rows=max_rows, chunk_rows=chunk_rows, **kwargs)
 
 
 def contacts(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
@@ -180,7 +180,7 @@ def test_refused_files_store_nothing(
     assert refused.value.code is code
     assert phrase in refused.value.message.lower()
     assert contact_count(db) == 0
-    assert services.list_uploads(db, campaign_id) == []
+    assert uploads.list_uploads(db, campaign_id) == []
     assert spool_files() == []
 
 
@@ -196,7 +196,7 @@ def test_missing_variable_column_is_refused(db: Engine) -> None:
 def test_too_large_is_refused_while_streaming(db: Engine) -> None:
     spool_dir = resolve().settings.spool_dir
     with pytest.raises(UploadRefused) as refused:
-        services.spool_upload(iter([b"phone\n", b"1" * 100]), spool_dir, max_bytes=50)
+        uploads.spool_upload(iter([b"phone\n", b"1" * 100]), spool_dir, max_bytes=50)
     assert refused.value.code is RefusalCode.TOO_LARGE
     assert spool_files() == []
 
@@ -216,8 +216,8 @@ def test_interrupted_upload_resumes_without_duplicates(db: Engine) -> None:
     campaign_id = make_campaign(db)
     data = "phone,n\n" + "".join(f"+4915123456{n:03d},{n}\n" for n in range(30))
     settings = resolve().settings
-    spooled = services.spool_upload(iter([data.encode()]), settings.spool_dir, max_bytes=10**6)
-    upload = services.register_upload(db, campaign_id, spooled, filename="t.csv")
+    spooled = uploads.spool_upload(iter([data.encode()]), settings.spool_dir, max_bytes=10**6)
+    upload = uploads.register_upload(db, campaign_id, spooled, filename="t.csv")
     chunks_seen: list[int] = []
 
     def crash_after_two_chunks(progress: UploadOut) -> None:
@@ -226,16 +226,16 @@ def test_interrupted_upload_resumes_without_duplicates(db: Engine) -> None:
             raise ConnectionError("worker lost its database mid-upload")
 
     with pytest.raises(ConnectionError):
-        services.run_ingest(
+        uploads.run_ingest(
             db, upload.id, max_rows=100, chunk_rows=7, on_progress=crash_after_two_chunks
         )
-    failed = services.get_upload(db, upload.id)
+    failed = uploads.get_upload(db, upload.id)
     assert failed.status == "failed"
     assert "ConnectionError" in (failed.error or "")
     assert contact_count(db) == 14  # two chunks were committed
 
-    services.mark_upload_for_retry(db, upload.id)
-    done = services.run_ingest(db, upload.id, max_rows=100, chunk_rows=7)
+    uploads.mark_upload_for_retry(db, upload.id)
+    done = uploads.run_ingest(db, upload.id, max_rows=100, chunk_rows=7)
     assert done.status == "completed"
     assert (done.rows_read, done.valid, done.invalid) == (30, 30, 0)
     rows = contacts(db, campaign_id)
@@ -245,7 +245,7 @@ def test_interrupted_upload_resumes_without_duplicates(db: Engine) -> None:
 def test_a_second_run_of_a_finished_upload_changes_nothing(db: Engine) -> None:
     campaign_id = make_campaign(db)
     upload = upload_bytes(db, campaign_id, BASIC)
-    again = services.run_ingest(db, upload.id, max_rows=10, chunk_rows=10)
+    again = uploads.run_ingest(db, upload.id, max_rows=10, chunk_rows=10)
     assert again.model_dump() == upload.model_dump()
     assert contact_count(db) == 2
 
@@ -268,19 +268,19 @@ def test_uploads_only_while_draft_or_paused(db: Engine, status: CampaignStatus) 
 def test_counts_by_state_list_every_state(db: Engine) -> None:
     campaign_id = make_campaign(db)
     upload_bytes(db, campaign_id, BASIC + b"nope;X\n")
-    campaign = services.get_campaign(db, campaign_id)
+    campaign = campaign_service.get_campaign(db, campaign_id)
     assert campaign.counts["initial"] == 2
     assert campaign.counts["invalid_record"] == 1
     assert campaign.counts["read"] == 0
     assert campaign.total == 3
     with db.connect() as conn:
-        assert repo.counts_by_state(conn, campaign_id) == campaign.counts
+        assert contacts_db.counts_by_state(conn, campaign_id) == campaign.counts
 
 
 def test_export_neutralises_formulas(db: Engine) -> None:
     campaign_id = make_campaign(db)
     upload_bytes(db, campaign_id, b'phone\n=HYPERLINK("http://x")\n@SUM(1)\n+4915123456701\n')
-    exported = "".join(services.export_contacts_csv(db, campaign_id))
+    exported = "".join(campaign_contacts.export_contacts_csv(db, campaign_id))
     lines = exported.splitlines()
     assert lines[0].startswith("line,phone_raw,phone_e164,state,reason,wamid,attempts")
     assert lines[1].startswith('2,"\'=HYPERLINK(""http://x"")"')
@@ -289,7 +289,7 @@ def test_export_neutralises_formulas(db: Engine) -> None:
 
 
 def test_parse_worker_pool_gives_the_same_rows_in_order(db: Engine) -> None:
-    from campaigns import sample_data
+    from campaigns.dev import sample_data
 
     data = "".join(
         f"{phone},{name},{code}\n" for phone, name, code in sample_data.generate_rows(2500, seed=5)
@@ -314,7 +314,7 @@ def _parent_pid() -> int:
 def test_parse_processes_come_from_a_warm_forkserver(db: Engine) -> None:
     import os
 
-    from campaigns.ingest import parse_pool
+    from campaigns.services.uploads import parse_pool
 
     pool = parse_pool(2)
     assert parse_pool(2) is pool  # kept warm: every upload of this process shares it
@@ -327,20 +327,20 @@ def test_parse_processes_come_from_a_warm_forkserver(db: Engine) -> None:
 
 
 def test_a_chunk_stored_twice_is_stored_once(db: Engine) -> None:
-    from campaigns.csv_intake import RecordBatch
-    from campaigns.ingest import ChunkSpec, stage_chunk
+    from campaigns.domain.csv_intake import RecordBatch
+    from campaigns.domain.uploads import ChunkSpec, stage_chunk
 
     campaign_id = make_campaign(db)
     upload = upload_bytes(db, campaign_id, f"phone\n{DE_A}\n".encode())
     spec = ChunkSpec(campaign_id, upload.id, "DE", (), ())
     batch = RecordBatch([3, 4, 5], (DE_B, "bad", DE_B), ())
     with db.begin() as conn:
-        first = repo.ingest_chunk(
+        first = uploads_db.ingest_chunk(
             conn, campaign_id=campaign_id, upload_id=upload.id, chunk=stage_chunk(batch, spec)
         )
     assert (first.valid, first.invalid) == (1, 2)
     with db.begin() as conn:  # a replay (e.g. a lost resume point) changes nothing
-        again = repo.ingest_chunk(
+        again = uploads_db.ingest_chunk(
             conn, campaign_id=campaign_id, upload_id=upload.id, chunk=stage_chunk(batch, spec)
         )
     assert (again.valid, again.invalid, again.reasons) == (0, 0, {})

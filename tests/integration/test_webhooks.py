@@ -25,14 +25,19 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from campaigns import delivery, devenv, runtime, services
 from campaigns.api import webhooks as webhooks_api
 from campaigns.clients.telemetry import read_snapshot
 from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint
-from campaigns.delivery_rules import opt_out_words
-from campaigns.simulator import OutcomeRules, RunningSimulator, SimulatorConfig
-from campaigns.simulator.outcomes import reads
-from campaigns.storage import repository as repo
+from campaigns.dev.simulator import OutcomeRules, RunningSimulator, SimulatorConfig
+from campaigns.dev.simulator.outcomes import reads
+from campaigns.domain.webhooks import opt_out_words
+from campaigns.runtime import embedded
+from campaigns.runtime import stores as runtime
+from campaigns.services import campaigns as campaign_service
+from campaigns.services.webhooks import apply as webhooks_apply
+from campaigns.services.webhooks import receive as webhooks_in
+from campaigns.services.webhooks import report as webhooks_report
+from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload
 from tests.conftest import API_TOKEN
@@ -43,7 +48,7 @@ SECRET = "whatsapp-app-secret-for-tests"
 VERIFY = "verify-token-for-tests"
 PATH = "/webhooks/whatsapp"
 TS = 1_732_700_000  # a status timestamp (Unix seconds)
-FAST = delivery.ApplyPolicy(retry_base_s=0.0)  # parked statuses are due again at once
+FAST = webhooks_apply.ApplyPolicy(retry_base_s=0.0)  # parked statuses are due again at once
 
 
 @pytest.fixture(autouse=True)
@@ -168,12 +173,18 @@ def at(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def receive(engine: Engine, body: bytes) -> None:
+    """What the receiver does with a POST: verify the signature, then store the raw body."""
+    webhooks_in.verify_webhook(body, sign_payload(body, SECRET), SECRET)
+    webhooks_in.store_webhooks(engine, [body])
+
+
 def deliver(
-    engine: Engine, body: bytes, policy: delivery.ApplyPolicy = FAST
-) -> delivery.ApplyStats:
+    engine: Engine, body: bytes, policy: webhooks_apply.ApplyPolicy = FAST
+) -> webhooks_apply.ApplyStats:
     """What the receiver and the applier do, without HTTP and Celery in between."""
-    delivery.receive_webhook(engine, body, sign_payload(body, SECRET), SECRET)
-    return delivery.drain(engine, policy=policy, retries=True)
+    receive(engine, body)
+    return webhooks_apply.drain(engine, policy=policy, retries=True)
 
 
 def post(client: TestClient, body: bytes, *, signature: str | None = "sign") -> Any:
@@ -190,11 +201,11 @@ class Seed:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.campaign_id = services.create_campaign(
+        self.campaign_id = campaign_service.create_campaign(
             engine, CampaignCreate(name="webhooks", template="bf_offer", region="DE")
         ).id
         with engine.begin() as conn:
-            self.upload_id = repo.insert_upload(
+            self.upload_id = uploads_db.insert_upload(
                 conn,
                 {
                     "campaign_id": self.campaign_id,
@@ -334,14 +345,14 @@ def test_without_an_app_secret_every_post_is_refused(
     assert scalar(db, "SELECT count(*) FROM webhook_inbox") == 0
 
 
-def test_service_refuses_before_storing(db: Engine) -> None:
+def test_verification_refuses_before_anything_is_stored(db: Engine) -> None:
     body = envelope([status("wamid.A", "delivered")])
-    with pytest.raises(delivery.SignatureInvalid):
-        delivery.receive_webhook(db, body, sign_payload(body + b" ", SECRET), SECRET)
-    with pytest.raises(delivery.SignatureMissing):
-        delivery.receive_webhook(db, body, None, SECRET)
-    with pytest.raises(delivery.WebhookSecretMissing):
-        delivery.receive_webhook(db, body, sign_payload(body, ""), "")
+    with pytest.raises(webhooks_in.SignatureInvalid):
+        webhooks_in.verify_webhook(body, sign_payload(body + b" ", SECRET), SECRET)
+    with pytest.raises(webhooks_in.SignatureMissing):
+        webhooks_in.verify_webhook(body, None, SECRET)
+    with pytest.raises(webhooks_in.WebhookSecretMissing):
+        webhooks_in.verify_webhook(body, sign_payload(body, ""), "")
     assert scalar(db, "SELECT count(*) FROM webhook_inbox") == 0
 
 
@@ -381,7 +392,7 @@ def test_malformed_json_with_a_valid_signature_is_kept_as_rejected(
 def test_json_that_is_no_envelope_is_rejected_by_the_applier(db: Engine) -> None:
     stats = deliver(db, b'{"object": "whatsapp_business_account", "entry": [{"changes": 3}]}')
     assert stats.rejected == 1
-    report = delivery.webhook_report(db)
+    report = webhooks_report.webhook_report(db)
     assert report.inbox["rejected"] == 1
     assert report.rejected[0].reason is not None
     assert "not a webhook envelope" in report.rejected[0].reason
@@ -394,7 +405,7 @@ def test_other_fields_and_unknown_statuses_are_stored_and_ignored(db: Engine) ->
     stats = deliver(db, envelope([status("wamid.A", "deleted")]))
     assert stats.ignored == 1
     assert contact(db, cid)["state"] == "sent"
-    assert delivery.webhook_report(db).inbox["applied"] == 2
+    assert webhooks_report.webhook_report(db).inbox["applied"] == 2
 
 
 # --------------------------------------------------------------------------- status paths
@@ -468,10 +479,12 @@ def test_delivery_failures_are_counted_per_campaign_and_code(db: Engine) -> None
     seed.contact("sent", wamid="wamid.OK")
     body.append(status("wamid.OK", "delivered"))
     deliver(db, envelope(body))
-    failures = delivery.delivery_failures(db, seed.campaign_id)
+    failures = webhooks_report.webhook_report(db, campaign_id=seed.campaign_id).delivery_failures
     assert [(f.error_code, f.contacts) for f in failures] == [(131026, 2), (131049, 1)]
     assert failures[0].example_detail == "Message undeliverable: Recipient is not on WhatsApp."
-    assert delivery.delivery_failures(db, seed.campaign_id + 1) == []
+    assert (
+        webhooks_report.webhook_report(db, campaign_id=seed.campaign_id + 1).delivery_failures == []
+    )
 
 
 def test_one_batch_of_shuffled_duplicated_statuses_for_many_contacts(db: Engine) -> None:
@@ -490,8 +503,8 @@ def test_one_batch_of_shuffled_duplicated_statuses_for_many_contacts(db: Engine)
     rng.shuffle(statuses)
     # Two POSTs, applied together in one batch: duplicates across and within bodies.
     for half in (statuses[: len(statuses) // 2], statuses[len(statuses) // 2 :]):
-        delivery.receive_webhook(db, envelope(half), sign_payload(envelope(half), SECRET), SECRET)
-    stats = delivery.apply_inbox(db, policy=FAST)
+        receive(db, envelope(half))
+    stats = webhooks_apply.apply_inbox(db, policy=FAST)
     assert stats.inbox_rows == 2 and stats.statuses == len(statuses)
     assert stats.moved == sum(len(p) - 1 for p in paths.values()) and stats.parked == 0
     assert stats.applied == len(statuses)
@@ -584,7 +597,7 @@ def test_a_retry_whose_send_the_platform_took_is_settled_not_sent_again(db: Engi
                 status("wamid.STALE", "sent", ts=T1, attempt=stale),
             ]
         ),
-        policy=delivery.ApplyPolicy(retry_base_s=3600.0),
+        policy=webhooks_apply.ApplyPolicy(retry_base_s=3600.0),
     )
     assert (stats.moved, stats.parked) == (1, 1)
     assert stats.by_status == {"delivered": 1}  # metrics count matched statuses only
@@ -619,34 +632,34 @@ def test_attempt_id_of_the_callback_data_must_be_a_uuid_of_ours(db: Engine) -> N
 
 def test_unknown_wamid_waits_and_is_applied_once_the_contact_is_known(db: Engine) -> None:
     seed = Seed(db)
-    slow = delivery.ApplyPolicy(retry_base_s=60.0)
+    slow = webhooks_apply.ApplyPolicy(retry_base_s=60.0)
     stats = deliver(db, envelope([status("wamid.LATER", "read", ts=T3)]), policy=slow)
     assert stats.parked == 1
-    report = delivery.webhook_report(db)
+    report = webhooks_report.webhook_report(db)
     assert report.status_retries["waiting"] == 1 and report.inbox["applied"] == 1
     # Not due yet: a sweep leaves it waiting.
-    assert delivery.drain(db, policy=slow, retries=True).retried == 0
+    assert webhooks_apply.drain(db, policy=slow, retries=True).retried == 0
     # The worker's commit of the wamid lands; the retry is due (its backoff is over).
     cid = seed.contact("sent", wamid="wamid.LATER", sent_at=at(T1))
     with db.begin() as conn:
         conn.execute(text("UPDATE webhook_status_retries SET next_try_at = now()"))
-    stats = delivery.drain(db, policy=slow, retries=True)
+    stats = webhooks_apply.drain(db, policy=slow, retries=True)
     assert (stats.retried, stats.moved, stats.unmatched) == (1, 1, 0)
     row = contact(db, cid)
     assert (row["state"], row["read_at"]) == ("read", at(T3))
-    report = delivery.webhook_report(db)
+    report = webhooks_report.webhook_report(db)
     assert report.status_retries == {"waiting": 0, "applied": 1, "unmatched": 0}
 
 
 def test_a_status_unknown_for_good_is_reported_not_dropped(client: TestClient, db: Engine) -> None:
-    policy = delivery.ApplyPolicy(retry_base_s=0.0, max_tries=3)
+    policy = webhooks_apply.ApplyPolicy(retry_base_s=0.0, max_tries=3)
     body = envelope([status("wamid.NOBODY", "delivered", attempt=uuid.uuid4())])
     first = deliver(db, body, policy=policy)  # tried, parked, and tried again by the sweep
     assert (first.parked, first.retried, first.unmatched) == (1, 1, 0)
-    assert delivery.webhook_report(db).status_retries["waiting"] == 1
-    second = delivery.drain(db, policy=policy, retries=True)  # the next sweep: third try
+    assert webhooks_report.webhook_report(db).status_retries["waiting"] == 1
+    second = webhooks_apply.drain(db, policy=policy, retries=True)  # the next sweep: third try
     assert (second.retried, second.unmatched) == (1, 1)
-    report = delivery.webhook_report(db)
+    report = webhooks_report.webhook_report(db)
     assert report.inbox["unmatched"] == 1
     assert report.status_retries["unmatched"] == 1
     assert [(u.wamid, u.status, u.tries) for u in report.unmatched] == [
@@ -663,7 +676,7 @@ def test_a_status_unknown_for_good_is_reported_not_dropped(client: TestClient, d
 
 
 def test_max_age_bounds_the_retries_too(db: Engine) -> None:
-    policy = delivery.ApplyPolicy(retry_base_s=3600.0, max_tries=100, max_age_s=30)
+    policy = webhooks_apply.ApplyPolicy(retry_base_s=3600.0, max_tries=100, max_age_s=30)
     deliver(db, envelope([status("wamid.OLD", "sent")]), policy=policy)
     with db.begin() as conn:
         conn.execute(
@@ -672,19 +685,19 @@ def test_max_age_bounds_the_retries_too(db: Engine) -> None:
                 "next_try_at = now()"
             )
         )
-    stats = delivery.retry_statuses(db, policy=policy)
+    stats = webhooks_apply.retry_statuses(db, policy=policy)
     assert stats.unmatched == 1
-    assert delivery.webhook_report(db).status_retries["unmatched"] == 1
+    assert webhooks_report.webhook_report(db).status_retries["unmatched"] == 1
 
 
 def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> None:
     seed = Seed(db)
     seed.contact("sent", wamid="wamid.P1", sent_at=at(T1))
-    slow = delivery.ApplyPolicy(retry_base_s=3600.0)
+    slow = webhooks_apply.ApplyPolicy(retry_base_s=3600.0)
     deliver(db, envelope([status("wamid.P1", "delivered")]), slow)  # applied
     deliver(db, envelope([status("wamid.NOBODY", "delivered")]), slow)  # a status waits
-    delivery.receive_webhook(db, b"not json", sign_payload(b"not json", SECRET), SECRET)
-    delivery.drain(db, policy=slow)  # rejected
+    receive(db, b"not json")
+    webhooks_apply.drain(db, policy=slow)  # rejected
     deliver(db, envelope([status("wamid.P1", "read")]), slow)  # applied, but recent
     with db.begin() as conn:
         ids = conn.execute(text("SELECT id, status FROM webhook_inbox ORDER BY id")).all()
@@ -698,7 +711,7 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
             {"ids": old},
         )
 
-    assert delivery.prune_inbox(db, retention_s=86400, batch=1) == 1
+    assert webhooks_apply.prune_inbox(db, retention_s=86400, batch=1) == 1
     with db.connect() as conn:
         left = conn.execute(text("SELECT id FROM webhook_inbox ORDER BY id")).scalars().all()
         waiting = conn.execute(
@@ -708,18 +721,18 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
     # the rejected one (operators read it), and the recent one.
     assert left == [r.id for r in ids[1:]]
     assert waiting == 1
-    assert delivery.prune_inbox(db, retention_s=86400) == 0
+    assert webhooks_apply.prune_inbox(db, retention_s=86400) == 0
 
 
 def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> None:
     seed = Seed(db)
     cid = seed.contact("sent", wamid="wamid.GOOD")
-    policy = delivery.ApplyPolicy(retry_base_s=0.0, max_tries=2)
+    policy = webhooks_apply.ApplyPolicy(retry_base_s=0.0, max_tries=2)
     poison = envelope([status("wamid.\u0000", "delivered")])  # Postgres text takes no NUL
     good = envelope([status("wamid.GOOD", "delivered")])
     for body in (poison, good):
-        delivery.receive_webhook(db, body, sign_payload(body, SECRET), SECRET)
-    stats = delivery.apply_inbox(db, policy=policy)
+        receive(db, body)
+    stats = webhooks_apply.apply_inbox(db, policy=policy)
     assert (stats.failed_rows, stats.moved) == (1, 1)
     assert contact(db, cid)["state"] == "delivered"
     with db.connect() as conn:
@@ -728,8 +741,8 @@ def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> Non
         ).first()
     assert row is not None and (row.status, row.tries) == ("pending", 1)
     assert "apply failed (try 1)" in row.reason
-    delivery.apply_inbox(db, policy=policy)  # second and last try
-    assert delivery.webhook_report(db).inbox == {
+    webhooks_apply.apply_inbox(db, policy=policy)  # second and last try
+    assert webhooks_report.webhook_report(db).inbox == {
         "pending": 0,
         "applied": 1,
         "rejected": 1,
@@ -744,13 +757,13 @@ def test_a_deadlocked_batch_runs_again(db: Engine, caplog: pytest.LogCaptureFixt
     low = seed.contact("sent", wamid="wamid.LOW")
     high = seed.contact("sent", wamid="wamid.HIGH")
     body = envelope([status("wamid.LOW", "delivered"), status("wamid.HIGH", "read")])
-    delivery.receive_webhook(db, body, sign_payload(body, SECRET), SECRET)
+    receive(db, body)
     result: dict[str, Any] = {}
     other = db.connect()
     try:
         other.exec_driver_sql("SET deadlock_timeout = '20s'")  # the applier detects it first
         other.execute(text("SELECT 1 FROM contacts WHERE id = :id FOR UPDATE"), {"id": high})
-        applier = threading.Thread(target=lambda: result.update(stats=delivery.drain(db)))
+        applier = threading.Thread(target=lambda: result.update(stats=webhooks_apply.drain(db)))
         applier.start()
 
         def applier_waits() -> bool:
@@ -795,7 +808,7 @@ def test_stop_reply_opts_the_phone_out_of_later_uploads(db: Engine) -> None:
     ]
     assert stored[0].raw["from"] == "4915123456701"
 
-    campaign_id = services.create_campaign(
+    campaign_id = campaign_service.create_campaign(
         db, CampaignCreate(name="after", template="bf_offer", region="DE")
     ).id
     upload = upload_bytes(db, campaign_id, b"phone,name\n+4915123456701,A\n+4915123456702,B\n")
@@ -809,13 +822,13 @@ def test_stop_reply_opts_the_phone_out_of_later_uploads(db: Engine) -> None:
 
 def test_opt_out_covers_the_number_sent_to_when_the_wa_id_differs(db: Engine) -> None:
     # Mexico: sent to +52 55..., the platform's wa_id (and so the reply's "from") is 521 55...
-    policy = delivery.ApplyPolicy(retry_base_s=0.0, opt_out_words=opt_out_words("BAJA, stop"))
+    policy = webhooks_apply.ApplyPolicy(retry_base_s=0.0, opt_out_words=opt_out_words("BAJA, stop"))
     stats = deliver(db, envelope(messages=[text_message("5215512345678", "Baja")]), policy=policy)
     assert stats.opt_outs == 2
     with db.connect() as conn:
         opted = conn.execute(text("SELECT phone_e164 FROM opt_outs ORDER BY 1")).scalars().all()
     assert opted == ["+5215512345678", "+525512345678"]
-    campaign_id = services.create_campaign(
+    campaign_id = campaign_service.create_campaign(
         db, CampaignCreate(name="mx", template="bf_offer", region="MX")
     ).id
     upload = upload_bytes(db, campaign_id, b"phone,name\n+52 55 1234 5678,A\n")
@@ -873,7 +886,7 @@ def test_posts_are_applied_by_a_real_worker(
         "read",
         "delivery_failed",
     ]
-    assert delivery.webhook_report(db).inbox["pending"] == 0
+    assert webhooks_report.webhook_report(db).inbox["pending"] == 0
 
     def counted() -> dict[str, int]:
         now = read_snapshot(metrics_redis)
@@ -893,7 +906,7 @@ class ServerThread:
     def __init__(self) -> None:
         from campaigns.api.app import create_app
 
-        self.port = devenv.free_port()
+        self.port = embedded.free_port()
         config = uvicorn.Config(
             create_app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
         )
@@ -906,7 +919,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        devenv.wait_until(lambda: self.server.started, timeout_s=10, what="uvicorn")
+        embedded.wait_until(lambda: self.server.started, timeout_s=10, what="uvicorn")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -1038,7 +1051,9 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
             now = states()
             return {
                 "simulator": sim.stats(False),
-                "report": delivery.webhook_report(db).model_dump(exclude={"delivery_failures"}),
+                "report": webhooks_report.webhook_report(db).model_dump(
+                    exclude={"delivery_failures"}
+                ),
                 "wrong": {c: (now.get(c), w) for c, w in wanted.items() if now.get(c) != w},
             }
 
@@ -1059,7 +1074,7 @@ def test_simulator_webhooks_reordered_and_duplicated_end_in_the_right_states(
         else:
             assert stored["delivered_at"] is not None
             assert (stored["read_at"] is not None) == (state == "read")
-    report = delivery.webhook_report(db)
+    report = webhooks_report.webhook_report(db)
     assert report.inbox["pending"] == report.inbox["rejected"] == report.inbox["unmatched"] == 0
     assert report.status_retries["waiting"] == report.status_retries["unmatched"] == 0
     raced = scalar(

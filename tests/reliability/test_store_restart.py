@@ -20,8 +20,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from campaigns import admin, devenv, runtime
-from campaigns.simulator.outcomes import OutcomeRules
+from campaigns.dev.simulator.outcomes import OutcomeRules
+from campaigns.runtime import embedded
+from campaigns.runtime import stores as runtime
+from campaigns.services import admin
 from campaigns.storage import migrate
 from tests.conftest import exported, truncate_all
 from tests.fixtures.live import LiveStack, running_stack
@@ -45,8 +47,8 @@ OUTCOMES = OutcomeRules(undeliverable_share=0.02, delivery_fail_share=0.03, time
 @dataclass
 class Stores:
     data_dir: Path
-    pg: devenv.EmbeddedPostgres
-    redis: devenv.EmbeddedRedis
+    pg: embedded.EmbeddedPostgres
+    redis: embedded.EmbeddedRedis
     env: dict[str, str]
 
 
@@ -55,10 +57,10 @@ def stores() -> Iterator[Stores]:
     """A private Postgres and Redis (short path: Postgres' Unix socket lives under it)."""
     data_dir = Path(tempfile.mkdtemp(prefix="wa-stores-"))
     try:
-        pg = devenv.EmbeddedPostgres(data_dir / "pg")
-        database_url = devenv.ensure_database(pg.start(), devenv.APP_DATABASE)
+        pg = embedded.EmbeddedPostgres(data_dir / "pg")
+        database_url = embedded.ensure_database(pg.start(), embedded.APP_DATABASE)
         migrate.upgrade(database_url)
-        store = devenv.EmbeddedRedis(data_dir / "redis")
+        store = embedded.EmbeddedRedis(data_dir / "redis")
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": store.start(),
@@ -66,7 +68,7 @@ def stores() -> Iterator[Stores]:
         }
         yield Stores(data_dir, pg, store, env)
     finally:
-        devenv.down(data_dir)
+        embedded.down(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from campaigns import admin
+from campaigns.services import admin
 from tests.fixtures.live import LiveStack
 from tests.fixtures.processes import wait_for
 from tests.integration.dispatch_support import (

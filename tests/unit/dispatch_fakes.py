@@ -1,5 +1,5 @@
 """In-memory stand-ins for dispatch's ports (``SendGate``, ``MessageTransport``): unit tests
-drive ``campaigns.dispatch.send_claimed`` with them, without Redis or HTTP."""
+drive ``campaigns.services.dispatch.send_claimed`` with them, without Redis or HTTP."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from campaigns import dispatch
-from campaigns.dispatch import CampaignPlan, GroupGrant, SendJob, TierRoom
-from campaigns.outcomes import SendResult
-from campaigns.send_window import SendWindow
-from campaigns.states import CampaignStatus
-from campaigns.storage.dispatch_repo import ClaimedContact
+from campaigns.domain.dispatch import CampaignPlan, ClaimedContact, GroupGrant, SendJob, TierRoom
+from campaigns.domain.outcomes import SendResult
+from campaigns.domain.send_window import SendWindow
+from campaigns.domain.states import CampaignStatus
+from campaigns.services import dispatch
 
 
 class RecordingGate:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns import commands
-from campaigns.commands import CommandRefused
-from campaigns.states import CAMPAIGN_TRANSITIONS, CampaignStatus
+from campaigns.domain import admin as admin_rules
+from campaigns.domain.admin import CommandRefused
+from campaigns.domain.states import CAMPAIGN_TRANSITIONS, CampaignStatus
 
 S = CampaignStatus
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -22,7 +22,7 @@ def start(status: CampaignStatus, **kw: object) -> CampaignStatus:
         "now": NOW,
     }
     args.update(kw)
-    return commands.check_start(status, **args)  # type: ignore[arg-type]
+    return admin_rules.check_start(status, **args)  # type: ignore[arg-type]
 
 
 def test_start_now_and_scheduled() -> None:
@@ -48,12 +48,12 @@ def test_start_preconditions(kw: dict[str, object], code: str) -> None:
 @given(st.sampled_from(list(S)))
 def test_each_command_is_legal_exactly_where_the_rules_say(status: CampaignStatus) -> None:
     cases = {
-        "pause": (commands.check_pause, {S.RUNNING}),
-        "resume": (commands.check_resume, {S.PAUSED}),
-        "cancel": (commands.check_cancel, {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}),
-        "remove": (commands.check_remove, {S.DRAFT, S.SCHEDULED, S.PAUSED}),
+        "pause": (admin_rules.check_pause, {S.RUNNING}),
+        "resume": (admin_rules.check_resume, {S.PAUSED}),
+        "cancel": (admin_rules.check_cancel, {S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}),
+        "remove": (admin_rules.check_remove, {S.DRAFT, S.SCHEDULED, S.PAUSED}),
         "start": (start, {S.DRAFT}),
-        "upload": (commands.check_upload, {S.DRAFT, S.PAUSED}),
+        "upload": (admin_rules.check_upload, {S.DRAFT, S.PAUSED}),
     }
     for name, (check, allowed) in cases.items():
         if status in allowed:

@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from campaigns.csv_intake import (
+from campaigns.domain.csv_intake import (
     FALLBACK_ERRORS,
     HEAD_BYTES,
     PHONE_COLUMN_ALIASES,

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.delivery_rules import (
+from campaigns.domain.states import CONTACT_TRANSITIONS, ContactState
+from campaigns.domain.webhooks import (
     PROGRESS_RANK,
     WEBHOOK_SETTLED_STATES,
     Decision,
@@ -26,7 +27,6 @@ from campaigns.delivery_rules import (
     settle,
     status_time,
 )
-from campaigns.states import CONTACT_TRANSITIONS, ContactState
 
 C = ContactState
 K = StatusKind

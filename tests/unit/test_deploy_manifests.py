@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from campaigns.api.metrics import METRIC_NAMES, QUEUES
-from campaigns.config import Settings
+from campaigns.runtime.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -175,7 +175,7 @@ def test_compose_health_checks_shutdown_and_start_order() -> None:
 def worker_node(command: list[str], host: str) -> str | None:
     """The Celery node name ``wa-campaigns worker -Q ...`` runs as on ``host`` (None: not a
     worker command)."""
-    from campaigns.cli import worker_argv
+    from campaigns.cli.main import worker_argv
 
     if command[:2] != ["wa-campaigns", "worker"] or "-Q" not in command:
         return None
@@ -274,8 +274,8 @@ def _command_lines() -> Iterator[tuple[str, list[str]]]:
 
 
 def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
-    from campaigns import cli
-    from campaigns.simulator import __main__ as simulator
+    from campaigns.cli import main as cli
+    from campaigns.dev.simulator import __main__ as simulator
 
     parser = cli.build_parser()
     served: list[Any] = []
@@ -299,7 +299,7 @@ def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.Mon
 
 
 def test_a_wrong_command_would_be_caught() -> None:
-    from campaigns import cli
+    from campaigns.cli import main as cli
 
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["workers", "-Q", "dispatch"])

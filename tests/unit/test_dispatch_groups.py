@@ -1,10 +1,10 @@
-"""How a batch passes the gate in groups (campaigns.dispatch.send_claimed), without I/O."""
+"""How a batch passes the gate in groups (campaigns.services.dispatch.send_claimed), without I/O."""
 
 from __future__ import annotations
 
 import asyncio
 
-from campaigns import dispatch
+from campaigns.services import dispatch
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns import services
+from campaigns.services import campaign_contacts
 
 
 @pytest.mark.parametrize(
@@ -22,4 +22,4 @@ from campaigns import services
     ],
 )
 def test_neutralise_cell(value: str, expected: str) -> None:
-    assert services.neutralise_cell(value) == expected
+    assert campaign_contacts.neutralise_cell(value) == expected

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from campaigns.csv_intake import RecordBatch
-from campaigns.ingest import COPY_COLUMNS, ChunkResult, ChunkSpec, StagedChunk, stage_chunk
+from campaigns.domain.csv_intake import RecordBatch
+from campaigns.domain.uploads import COPY_COLUMNS, ChunkResult, ChunkSpec, StagedChunk, stage_chunk
 
 DE_A = "+4915123456701"
 DE_B = "+4915123456702"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.outcomes import (
+from campaigns.domain.outcomes import (
     ERROR_CLASSES,
     SETTLE_FLOOR_S,
     Decision,

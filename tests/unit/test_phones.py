@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-import campaigns.phones as phones_module
-from campaigns.phones import (
+import campaigns.domain.phones as phones_module
+from campaigns.domain.phones import (
     PhoneBad,
     PhoneOk,
     PhoneRejection,

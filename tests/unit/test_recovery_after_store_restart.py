@@ -13,10 +13,10 @@ from typing import Any, cast
 import pytest
 import redis
 
-from campaigns import dispatch
-from campaigns.dispatch import GroupGrant
-from campaigns.states import ContactState as C
-from campaigns.storage.dispatch_repo import ExpiredLease
+from campaigns.domain import dispatch as rules
+from campaigns.domain.dispatch import ExpiredLease, GroupGrant
+from campaigns.domain.states import ContactState as C
+from campaigns.services import dispatch
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -36,7 +36,7 @@ def lease(claimed_s_ago: float | None, *, expired_s_ago: float = 1.0) -> Expired
 
 def decide(item: ExpiredLease, *, started: bool, redis_up_s: float | None) -> tuple[C, str] | None:
     since = None if redis_up_s is None else NOW - timedelta(seconds=redis_up_s)
-    return dispatch.decide_expired_lease(
+    return rules.decide_expired_lease(
         item, started=started, now=NOW, grace_s=GRACE, markers_since=since
     )
 
@@ -50,7 +50,7 @@ def test_no_marker_proves_nothing_for_a_lease_claimed_before_redis_restarted() -
     """The crash may have lost the marker of a send that went out: wait for its webhook."""
     assert decide(lease(60), started=False, redis_up_s=30) is None
     # Within the clock slack after the restart: still not trusted.
-    slack = dispatch.MARKER_CLOCK_SLACK_S
+    slack = rules.MARKER_CLOCK_SLACK_S
     assert decide(lease(30 - slack / 2), started=False, redis_up_s=30) is None
     verdict = decide(lease(30 - slack * 2), started=False, redis_up_s=30)
     assert verdict is not None and verdict[0] is C.INITIAL
@@ -59,7 +59,7 @@ def test_no_marker_proves_nothing_for_a_lease_claimed_before_redis_restarted() -
 def test_an_untrusted_lease_becomes_outcome_unknown_after_the_grace() -> None:
     old = lease(GRACE + 60, expired_s_ago=GRACE + 1)
     verdict = decide(old, started=False, redis_up_s=GRACE)
-    assert verdict == (C.ERROR, dispatch.OUTCOME_UNKNOWN_STORE)
+    assert verdict == (C.ERROR, rules.OUTCOME_UNKNOWN_STORE)
     assert verdict[1].startswith("outcome unknown")
 
 
@@ -67,7 +67,7 @@ def test_started_leases_are_unchanged_by_the_restart_rule() -> None:
     assert decide(lease(60), started=True, redis_up_s=3600) is None
     assert decide(lease(60), started=True, redis_up_s=30) is None
     late = lease(GRACE + 60, expired_s_ago=GRACE + 1)
-    assert decide(late, started=True, redis_up_s=30) == (C.ERROR, dispatch.OUTCOME_UNKNOWN)
+    assert decide(late, started=True, redis_up_s=30) == (C.ERROR, rules.OUTCOME_UNKNOWN)
 
 
 def test_unknown_redis_start_or_claim_time() -> None:

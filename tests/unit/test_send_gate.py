@@ -9,7 +9,7 @@ import pytest
 
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, started_attempts
-from campaigns.dispatch import GroupGrant, group_size
+from campaigns.domain.dispatch import GroupGrant, group_size
 
 ATTEMPTS = ["a1", "a2", "a3", "a4"]
 

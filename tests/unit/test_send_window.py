@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from campaigns import dispatch
-from campaigns import send_window as sw
-from campaigns.send_window import (
+from campaigns.domain import send_window as sw
+from campaigns.domain.send_window import (
     HORIZON,
     SendWindow,
     WindowError,
@@ -24,6 +23,7 @@ from campaigns.send_window import (
     parse_window,
     zones_for_number,
 )
+from campaigns.services import dispatch
 from schemas.api import CampaignCreate
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, claimed, plan
 

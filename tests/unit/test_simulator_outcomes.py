@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from campaigns.simulator.config import SimulatorConfig, apply_updates
-from campaigns.simulator.outcomes import (
+from campaigns.dev.simulator.config import SimulatorConfig, apply_updates
+from campaigns.dev.simulator.outcomes import (
     Outcome,
     OutcomeKind,
     OutcomeRules,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaigns.states import (
+from campaigns.domain.states import (
     CAMPAIGN_TRANSITIONS,
     CONTACT_TRANSITIONS,
     PENDING_CONTACT_STATES,

@@ -11,7 +11,7 @@ import fakeredis.aioredis
 
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, started_attempts, tier_blocked
-from campaigns.dispatch import GroupGrant, tier_reason
+from campaigns.domain.dispatch import GroupGrant, tier_reason
 
 T = TypeVar("T")
 SENDER = "s1"

@@ -19,7 +19,7 @@ from campaigns.clients.whatsapp import (
     parse_response,
     transport_failure_of,
 )
-from campaigns.outcomes import OutcomeKind, SendResult, TransportFailure, classify
+from campaigns.domain.outcomes import OutcomeKind, SendResult, TransportFailure, classify
 
 T = TypeVar("T")
 TOKEN = "EAAG-secret-token-value"

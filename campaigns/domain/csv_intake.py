@@ -1,0 +1,548 @@
+"""Streaming CSV intake: sniff the layout from the file's head, then read and validate records.
+
+Nothing here holds the whole file. :func:`sniff_layout` looks only at the first
+:data:`HEAD_BYTES`; :func:`iter_records` decodes the binary stream incrementally and hands it to
+``csv.reader`` (newline="" semantics, so quoted fields may contain newlines, delimiters and
+doubled quotes).
+
+:class:`UploadRefused` means the whole file is refused. :func:`iter_records` can raise it late
+(too many rows, a NUL byte, broken quoting) after it has yielded records, so callers must store
+records in a way they can discard (one transaction, or a staging area) until the stream ends.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import BinaryIO, NamedTuple
+
+from campaigns.domain.phones import PhoneOk, normalize_phone
+
+HEAD_BYTES = 64 * 1024
+"""How much of the file :func:`sniff_layout` expects to see."""
+
+FALLBACK_ERRORS = "wa_cp1252_fallback"
+"""Codec error handler: undecodable bytes are read as cp1252 (latin-1 where cp1252 has a hole).
+
+A file that looks like UTF-8 in its head may still contain a stray cp1252 byte further down
+(a row pasted from an old spreadsheet); this keeps that row readable instead of failing the
+upload or dropping characters.
+"""
+
+_CP1252_OR_LATIN1: tuple[str, ...] = tuple(
+    bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(256)
+)
+
+
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start : exc.end]
+    return "".join([_CP1252_OR_LATIN1[b] for b in bad]), exc.end
+
+
+codecs.register_error(FALLBACK_ERRORS, _cp1252_fallback)
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+class RefusalCode(StrEnum):
+    EMPTY_FILE = "empty_file"
+    NOT_TEXT = "not_text"
+    NO_HEADER = "no_header"
+    NO_PHONE_COLUMN = "no_phone_column"
+    UNKNOWN_PHONE_COLUMN = "unknown_phone_column"
+    MISSING_VARIABLE_COLUMN = "missing_variable_column"
+    TOO_MANY_ROWS = "too_many_rows"
+    MALFORMED = "malformed"
+    TOO_LARGE = "too_large"
+
+
+class UploadRefused(Exception):
+    """The whole file is refused; nothing from it may be stored."""
+
+    def __init__(self, code: RefusalCode, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.line = line  # the record the refusal points at, when there is one
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLayout:
+    encoding: str  # "utf-8", "utf-8-sig", "utf-16" or "cp1252"
+    delimiter: str  # one of DELIMITERS
+    columns: tuple[str, ...]  # header as written (stripped)
+    phone_index: int
+    variable_columns: tuple[str, ...]  # every other non-empty header name, in order
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    line: int  # record number; the header is line 1
+    phone_raw: str
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRow:
+    line: int
+    phone_raw: str
+    phone_e164: str
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    line: int
+    phone_raw: str
+    reason: str  # operator text, e.g. "not a valid number for region DE"
+    variables: dict[str, str]
+    code: str  # stable machine code: a PhoneRejection value or MISSING_VARIABLE
+
+
+# --- header names ---------------------------------------------------------------------------
+
+_HEADER_DROP = str.maketrans("", "", " _-.\t\xa0\u200b\ufeff")
+
+# Generic words that often name some other column ("Number" of an order, a "Contact" person):
+# they are used only when no specific phone column exists.
+_WEAK_PHONE_ALIASES = frozenset({"number", "contact", "numero"})
+_STRONG_PHONE_ALIASES = frozenset(
+    {
+        "phone",
+        "phonenumber",
+        "phoneno",
+        "mobile",
+        "mobilephone",
+        "mobilenumber",
+        "msisdn",
+        "waid",
+        "whatsapp",
+        "whatsappnumber",
+        "whatsappphone",
+        "guestphonenumber",
+        "telefon",
+        "telefonnummer",
+        "telephone",
+        "tel",
+        "cell",
+        "cellphone",
+        "handy",
+        "telefono",
+        "celular",
+        "contactnumber",
+    }
+)
+PHONE_COLUMN_ALIASES: frozenset[str] = _STRONG_PHONE_ALIASES | _WEAK_PHONE_ALIASES
+_ALIASES_FOR_HUMANS = "phone, phone_number, mobile, msisdn, wa_id, whatsapp, telefon, cell, ..."
+
+
+def normalise_header(name: str) -> str:
+    """Lower-case and drop spaces, "_", "-", "." (and accents), so "Telefon-Nummer" matches."""
+    folded = name.strip().lower().translate(_HEADER_DROP)
+    if folded.isascii():
+        return folded
+    # "Teléfono", "Número": compare without accents.
+    decomposed = unicodedata.normalize("NFKD", folded)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+# --- sniffing --------------------------------------------------------------------------------
+
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SNIFF_CHARS = 16 * 1024
+_PHONE_CHARS = re.compile(r"\+?[\d\s().\-/]+").fullmatch
+_BINARY_SIGNATURES: Mapping[bytes, str] = {
+    b"PK\x03\x04": "an Excel workbook (.xlsx) or ZIP archive",
+    b"\xd0\xcf\x11\xe0": "an old Excel workbook (.xls)",
+    b"%PDF": "a PDF document",
+}
+_SAVE_AS_CSV = "save the sheet as 'CSV UTF-8' and upload that"
+
+
+def sniff_layout(
+    head: bytes, *, phone_column: str | None, required_variables: Sequence[str] = ()
+) -> CsvLayout:
+    """Work out encoding, delimiter and columns from the first :data:`HEAD_BYTES` of a file."""
+    encoding = _detect_encoding(head)
+    text = _decode_head(head, encoding)
+    if not text.strip():
+        raise UploadRefused(RefusalCode.EMPTY_FILE, "the file is empty")
+    _refuse_control_chars(text)
+
+    delimiter = _sniff_delimiter(text)
+    try:
+        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        header = next(rows, [])
+    except csv.Error as exc:
+        raise _malformed(exc, 1) from exc
+    columns = tuple(c.replace("\ufeff", "").strip() for c in header)
+    if not any(columns):
+        raise UploadRefused(
+            RefusalCode.NO_HEADER,
+            "no header: the first line must hold the column names (e.g. phone,first_name)",
+            line=1,
+        )
+
+    phone_index = _find_phone_column(columns, phone_column)
+
+    variables: list[str] = []
+    for i, name in enumerate(columns):
+        # A repeated name keeps its first column: a record maps each name to one value.
+        if i != phone_index and name and name not in variables:
+            variables.append(name)
+
+    missing = [v for v in required_variables if v not in variables]
+    if missing:
+        raise UploadRefused(
+            RefusalCode.MISSING_VARIABLE_COLUMN,
+            _missing_variables_message(missing, columns),
+            line=1,
+        )
+    return CsvLayout(
+        encoding=encoding,
+        delimiter=delimiter,
+        columns=columns,
+        phone_index=phone_index,
+        variable_columns=tuple(variables),
+    )
+
+
+def _detect_encoding(head: bytes) -> str:
+    if not head:
+        raise UploadRefused(RefusalCode.EMPTY_FILE, "the file is empty")
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    for signature, what in _BINARY_SIGNATURES.items():
+        if head.startswith(signature):
+            raise UploadRefused(
+                RefusalCode.NOT_TEXT, f"not a CSV file: this looks like {what}; {_SAVE_AS_CSV}"
+            )
+    if b"\x00" in head:
+        raise UploadRefused(
+            RefusalCode.NOT_TEXT,
+            "not a text file: it contains NUL bytes (binary data, or UTF-16 without a "
+            f"byte-order mark); {_SAVE_AS_CSV}",
+        )
+    try:
+        # final=False: the head may end in the middle of a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "cp1252"
+    return "utf-8"
+
+
+def _decode_head(head: bytes, encoding: str) -> str:
+    decoder = codecs.getincrementaldecoder(encoding)(errors=FALLBACK_ERRORS)
+    return decoder.decode(head, final=False)
+
+
+def _refuse_control_chars(text: str) -> None:
+    # Tolerate a few (a stray form feed, a DOS end-of-file mark); many means binary data.
+    count = len(_CONTROL_CHARS.findall(text))
+    if count > max(8, len(text) // 100) or "\x00" in text:
+        raise UploadRefused(
+            RefusalCode.NOT_TEXT,
+            f"not a text file: it contains {count} control characters in its first "
+            f"{len(text)} characters; {_SAVE_AS_CSV}",
+        )
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = text[:_SNIFF_CHARS]
+    cut = max(sample.rfind("\n"), sample.rfind("\r"))
+    if cut > 0:
+        sample = sample[:cut]  # drop a partial last line
+    # The Sniffer splits lines on "\n" only; old Mac exports end lines with "\r".
+    sample = sample.replace("\r\n", "\n").replace("\r", "\n")
+    header_line = sample.split("\n", 1)[0]
+    counts = {d: header_line.count(d) for d in DELIMITERS}
+    try:
+        sniffed: str | None = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed is not None and counts.get(sniffed):
+        return sniffed
+    # The Sniffer found nothing, or something the header line does not contain (a header
+    # without any candidate is a single column, where "," is as good as any).
+    best = max(DELIMITERS, key=counts.__getitem__)  # ties go to the earlier candidate
+    return best if counts[best] else ","
+
+
+def _find_phone_column(columns: tuple[str, ...], phone_column: str | None) -> int:
+    normalised = [normalise_header(c) for c in columns]
+    if phone_column is not None and phone_column.strip():
+        wanted = normalise_header(phone_column)
+        if wanted and wanted in normalised:
+            return normalised.index(wanted)
+        raise UploadRefused(
+            RefusalCode.UNKNOWN_PHONE_COLUMN,
+            f"phone column {phone_column.strip()!r} is not in the header; "
+            f"found columns: {_list_columns(columns)}",
+            line=1,
+        )
+    for aliases in (_STRONG_PHONE_ALIASES, _WEAK_PHONE_ALIASES):
+        for i, name in enumerate(normalised):
+            if name in aliases:
+                return i
+    data_like = [c for c in columns if _looks_like_phone(c)]
+    if data_like:
+        raise UploadRefused(
+            RefusalCode.NO_HEADER,
+            f"no header: the first line looks like data ({data_like[0]}), not column names; "
+            "add a first line with the column names (e.g. phone,first_name)",
+            line=1,
+        )
+    raise UploadRefused(
+        RefusalCode.NO_PHONE_COLUMN,
+        f"no phone column: expected one of {_ALIASES_FOR_HUMANS} or --phone-column; "
+        f"found columns: {_list_columns(columns)}",
+        line=1,
+    )
+
+
+def _looks_like_phone(cell: str) -> bool:
+    """A header cell that is really a phone number: the file has no header line."""
+    return _PHONE_CHARS(cell) is not None and sum(c.isdigit() for c in cell) >= 6
+
+
+def _missing_variables_message(missing: list[str], columns: tuple[str, ...]) -> str:
+    noun = "variable" if len(missing) == 1 else "variables"
+    message = (
+        f"no column for template {noun} {', '.join(missing)}; "
+        f"found columns: {_list_columns(columns)}"
+    )
+    by_normalised = {normalise_header(c): c for c in reversed(columns) if c}
+    near = [(v, by_normalised.get(normalise_header(v))) for v in missing]
+    hints = [f"rename {col!r} to {var!r}" for var, col in near if col and col != var]
+    if hints:
+        message += " (column names must match exactly: " + "; ".join(hints) + ")"
+    return message
+
+
+def _list_columns(columns: Sequence[str], limit: int = 30) -> str:
+    shown = ", ".join(c or '""' for c in columns[:limit])
+    if len(columns) > limit:
+        shown += f", ... ({len(columns) - limit} more)"
+    return shown
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+class _NulByte(Exception):
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+class _NulGuard(io.BufferedIOBase):
+    """Passes reads through, failing on a NUL byte (binary data) in a non-UTF-16 file.
+
+    Checking the raw chunks (a memchr per 8 KiB) is much cheaper than checking every row.
+    The bytes before a NUL are still delivered and the error raised on the next read, so the
+    CSV reader fails in the record that holds the NUL and the reported line is exact.
+    Never closes the wrapped stream: it belongs to the caller.
+    """
+
+    def __init__(self, stream: BinaryIO, *, check_nul: bool) -> None:
+        super().__init__()
+        self._stream = stream
+        self._check_nul = check_nul
+        self._offset = 0
+        self._nul_at: int | None = None
+
+    @property
+    def name(self) -> str:  # TextIOWrapper's repr asks for it
+        return str(getattr(self._stream, "name", "<upload>"))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._nul_at is not None:
+            raise _NulByte(self._nul_at)
+        data = self._stream.read(-1 if size is None else size)
+        if self._check_nul:
+            nul = data.find(b"\x00")
+            if nul >= 0:
+                self._nul_at = self._offset + nul
+                if nul == 0:
+                    raise _NulByte(self._nul_at)  # b"" would read as end of file
+                data = data[:nul]
+        self._offset += len(data)
+        return data
+
+    def read1(self, size: int = -1, /) -> bytes:
+        return self.read(size)
+
+
+def iter_records(
+    stream: BinaryIO, layout: CsvLayout, *, max_rows: int, start_after_line: int = 0
+) -> Iterator[RawRecord]:
+    """Yield the data records of ``stream`` (read from its start, header included).
+
+    Records with ``line <= start_after_line`` are skipped (resuming an interrupted upload) but
+    still count toward ``max_rows``. Blank records are skipped and count toward nothing but the
+    line numbers.
+    """
+    names = layout.variable_columns
+    indices = [layout.columns.index(name) for name in names]  # first column of that name
+    phone_index = layout.phone_index
+    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
+        variables = {name: row[i] for name, i in zip(names, indices, strict=True)}
+        yield RawRecord(line, row[phone_index], variables)
+
+
+class RecordBatch(NamedTuple):
+    """Consecutive records in columns: cheap to pickle to a parse process.
+
+    ``values[j][k]`` is the value of ``layout.variable_columns[j]`` in record ``k``.
+    """
+
+    lines: list[int]
+    phones: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+
+def iter_record_batches(
+    stream: BinaryIO,
+    layout: CsvLayout,
+    *,
+    max_rows: int,
+    batch_rows: int,
+    start_after_line: int = 0,
+) -> Iterator[RecordBatch]:
+    """The records of :func:`iter_records`, ``batch_rows`` at a time, in columns."""
+    indices = [layout.columns.index(name) for name in layout.variable_columns]
+    phone_index = layout.phone_index
+    # Columns are filled value by value so that each row list dies at once: keeping the rows
+    # (lists, tracked by the cycle collector) until the batch is full made the garbage
+    # collector cost as much as reading the CSV.
+    lines: list[int] = []
+    phones: list[str] = []
+    columns: list[list[str]] = [[] for _ in indices]
+    targets = list(zip(columns, indices, strict=True))
+    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
+        lines.append(line)
+        phones.append(row[phone_index])
+        for column, index in targets:
+            column.append(row[index])
+        if len(lines) >= batch_rows:
+            yield RecordBatch(lines, tuple(phones), tuple(map(tuple, columns)))
+            lines, phones = [], []
+            columns = [[] for _ in indices]
+            targets = list(zip(columns, indices, strict=True))
+    if lines:
+        yield RecordBatch(lines, tuple(phones), tuple(map(tuple, columns)))
+
+
+def _iter_rows(
+    stream: BinaryIO, layout: CsvLayout, max_rows: int, start_after_line: int
+) -> Iterator[tuple[int, list[str]]]:
+    """(line, row) of every non-blank record after ``start_after_line``; rows padded to the
+    header's width (longer rows keep their extra fields, which no column name reaches)."""
+    width = len(layout.columns)
+    phone_index = layout.phone_index
+    padding = [""] * width
+
+    # The guard sits between the wrapper and the caller's stream, so when the wrapper is
+    # closed or collected only the guard closes and the caller's stream stays open.
+    guard = _NulGuard(stream, check_nul=layout.encoding != "utf-16")
+    text = io.TextIOWrapper(guard, encoding=layout.encoding, errors=FALLBACK_ERRORS, newline="")
+    line = 0  # records read so far; the header is line 1
+    count = 0
+    try:
+        # strict: an unclosed quote is an error, not a field that swallows the following rows.
+        reader = csv.reader(text, delimiter=layout.delimiter, strict=True)
+        if next(reader, None) is None:
+            return
+        line = 1
+        for row in reader:
+            line += 1
+            n = len(row)
+            if n < width:
+                row += padding[n:]
+            phone = row[phone_index]
+            if (not phone or phone.isspace()) and _is_blank(row):
+                continue
+            count += 1
+            if count > max_rows:
+                raise UploadRefused(
+                    RefusalCode.TOO_MANY_ROWS,
+                    f"too many rows: more than {max_rows} records (line {line} is record "
+                    f"{count}); split the file",
+                    line=line,
+                )
+            if line <= start_after_line:
+                continue
+            yield line, row
+    except csv.Error as exc:
+        raise _malformed(exc, line + 1) from exc
+    except _NulByte as exc:
+        raise UploadRefused(
+            RefusalCode.NOT_TEXT,
+            f"not a text file: NUL byte in line {line + 1} (byte {exc.offset}); {_SAVE_AS_CSV}",
+            line=line + 1,
+        ) from None
+
+
+def _is_blank(row: list[str]) -> bool:
+    return all(not field or field.isspace() for field in row)
+
+
+def _malformed(exc: csv.Error, line: int) -> UploadRefused:
+    reason = str(exc)
+    if "unexpected end of data" in reason:
+        reason = "a quoted field is never closed (a missing '\"')"
+    elif "field larger than field limit" in reason:
+        reason = f"{reason}; probably a quoted field that is never closed"
+    else:
+        reason = f"{reason}; check the quotes in that line"
+    return UploadRefused(
+        RefusalCode.MALFORMED, f"malformed CSV at line {line}: {reason}", line=line
+    )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+MISSING_VARIABLE = "missing_variable"
+
+
+def validate_record(
+    rec: RawRecord, default_region: str, required_variables: Sequence[str]
+) -> ValidRow | InvalidRow:
+    """Normalise the phone and check that every required template variable has a value."""
+    result = normalize_phone(rec.phone_raw, default_region)
+    if not isinstance(result, PhoneOk):
+        return InvalidRow(rec.line, rec.phone_raw, result.detail, rec.variables, result.rejection)
+    variables = rec.variables
+    for name in required_variables:
+        value = variables.get(name)
+        if not value or value.isspace():
+            # Rare path: collect every missing name for one complete reason.
+            missing = [n for n in required_variables if not _has_value(variables.get(n))]
+            reason = missing_variables_reason(missing)
+            return InvalidRow(rec.line, rec.phone_raw, reason, variables, MISSING_VARIABLE)
+    return ValidRow(rec.line, rec.phone_raw, result.e164, variables)
+
+
+def missing_variables_reason(missing: Sequence[str]) -> str:
+    noun = "variable" if len(missing) == 1 else "variables"
+    return f"missing template {noun}: {', '.join(missing)}"
+
+
+def _has_value(value: str | None) -> bool:
+    return value is not None and value.strip() != ""

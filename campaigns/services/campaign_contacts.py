@@ -1,0 +1,126 @@
+"""A campaign's contacts as operators read them: keyset pages and a streamed CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import Engine, RowMapping
+
+from campaigns.domain.refusals import NotFound
+from campaigns.domain.states import ContactState
+from campaigns.storage import campaign_contacts as contacts_db
+from campaigns.storage import campaigns as campaigns_db
+from schemas.api import (
+    ContactOut,
+    ContactPage,
+)
+
+
+def page_contacts(
+    engine: Engine,
+    campaign_id: int,
+    *,
+    states: Sequence[ContactState] = (),
+    after_id: int = 0,
+    limit: int = 100,
+) -> ContactPage:
+    with engine.connect() as conn:
+        if campaigns_db.get_campaign(conn, campaign_id) is None:
+            raise NotFound("campaign", campaign_id)
+        rows = contacts_db.page_contacts(
+            conn, campaign_id, states=states, after_id=after_id, limit=limit
+        )
+    items = [_contact_out(r) for r in rows]
+    return ContactPage(items=items, next_after_id=items[-1].id if len(items) == limit else None)
+
+
+def _contact_out(row: RowMapping) -> ContactOut:
+    return ContactOut(
+        id=row["id"],
+        line=row["line_no"],
+        phone_raw=row["phone_raw"],
+        phone_e164=row["phone_e164"],
+        state=ContactState(row["state"]),
+        reason=row["reason"],
+        wamid=row["wamid"],
+        attempts=row["attempts"],
+        error_code=row["error_code"],
+        error_detail=row["error_detail"],
+        sent_at=row["sent_at"],
+        delivered_at=row["delivered_at"],
+        read_at=row["read_at"],
+        variables=dict(row["variables"]),
+    )
+
+
+CSV_EXPORT_HEADER = (
+    "line",
+    "phone_raw",
+    "phone_e164",
+    "state",
+    "reason",
+    "wamid",
+    "attempts",
+    "error_code",
+    "error_detail",
+    "sent_at",
+    "delivered_at",
+    "read_at",
+)
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?\d[\d .]*")
+
+
+def neutralise_cell(value: str) -> str:
+    """Defuses spreadsheet formulas (=, +, -, @, tab, CR first) with a leading apostrophe.
+
+    Plain numbers such as an E.164 phone ("+4915...") are left alone: a spreadsheet reads them
+    as numbers, never as formulas, and operators need them intact.
+    """
+    if value and value[0] in "=+-@\t\r" and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def export_contacts_csv(
+    engine: Engine, campaign_id: int, *, states: Sequence[ContactState] = ()
+) -> Iterator[str]:
+    """CSV text of the campaign's contacts, streamed a page at a time."""
+    with engine.connect() as conn:
+        if campaigns_db.get_campaign(conn, campaign_id) is None:
+            raise NotFound("campaign", campaign_id)
+    return _export_rows(engine, campaign_id, states)
+
+
+def _export_rows(engine: Engine, campaign_id: int, states: Sequence[ContactState]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_EXPORT_HEADER)
+    with engine.connect() as conn:
+        for n, row in enumerate(
+            contacts_db.iter_contacts(conn, campaign_id, states=states), start=1
+        ):
+            cells = [
+                row["line_no"],
+                row["phone_raw"],
+                row["phone_e164"],
+                row["state"],
+                row["reason"],
+                row["wamid"],
+                row["attempts"],
+                row["error_code"],
+                row["error_detail"],
+                row["sent_at"],
+                row["delivered_at"],
+                row["read_at"],
+            ]
+            writer.writerow(["" if c is None else neutralise_cell(str(c)) for c in cells])
+            if n % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+    yield buffer.getvalue()

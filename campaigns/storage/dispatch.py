@@ -1,0 +1,259 @@
+"""SQL of dispatch and admin commands: claim, record a batch, recover leases, cancel, remove.
+
+Every state write is one set-based statement whose ``WHERE state IN (...)`` guard comes from
+the transition table (``contact_sources``), and appends its events in the same statement.
+Functions take a Connection and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome
+from campaigns.domain.states import (
+    PENDING_CONTACT_STATES,
+    ContactState,
+    contact_sources,
+    contact_transition,
+)
+from campaigns.storage.sql import in_list
+
+C = ContactState
+
+
+# Due contacts of one campaign, oldest due first, skipping rows another claim holds. The
+# campaign must still be running at claim time; ix_contacts_due serves the inner query.
+_CLAIM = f"""
+WITH due AS (
+    SELECT c.id, c.state
+    FROM contacts c
+    WHERE c.campaign_id = :campaign_id
+      AND c.state IN ({in_list(contact_sources(C.IN_PROGRESS))})
+      AND c.next_attempt_at <= now()
+      AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = :campaign_id AND k.status = 'running')
+    ORDER BY c.next_attempt_at, c.id
+    LIMIT :limit
+    FOR UPDATE OF c SKIP LOCKED
+), claimed AS (
+    UPDATE contacts c
+    SET state = 'in_progress', attempt_id = gen_random_uuid(), attempts = c.attempts + 1,
+        lease_expires_at = now() + make_interval(secs => :lease_s),
+        in_progress_at = now(), updated_at = now()
+    FROM due
+    WHERE c.id = due.id
+    RETURNING c.id, due.state AS from_state, c.phone_e164, c.variables, c.attempts, c.attempt_id
+), events AS (
+    INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
+    SELECT id, :campaign_id, from_state, 'in_progress', 'dispatch', 'attempt ' || attempt_id
+    FROM claimed
+)
+SELECT * FROM claimed ORDER BY id
+"""
+
+
+def claim_due(
+    conn: Connection, campaign_id: int, *, limit: int, lease_s: float
+) -> list[ClaimedContact]:
+    rows = conn.execute(
+        text(_CLAIM), {"campaign_id": campaign_id, "limit": limit, "lease_s": lease_s}
+    ).mappings()
+    return [
+        ClaimedContact(
+            id=int(r["id"]),
+            from_state=ContactState(r["from_state"]),
+            phone_e164=str(r["phone_e164"]),
+            variables=dict(r["variables"] or {}),
+            attempt_no=int(r["attempts"]),
+            attempt_id=r["attempt_id"],
+        )
+        for r in rows
+    ]
+
+
+# One statement per batch. Rows still in progress under this attempt move; a row a status
+# webhook already moved on (it beat this commit) only gets the wamid/wa_id it lacks.
+_RECORD = f"""
+WITH o AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]), CAST(:states AS text[]),
+        CAST(:reasons AS text[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]),
+        CAST(:codes AS integer[]), CAST(:details AS text[]), CAST(:retry_after AS float8[]),
+        CAST(:ats AS timestamptz[]), CAST(:released AS boolean[]),
+        CAST(:not_before AS timestamptz[])
+    ) AS o(id, attempt_id, state, reason, wamid, wa_id, code, detail, retry_after, at, released,
+           not_before)
+), moved AS (
+    UPDATE contacts c SET
+        state = coalesce(o.state, c.state),
+        reason = CASE WHEN o.state IS NULL OR o.released THEN c.reason ELSE o.reason END,
+        wamid = coalesce(o.wamid, c.wamid),
+        wa_id = coalesce(o.wa_id, c.wa_id),
+        error_code = CASE WHEN o.released THEN c.error_code ELSE coalesce(o.code, c.error_code) END,
+        error_detail = CASE WHEN o.released THEN c.error_detail
+                            ELSE coalesce(o.detail, c.error_detail) END,
+        attempts = CASE WHEN o.released THEN c.attempts - 1 ELSE c.attempts END,
+        next_attempt_at = CASE
+            WHEN o.released AND o.not_before IS NOT NULL THEN o.not_before
+            WHEN o.state = 'retry_scheduled' AND NOT o.released
+                THEN now() + make_interval(secs => o.retry_after)
+            ELSE c.next_attempt_at END,
+        -- Unknown outcome: the lease ends now and the recovery grace starts counting.
+        lease_expires_at = CASE WHEN o.state IS NULL THEN now() ELSE NULL END,
+        sent_at = CASE WHEN o.state = 'sent' THEN coalesce(c.sent_at, o.at, now())
+                       ELSE c.sent_at END,
+        finished_at = CASE WHEN o.state IN ({in_list({C.SENDING_FAILED, C.ERROR})})
+                           THEN now() ELSE c.finished_at END,
+        updated_at = now()
+    FROM o
+    WHERE c.id = o.id AND c.attempt_id = o.attempt_id AND c.state = 'in_progress'
+    RETURNING c.id, c.campaign_id, o.state AS to_state, o.reason, o.released
+), late AS (
+    UPDATE contacts c SET
+        wamid = o.wamid, wa_id = coalesce(c.wa_id, o.wa_id),
+        sent_at = coalesce(c.sent_at, o.at), updated_at = now()
+    FROM o
+    WHERE c.id = o.id AND c.attempt_id = o.attempt_id AND c.state <> 'in_progress'
+      AND c.wamid IS NULL AND o.wamid IS NOT NULL
+    RETURNING c.id
+), events AS (
+    INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
+    SELECT id, campaign_id, 'in_progress', to_state, 'dispatch',
+           CASE WHEN released THEN coalesce('released unsent: ' || reason, 'released unsent')
+                ELSE reason END
+    FROM moved WHERE to_state IS NOT NULL
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM late) AS late
+"""
+
+
+def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tuple[int, int]:
+    """Writes a batch's outcomes in one statement; returns (rows moved, late wamid fills)."""
+    for outcome in outcomes:
+        if outcome.state is not None:
+            contact_transition(C.IN_PROGRESS, outcome.state)  # refuses what the table refuses
+    ordered = sorted(outcomes, key=lambda o: o.contact_id)  # lock order: no deadlocks
+    params: dict[str, Any] = {
+        "ids": [o.contact_id for o in ordered],
+        "attempt_ids": [o.attempt_id for o in ordered],
+        "states": [o.state.value if o.state else None for o in ordered],
+        "reasons": [o.reason for o in ordered],
+        "wamids": [o.wamid for o in ordered],
+        "wa_ids": [o.wa_id for o in ordered],
+        "codes": [o.error_code for o in ordered],
+        "details": [o.error_detail for o in ordered],
+        "retry_after": [o.retry_after_s or 0.0 for o in ordered],
+        "ats": [o.at for o in ordered],
+        "released": [o.released for o in ordered],
+        "not_before": [o.not_before for o in ordered],
+    }
+    row = conn.execute(text(_RECORD), params).one()
+    return int(row.moved), int(row.late)
+
+
+def has_pending(conn: Connection, campaign_id: int) -> bool:
+    query = text(
+        f"SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = :cid "
+        f"AND state IN ({in_list(PENDING_CONTACT_STATES)}))"
+    )
+    return bool(conn.execute(query, {"cid": campaign_id}).scalar_one())
+
+
+def next_due_in_s(conn: Connection, campaign_id: int) -> float | None:
+    """Seconds until the next due contact (0 when some are due now), None when none waits."""
+    query = text(
+        f"SELECT greatest(0, extract(epoch FROM min(next_attempt_at) - now())) FROM contacts "
+        f"WHERE campaign_id = :cid AND state IN ({in_list(contact_sources(C.IN_PROGRESS))})"
+    )
+    value = conn.execute(query, {"cid": campaign_id}).scalar_one()
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def expired_leases(conn: Connection, *, limit: int = 1000) -> list[ExpiredLease]:
+    rows = conn.execute(
+        text(
+            "SELECT id, campaign_id, attempt_id, attempts, lease_expires_at, in_progress_at "
+            "FROM contacts "
+            "WHERE state = 'in_progress' AND lease_expires_at < now() "
+            "ORDER BY lease_expires_at LIMIT :limit"
+        ),
+        {"limit": limit},
+    ).mappings()
+    return [
+        ExpiredLease(
+            id=int(r["id"]),
+            campaign_id=int(r["campaign_id"]),
+            attempt_id=r["attempt_id"],
+            attempts=int(r["attempts"]),
+            lease_expires_at=r["lease_expires_at"],
+            claimed_at=r["in_progress_at"],
+        )
+        for r in rows
+    ]
+
+
+_SETTLE_LEASES = """
+WITH o AS (
+    SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]),
+                         CAST(:states AS text[]), CAST(:reasons AS text[]))
+        AS o(id, attempt_id, state, reason)
+), moved AS (
+    UPDATE contacts c SET
+        state = o.state, reason = o.reason, lease_expires_at = NULL, updated_at = now(),
+        attempts = CASE WHEN o.state = 'error' THEN c.attempts ELSE c.attempts - 1 END,
+        finished_at = CASE WHEN o.state = 'error' THEN now() ELSE c.finished_at END
+    FROM o
+    WHERE c.id = o.id AND c.attempt_id = o.attempt_id AND c.state = 'in_progress'
+      AND c.lease_expires_at < now()
+    RETURNING c.id, c.campaign_id, o.state, o.reason
+), events AS (
+    INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
+    SELECT id, campaign_id, 'in_progress', state, 'recovery', reason FROM moved
+)
+SELECT count(*) FROM moved
+"""
+
+
+def settle_leases(
+    conn: Connection, settled: Sequence[tuple[ExpiredLease, ContactState, str]]
+) -> int:
+    """Expired leases -> released (never sent) or Error (outcome unknown), one statement."""
+    for _, state, _ in settled:
+        contact_transition(C.IN_PROGRESS, state)
+    ordered = sorted(settled, key=lambda s: s[0].id)
+    result = conn.execute(
+        text(_SETTLE_LEASES),
+        {
+            "ids": [lease.id for lease, _, _ in ordered],
+            "attempt_ids": [lease.attempt_id for lease, _, _ in ordered],
+            "states": [state.value for _, state, _ in ordered],
+            "reasons": [reason for _, _, reason in ordered],
+        },
+    )
+    return int(result.scalar_one())
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def campaign_ids_by_status(conn: Connection, statuses: Iterable[str]) -> list[int]:
+    rows = conn.execute(
+        text("SELECT id FROM campaigns WHERE status = ANY(CAST(:s AS text[])) ORDER BY id"),
+        {"s": list(statuses)},
+    )
+    return [int(r[0]) for r in rows]
+
+
+def due_scheduled_campaigns(conn: Connection) -> list[int]:
+    rows = conn.execute(
+        text(
+            "SELECT id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= now() "
+            "ORDER BY scheduled_at FOR UPDATE SKIP LOCKED"
+        )
+    )
+    return [int(r[0]) for r in rows]
