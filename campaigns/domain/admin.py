@@ -9,18 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from campaigns.domain.refusals import Refusal, RefusalKind
 from campaigns.domain.states import CAMPAIGN_TRANSITIONS, CampaignStatus
 
 S = CampaignStatus
 
 
-class CommandRefused(Exception):
+class CommandRefused(Refusal):
     """An admin command or upload that is not legal now; nothing was changed."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    default_kind = RefusalKind.CONFLICT
 
 
 class Command(StrEnum):

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import BinaryIO, NamedTuple
 
 from campaigns.domain.phones import PhoneOk, normalize_phone
+from campaigns.domain.refusals import Refusal, RefusalKind
 
 HEAD_BYTES = 64 * 1024
 """How much of the file :func:`sniff_layout` expects to see."""
@@ -64,17 +65,16 @@ class RefusalCode(StrEnum):
     TOO_LARGE = "too_large"
 
 
-class UploadRefused(Exception):
+class UploadRefused(Refusal):
     """The whole file is refused; nothing from it may be stored."""
 
-    def __init__(self, code: RefusalCode, message: str, *, line: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.line = line  # the record the refusal points at, when there is one
+    default_kind = RefusalKind.BAD_FILE
 
-    def __str__(self) -> str:
-        return self.message
+    def __init__(self, code: RefusalCode, message: str, *, line: int | None = None) -> None:
+        too_large = code is RefusalCode.TOO_LARGE
+        super().__init__(code, message, kind=RefusalKind.TOO_LARGE if too_large else None)
+        self.code: RefusalCode = code
+        self.line = line  # the record the refusal points at, when there is one
 
 
 @dataclass(frozen=True, slots=True)

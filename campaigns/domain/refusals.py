@@ -9,6 +9,7 @@ it is (``kind``); the HTTP API maps kinds to status codes in one table
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 
 class RefusalKind(StrEnum):
@@ -26,12 +27,13 @@ class RefusalKind(StrEnum):
 class Refusal(Exception):
     """A request refused with a reason; nothing was changed."""
 
-    kind: RefusalKind = RefusalKind.INVALID
+    default_kind: ClassVar[RefusalKind] = RefusalKind.INVALID
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, kind: RefusalKind | None = None) -> None:
         super().__init__(message)
         self.code = str(code)
         self.message = message
+        self.kind = kind or self.default_kind
 
     def __str__(self) -> str:
         return self.message
@@ -41,7 +43,7 @@ class Refusal(Exception):
 
 
 class NotFound(Refusal):
-    kind = RefusalKind.NOT_FOUND
+    default_kind = RefusalKind.NOT_FOUND
 
     def __init__(self, what: str, ident: int | str) -> None:
         super().__init__(f"{what}_not_found", f"{what} {ident} not found")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+from campaigns.domain.refusals import Refusal, RefusalKind
+
 
 class ContactState(StrEnum):
     INITIAL = "initial"
@@ -125,12 +127,14 @@ CAMPAIGN_TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
 }
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(Refusal, ValueError):
     """A state change that the tables do not allow; it is refused, never applied."""
 
-    def __init__(self, kind: str, current: str, target: str) -> None:
-        super().__init__(f"illegal {kind} transition {current} -> {target}")
-        self.kind = kind
+    default_kind = RefusalKind.CONFLICT
+
+    def __init__(self, what: str, current: str, target: str) -> None:
+        super().__init__("illegal_transition", f"illegal {what} transition {current} -> {target}")
+        self.what = what
         self.current = current
         self.target = target
 
