@@ -13,10 +13,10 @@ from kombu.transport import redis as redis_transport
 
 from campaigns.runtime.config import get_settings
 from campaigns.runtime.logs import configure_logging
+from campaigns.runtime.queues import QUEUES
 from campaigns.runtime.stores import resolve
 from campaigns.storage.engine import dispose_after_fork
 
-QUEUES = ("ingest", "dispatch", "webhooks")
 TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks", "workers.maintenance"]
 
 # Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
