@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from campaigns.api.metrics import METRIC_NAMES
-from campaigns.runtime.queues import QUEUES
 from campaigns.runtime.config import Settings
+from campaigns.runtime.queues import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
