@@ -365,6 +365,16 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(os.environ.get("DATA_DIR", ROOT / ".data")).resolve()
+    configured = {"postgres": "DATABASE_URL", "redis": "REDIS_URL"}
+    ours = {s for s, var in configured.items() if not os.environ.get(var)}
+    ours -= embedded.running(data_dir)  # already running: not ours to stop
+    try:
+        run(args, data_dir)
+    finally:
+        embedded.down(data_dir, only=ours)
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> None:
     database_url, redis_url = services(data_dir)
     engine = create_engine(database_url, pool_size=2)
     rng = random.Random(7)
