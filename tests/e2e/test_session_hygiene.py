@@ -1,5 +1,9 @@
-"""A test session stops the embedded Postgres and Redis it started (CI leaves no server
-behind); ``WA_TEST_KEEP_SERVERS=1`` keeps them for the next session, which reuses them."""
+"""A test session stops the embedded Postgres and Redis it started: CI leaves no server behind.
+
+Runs a small session as ``scripts/test`` does (xdist workers start the servers, the
+controller stops them) on a data dir of its own. ``WA_TEST_KEEP_SERVERS`` and the leases of
+concurrent sessions are checked in tests/unit/test_session_leases.py.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pytest
 
 from campaigns.runtime import embedded
 from tests.fixtures.leftovers import store_processes
+from tests.fixtures.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two quick tests on the stores, so that both xdist workers start (or find) the servers.
@@ -36,31 +41,27 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_session(data_dir: Path, *, keep: bool, workers: int) -> None:
+def test_a_session_stops_the_servers_it_started(data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in _OUTER and not k.startswith("PYTEST_")}
     env["WA_TEST_DATA_DIR"] = str(data_dir)
-    if keep:
-        env["WA_TEST_KEEP_SERVERS"] = "1"
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", str(workers)]
-    done = subprocess.run(
-        [*argv, *INNER_TESTS],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "2 passed" in done.stdout
-
-
-def test_the_last_session_stops_the_servers(data_dir: Path) -> None:
-    run_session(data_dir, keep=True, workers=0)  # one process: the quicker set-up
-    kept = store_processes(data_dir)
-    assert {"postgres", "redis"} == embedded.running(data_dir)
-    assert len(kept) >= 2  # the postmaster (and its helpers) and redis-server
-    # As scripts/test runs: xdist workers use the servers, the controller stops them.
-    run_session(data_dir, keep=False, workers=2)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
+    log = data_dir / "session.log"
+    with log.open("wb") as out:
+        session = subprocess.Popen(
+            [*argv, *INNER_TESTS], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            # While it runs, its servers are there (and found by their data dir).
+            wait_for(
+                lambda: embedded.running(data_dir) == {"postgres", "redis"},
+                timeout=300,
+                what="the session's servers",
+            )
+            assert len(store_processes(data_dir)) >= 2  # the postmaster (+ helpers), redis
+            assert session.wait(timeout=600) == 0, log.read_text()[-3000:]
+        finally:
+            session.kill()
+    assert "2 passed" in log.read_text()
     assert store_processes(data_dir) == []
     assert embedded.running(data_dir) == set()
-    assert not list((data_dir / "sessions").iterdir())  # no lease left behind
+    assert not list((data_dir / "sessions").iterdir())  # its lease went with it
