@@ -297,6 +297,13 @@ _CODES.update(
 ERROR_CLASSES: Mapping[int, ErrorClass] = MappingProxyType(_CODES)
 """Every documented code -> what it means for the contact and the campaign."""
 
+# (code, subcode) pairs that mean more than their code alone. 100/33: "Object with ID ...
+# does not exist, cannot be loaded due to missing permissions": the sender's phone number id
+# is wrong, so every send fails the same way.
+_BY_SUBCODE: Mapping[tuple[int, int | None], ErrorClass] = MappingProxyType(
+    {(100, 33): _pause("sender phone number id unknown or not permitted (100/33)")}
+)
+
 # Responses without a parsable error code, decided on the HTTP status alone.
 _STATUS_WITHOUT_CODE: Mapping[int, ErrorClass] = MappingProxyType(
     {
@@ -408,7 +415,7 @@ def classify(
     status = result.http_status
     code = result.error_code
     if code is not None:
-        cls = ERROR_CLASSES.get(code)
+        cls = _BY_SUBCODE.get((code, result.error_subcode)) or ERROR_CLASSES.get(code)
         if cls is not None:
             return _decide(cls, f"{code} {cls.meaning}", result, attempt_no, max_attempts, rng)
         if status is not None and status >= 500:

@@ -336,3 +336,13 @@ def test_backoff_grows_exponentially_up_to_the_cap(attempt_no: int) -> None:
 def test_backoff_rejects_attempt_zero() -> None:
     with pytest.raises(ValueError, match="1-based"):
         backoff_seconds(0, rng=random.Random(1))
+
+
+def test_unknown_sender_object_pauses() -> None:
+    result = SendResult(http_status=400, error_code=100, error_subcode=33, error_title="(#100) x")
+    decision = _classify(result)
+    assert decision.kind is ERROR and decision.pause_campaign
+    assert decision.family is ErrorFamily.ACCOUNT
+    assert decision.reason.startswith("100 ")
+    other = SendResult(http_status=400, error_code=100, error_subcode=None)
+    assert not _classify(other).pause_campaign  # a plain 100 is a parameter problem
