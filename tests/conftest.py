@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = Path(os.environ.get("WA_TEST_DATA_DIR") or ROOT / ".data" / "test").resolve()
 API_TOKEN = "test-token-0123456789"
 KEEP_SERVERS = os.environ.get("WA_TEST_KEEP_SERVERS", "") == "1"
+# Anything that resolves the stores before the ``stack`` fixture exported their URLs (an import
+# that builds the Celery app) starts or finds the test servers, which the session stops: never
+# a development stack under .data that would outlive the session.
+os.environ.setdefault("DATA_DIR", str(TEST_DATA))
 
 
 def _worker_index() -> int:
