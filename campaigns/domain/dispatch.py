@@ -105,6 +105,8 @@ class CampaignPlan:
     max_attempts: int
     window: SendWindow | None = None  # daily send window in the recipient's local time
     named_variables: bool = False  # body_variables are the template's variable names
+    require_opt_in: bool = False  # the registry refuses people without an opt-in
+    awaiting_check: bool = False  # --check-contacts: no send before its check is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,9 @@ class Attempt:
     latency_s: float | None
     tier_free_at: float | None = None  # released unsent because the messaging tier was full
     opens_at: datetime | None = None  # released unsent: its send window is closed until then
+    # Not sent: the registry refused the person when its group opened (reason code); the
+    # contact is Sending failed already.
+    suppressed: str | None = None
 
 
 def tier_reason(limit: int, window_s: float, free_at: float) -> str:

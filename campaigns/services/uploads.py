@@ -27,6 +27,7 @@ from campaigns.domain.csv_intake import (
     sniff_layout,
 )
 from campaigns.domain.refusals import NotFound
+from campaigns.domain.registry import is_opt_in_column
 from campaigns.domain.states import CampaignStatus
 from campaigns.domain.uploads import (
     ChunkSpec,
@@ -214,6 +215,7 @@ class _Run:
     region: str
     required: tuple[str, ...]  # the campaign's template variables
     last_line: int  # resume after this line (a previous run committed up to it)
+    require_opt_in: bool = False  # the registry refuses people without an opt-in
 
 
 def _ingest_locked(
@@ -266,6 +268,7 @@ def _start_run(engine: Engine, upload_id: int) -> _Run | UploadOut:
         region=upload["region"] or campaign["default_region"],
         required=tuple(campaign["body_variables"]),
         last_line=int(upload["last_line"]),
+        require_opt_in=bool(campaign["require_opt_in"]),
     )
 
 
@@ -291,6 +294,7 @@ def _store_chunks(
             region=run.region,
             variable_names=layout.variable_columns,
             required=run.required,
+            opt_in_index=_opt_in_index(layout.variable_columns),
         )
         chunks = _stage_chunks(
             stream, layout, spec, max_rows, chunk_rows, run.last_line, parse_workers
@@ -298,7 +302,11 @@ def _store_chunks(
         for chunk in chunks:
             with engine.begin() as conn:
                 result = uploads_db.ingest_chunk(
-                    conn, campaign_id=run.campaign_id, upload_id=run.upload_id, chunk=chunk
+                    conn,
+                    campaign_id=run.campaign_id,
+                    upload_id=run.upload_id,
+                    chunk=chunk,
+                    require_opt_in=run.require_opt_in,
                 )
                 uploads_db.add_upload_progress(
                     conn,
@@ -309,6 +317,11 @@ def _store_chunks(
                 )
             if on_progress is not None:
                 on_progress(get_upload(engine, run.upload_id))
+
+
+def _opt_in_index(columns: tuple[str, ...]) -> int | None:
+    """The column that records opt-ins (``opted_in``), if the file has one."""
+    return next((i for i, name in enumerate(columns) if is_opt_in_column(name)), None)
 
 
 def _mark_refused(engine: Engine, upload_id: int, refused: UploadRefused) -> None:

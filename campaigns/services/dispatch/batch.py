@@ -22,12 +22,13 @@ from campaigns.domain.dispatch import (
     released_to,
     window_reason,
 )
-from campaigns.domain.outcomes import OutcomeKind
+from campaigns.domain.outcomes import OutcomeKind, SendResult
+from campaigns.domain.registry import Change, Learned, rule_for_code
 from campaigns.domain.states import AUTO_PAUSE_PREFIX, CampaignStatus, ContactState
 from campaigns.storage import admin as admin_db
 from campaigns.storage import campaigns as campaigns_db
 from campaigns.storage import dispatch as dispatch_db
-from campaigns.storage import opt_outs as opt_outs_db
+from campaigns.storage import registry as registry_db
 from campaigns.storage import sql
 
 C = ContactState
@@ -56,6 +57,7 @@ class BatchReport:
     deferred: int = 0  # released unsent because their send window is closed
     window_opens_at: datetime | None = None  # the earliest opening among those
     completed: bool = False
+    suppressed: Counter[str] = field(default_factory=Counter)  # refused at send, by reason
 
 
 def claim_batch(
@@ -118,7 +120,7 @@ def recorded_outcome(attempt: Attempt) -> RecordedOutcome:
 class _Tally:
     report: BatchReport
     pause_reason: str | None = None  # the first answer that pauses the campaign says why
-    opted_out: list[str] = field(default_factory=list)  # phones that stopped marketing
+    learned: list[tuple[str, Learned]] = field(default_factory=list)  # for the registry
 
 
 def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
@@ -126,6 +128,9 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
     report = tally.report
     for attempt in attempts:
         decision, result = attempt.decision, attempt.result
+        if attempt.suppressed is not None:  # the registry refused it: Sending failed already
+            report.suppressed[attempt.suppressed] += 1
+            continue
         if decision is None or result is None:
             report.outcomes["released"] += 1
             if attempt.tier_free_at is not None:
@@ -144,9 +149,25 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
             report.accepted_at.append(attempt.answered_at.timestamp())
         if decision.pause_campaign and tally.pause_reason is None:
             tally.pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
-        if decision.opted_out:
-            tally.opted_out.append(attempt.contact.phone_e164)
+        fact = learned_from_answer(result, decision.kind, attempt.answered_at)
+        if fact is not None:
+            tally.learned.append((attempt.contact.phone_e164, fact))
     return tally
+
+
+def learned_from_answer(
+    result: SendResult, kind: OutcomeKind, at: datetime | None
+) -> Learned | None:
+    """What a send's answer teaches the registry (domain.registry.LEARNING): an accepted
+    send its time and wa_id, 131026 / 1013 UNAVAILABLE, 131050 an opt-out."""
+    if at is None:
+        return None
+    if kind is OutcomeKind.SENT:
+        return Learned(Change.SENT, at, wa_id=result.wa_id)
+    rule = rule_for_code(result.error_code)
+    if rule is None:
+        return None
+    return Learned(rule.change, at, source=rule.source, code=result.error_code)
 
 
 def record_batch(
@@ -163,8 +184,11 @@ def record_batch(
     tally = _tally(plan.id, attempts)
     report = tally.report
     with engine.begin() as conn:
-        dispatch_db.record_outcomes(conn, [recorded_outcome(a) for a in attempts])
-        opt_outs_db.insert_opt_outs(conn, tally.opted_out, source="platform 131050")
+        dispatch_db.record_outcomes(
+            conn, [recorded_outcome(a) for a in attempts if a.suppressed is None]
+        )
+        if tally.learned:  # one statement for the batch's people
+            registry_db.apply(conn, tally.learned)
         row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
         status = CampaignStatus(row["status"]) if row else plan.status
         if tally.pause_reason and status is CampaignStatus.RUNNING:

@@ -21,6 +21,7 @@ from campaigns.domain.dispatch import (
 )
 from campaigns.domain.states import CampaignStatus
 from campaigns.services.dispatch.batch import BatchReport, claim_batch, record_batch, released
+from campaigns.services.dispatch.people import SendTimeCheck
 from campaigns.services.dispatch.plan import load_plan, note_tier_wait, note_window_wait
 from campaigns.services.dispatch.ports import MessageTransport, SendGate
 from campaigns.services.dispatch.send import send_claimed
@@ -63,6 +64,8 @@ async def run_chain(
     plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
     if plan is None or plan.status is not CampaignStatus.RUNNING:
         return False
+    if plan.awaiting_check:  # its contacts check runs first (services.contact_checks)
+        return False
     if await gate.is_paused(campaign_id):
         return False  # a pause is on its way to Postgres
     chain = Chain(
@@ -96,6 +99,7 @@ class Chain:
         self.engine, self.plan, self.gate, self.transport = engine, plan, gate, transport
         self.lease_margin_s, self.concurrency = lease_margin_s, concurrency
         self.after_batch = after_batch
+        self.people = SendTimeCheck(engine, require_opt_in=plan.require_opt_in)
         self.loop = asyncio.get_running_loop()
         self.size = batch_size_for(plan.rate_per_s)
         # A batch claimed ahead waits for the current one, which takes up to the sending part
@@ -144,6 +148,7 @@ class Chain:
                 self.transport,
                 concurrency=self.concurrency,
                 on_opened=partial(_set_once, opened),
+                people=self.people,
             )
         )
         self.completing.append(asyncio.ensure_future(self._complete(sending)))

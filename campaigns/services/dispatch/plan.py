@@ -31,6 +31,8 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=int(row["max_attempts"]),
         window=window,
+        require_opt_in=bool(row["require_opt_in"]),
+        awaiting_check=bool(row["check_contacts"]) and row["contacts_checked_at"] is None,
     )
 
 

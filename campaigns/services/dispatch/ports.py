@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from campaigns.domain.dispatch import GroupGrant, SendJob, TierRoom
+from campaigns.domain.dispatch import ClaimedContact, GroupGrant, SendJob, TierRoom
 from campaigns.domain.outcomes import SendResult
 
 
@@ -56,3 +56,13 @@ class SendGate(Protocol):
     async def pause(self, campaign_id: int) -> None: ...
 
     async def slow_down(self, sender_id: str, seconds: float) -> None: ...
+
+
+class PeopleCheck(Protocol):
+    """The contact registry at send time (``campaigns.services.dispatch.people``)."""
+
+    async def refuse(self, group: Sequence[ClaimedContact]) -> dict[int, str]:
+        """Moves the group's contacts whose person the registry refuses now (unavailable,
+        blocked, opted out; without an opt-in when the campaign requires one) to Sending
+        failed with that reason code; contact id -> reason code. Nothing else changes."""
+        ...

@@ -21,7 +21,7 @@ from campaigns.domain.dispatch import (
 )
 from campaigns.domain.outcomes import classify
 from campaigns.domain.send_window import openings
-from campaigns.services.dispatch.ports import MessageTransport, SendGate
+from campaigns.services.dispatch.ports import MessageTransport, PeopleCheck, SendGate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ async def send_claimed(
     concurrency: int = 200,
     rng: random.Random | None = None,
     on_opened: Callable[[bool], None] | None = None,
+    people: PeopleCheck | None = None,
 ) -> list[Attempt]:
     """Sends every claimed contact once, paced by the gate; stops at a pause flag.
 
@@ -63,8 +64,13 @@ async def send_claimed(
 
     With a send window, contacts whose window is closed now never reach the gate: they go
     back unsent with the time it opens (``Attempt.opens_at``).
+
+    ``people``: the registry's check, made as each group opens (after the gate): a contact
+    whose person became unavailable, blocked or opted out since its upload ends Sending
+    failed with that reason code (``Attempt.suppressed``) and no request is made for it.
     """
     batch = _BatchSend(plan, claimed, gate, transport, concurrency, rng or random.Random())
+    batch.people = people
     sendable = await batch.defer_closed_windows()
     stopped = True  # until every group has been opened
     try:
@@ -103,6 +109,7 @@ class _BatchSend:
         self.tasks: list[asyncio.Task[None]] = []
         self.unsent_marked: list[str] = []
         self.stop = False  # this batch paused the campaign
+        self.people: PeopleCheck | None = None
 
     async def defer_closed_windows(self) -> Sequence[int]:
         """Gives back the contacts whose send window is closed now (with its next opening);
@@ -136,6 +143,7 @@ class _BatchSend:
         grant = await self._ask_gate(group)
         if grant is None or not grant.go:
             return False
+        going: list[tuple[int, float]] = []
         for offset, (index, due_at) in enumerate(zip(indexes, grant.due_at, strict=True)):
             contact = self.claimed[index]
             if offset in grant.refused:
@@ -144,8 +152,35 @@ class _BatchSend:
             elif offset in grant.revoked:
                 self.slots.release()  # given back by recovery: never sent, recorded as released
             else:
+                going.append((index, due_at))
+        refused = await self._ask_registry(going)
+        if refused is None:  # Postgres unreachable: nothing of this group goes
+            return False
+        for index, due_at in going:
+            contact = self.claimed[index]
+            reason = refused.get(contact.id)
+            if reason is not None:  # Sending failed already: never sent
+                self.slots.release()
+                self.unsent_marked.append(str(contact.attempt_id))
+                self.done[index] = Attempt(contact, None, None, None, None, suppressed=reason)
+            else:
                 self.tasks.append(self.loop.create_task(self._send(index, contact, due_at)))
         return not grant.refused  # the tier is full: the rest is given back unsent
+
+    async def _ask_registry(self, going: Sequence[tuple[int, float]]) -> dict[int, str] | None:
+        """The registry's refusals among the group's contacts (moved to Sending failed);
+        None if it could not be asked: then the group's marks are dropped, it is not sent,
+        and the batch stops (the rest goes back unsent)."""
+        if self.people is None or not going:
+            return {}
+        try:
+            return await self.people.refuse([self.claimed[i] for i, _ in going])
+        except Exception:
+            log.warning("registry check failed: the rest of the batch goes back", exc_info=True)
+            for index, _ in going:
+                self.slots.release()
+                self.unsent_marked.append(str(self.claimed[index].attempt_id))
+            return None
 
     async def _ask_gate(self, group: Sequence[ClaimedContact]) -> GroupGrant | None:
         """The gate's grant for the group; None if Redis is unreachable (a restart)."""
