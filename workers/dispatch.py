@@ -40,6 +40,7 @@ from campaigns.services.dispatch.batch import BatchReport
 from campaigns.services.dispatch.chain import run_chain
 from campaigns.services.dispatch.recovery import recover_expired_leases
 from campaigns.services.dispatch.tick import chains_due, complete_finished, start_due_scheduled
+from workers.contact_checks import start_campaign_checks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,6 +158,7 @@ class _AfterBatch:
                 accepted_at=report.accepted_at,
                 limiter_waits=waits,
                 limiter_wait_s=waited_s,
+                suppressed=report.suppressed,
             )
         if report.paused_reason:
             log.warning("campaign %s %s", self.campaign_id, report.paused_reason)
@@ -194,6 +196,8 @@ def tick() -> None:
             for slot in range(settings.dispatch_parallel_batches):
                 if loops.try_take(campaign_id, slot):
                     send_batch.apply_async(_chain_args(campaign_id, slot, sender_id))
+        for campaign_id in start_campaign_checks():
+            log.info("campaign %s: contacts check started", campaign_id)
         for campaign_id in complete_finished(engine):
             log.info("campaign %s completed", campaign_id)
     finally:

@@ -319,6 +319,33 @@ def find_person(conn: Connection, numbers: Sequence[str], wa_id: str | None) -> 
     return next(iter(rows), None)
 
 
+@dataclass
+class Known:
+    """People read for a bulk call: by their number and by their wa_id."""
+
+    by_phone: dict[str, RowMapping] = field(default_factory=dict)
+    by_wa_id: dict[str, RowMapping] = field(default_factory=dict)
+
+
+def find_people(conn: Connection, numbers: Sequence[str], wa_ids: Sequence[str]) -> Known:
+    """Every person with one of these numbers or wa_ids (one query for a bulk call)."""
+    known = Known()
+    if not numbers and not wa_ids:
+        return known
+    rows = conn.execute(
+        text(
+            "SELECT * FROM people WHERE phone_e164 IS NOT NULL AND "
+            "(id = ANY(CAST(:ids AS bigint[])) OR wa_id = ANY(CAST(:wa_ids AS text[])))"
+        ),
+        {"ids": sorted({person_id(n) for n in numbers}), "wa_ids": sorted(set(wa_ids))},
+    ).mappings()
+    for row in rows:
+        known.by_phone[str(row["phone_e164"])] = row
+        if row["wa_id"] is not None:
+            known.by_wa_id.setdefault(str(row["wa_id"]), row)
+    return known
+
+
 def people_by_phone(conn: Connection, phones: Iterable[str]) -> dict[str, Person]:
     numbers = sorted(set(phones))
     if not numbers:
@@ -368,19 +395,27 @@ def delivered_since(conn: Connection, phones: Iterable[str], since: datetime) ->
 
 
 def suppressed_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
-    """The campaign's contacts the registry refused, per reason code (upload and send)."""
+    """The campaign's contacts the registry refused, per reason code: at upload (the
+    uploads' counts per reason, no scan of the invalid rows) and at send time or by its
+    contacts check (Sending failed rows, few)."""
     rows = conn.execute(
         text(
             """
+            SELECT r.key, sum(r.value::bigint) FROM uploads u, jsonb_each_text(u.reasons) r
+            WHERE u.campaign_id = :cid AND r.key = ANY(CAST(:codes AS text[]))
+            GROUP BY r.key
+            UNION ALL
             SELECT reason_code, count(*) FROM contacts
-            WHERE campaign_id = :cid AND state IN ('invalid_record', 'sending_failed')
+            WHERE campaign_id = :cid AND state = 'sending_failed'
               AND reason_code = ANY(CAST(:codes AS text[]))
             GROUP BY reason_code
             """
         ),
         {"cid": campaign_id, "codes": [s.value for s in Suppression]},
     )
-    found = {str(code): int(n) for code, n in rows}
+    found: dict[str, int] = {}
+    for code, n in rows:
+        found[str(code)] = found.get(str(code), 0) + int(n)
     return {s.value: found.get(s.value, 0) for s in Suppression}
 
 
