@@ -265,10 +265,12 @@ def _unblocked(p: Person, f: Learned) -> Person:
 
 
 def _removed(p: Person, f: Learned) -> Person:
-    """Everything the record said goes, UNAVAILABLE and BLOCKED included; its opt-out stays."""
+    """Everything the record said goes, UNAVAILABLE and BLOCKED included; its opt-out stays
+    (and when it was first seen: an upload or a send result brings it back as new)."""
     return Person(
         phone_e164=p.phone_e164,
         user_id=p.user_id,
+        first_seen_at=p.first_seen_at,
         opted_out=p.opted_out,
         opted_out_at=p.opted_out_at,
         opt_out_source=p.opt_out_source,
