@@ -12,8 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -32,7 +31,6 @@ EXIT_PIPE_CLOSED = 141  # the reader went away, as a shell reports a process end
 
 _JSON = "wa_campaigns.json"  # the --json flag in ctx.meta, which every nested context shares
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -93,7 +91,8 @@ def refuse(refusal: Refusal, *, as_json: bool) -> None:
 
 
 class RootGroup(click.Group):
-    """The top group: every refusal raised by a command below it is rendered here, one way."""
+    """The top group: a refusal raised by any command below it is rendered here, one way;
+    a closed pipe ends it quietly."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -101,6 +100,9 @@ class RootGroup(click.Group):
         except Refusal as refusal:
             refuse(refusal, as_json=bool(ctx.meta.get(_JSON, False)))
             raise click.exceptions.Exit(EXIT_REFUSED) from None
+        except BrokenPipeError:  # caught here, before click turns it into a plain exit 1
+            _drop_stdout()
+            raise click.exceptions.Exit(EXIT_PIPE_CLOSED) from None
 
 
 def run(invoke: Callable[[], Any]) -> int:
@@ -135,26 +137,40 @@ def _drop_stdout() -> None:
     os.close(devnull)
 
 
-@contextmanager
-def progress(length: int, describe: Callable[[T], str]) -> Iterator[Callable[[int, T], None]]:
-    """A progress bar on stderr, on a terminal and without ``--json`` only.
+class Progress:
+    """A progress bar on stderr, on a terminal and without ``--json`` only (else silent)."""
 
-    Yields ``show(position, item)``; ``describe(item)`` is the text after the bar.
-    """
-    if wants_json() or not sys.stderr.isatty():
-        yield lambda _position, _item: None
-        return
-    bar: ProgressBar[str] = click.progressbar(
-        length=max(1, length), file=sys.stderr, item_show_func=lambda text: text
-    )
+    def __init__(self, length: int) -> None:
+        self._bar: ProgressBar[str] | None = None
+        if not wants_json() and sys.stderr.isatty():
+            self._bar = click.progressbar(
+                length=max(1, length), file=sys.stderr, item_show_func=lambda text: text
+            )
 
-    def show(position: int, item: T) -> None:
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.render_finish()
+
+    def show(self, position: int, text: str) -> None:
+        bar = self._bar
+        if bar is None:
+            return
         if bar.length is not None and position > bar.length:  # the estimate was short
             bar.length = position
-        bar.update(max(0, position - bar.pos), describe(item))
+        bar.current_item = text
+        bar.make_step(max(0, position - bar.pos))
+        bar.render_progress()
 
-    with bar:
-        yield show
+    def done(self) -> None:
+        """The work is complete: the bar ends full whatever the estimate said."""
+        if self._bar is not None:
+            self._bar.length = max(1, self._bar.pos)
+            self._bar.render_progress()
 
 
 class LiveView:

@@ -56,9 +56,11 @@ def upload(
         output.emit(queued, f"upload {queued.id} queued")
         return
     final = queued
-    with output.progress(estimate_rows(file), _progress_text) as show:
+    with output.Progress(estimate_rows(file)) as bar:
         for final in upload_service.follow_upload(runtime.engine, runtime.redis_url, queued.id):
-            show(final.rows_read, final)
+            bar.show(final.rows_read, _progress_text(final))
+        if final.status == "completed":
+            bar.done()
     output.emit(final, _report_lines(final))
     if final.status != "completed":
         raise click.exceptions.Exit(output.EXIT_REFUSED)

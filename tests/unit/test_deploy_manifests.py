@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -175,7 +176,7 @@ def test_compose_health_checks_shutdown_and_start_order() -> None:
 def worker_node(command: list[str], host: str) -> str | None:
     """The Celery node name ``wa-campaigns worker -Q ...`` runs as on ``host`` (None: not a
     worker command)."""
-    from campaigns.cli.main import worker_argv
+    from campaigns.cli.ops import worker_argv
 
     if command[:2] != ["wa-campaigns", "worker"] or "-Q" not in command:
         return None
@@ -273,11 +274,24 @@ def _command_lines() -> Iterator[tuple[str, list[str]]]:
     yield "Dockerfile", json.loads(cmd.group(1))
 
 
+def parse_command(argv: list[str]) -> click.Context:
+    """The context ``wa-campaigns ARGV`` would run its command in, parsed by the real click
+    tree and not run; bad usage raises click's UsageError, as the command line would."""
+    from campaigns.cli.main import cli
+
+    command: click.Command = cli
+    name, args = "wa-campaigns", list(argv)
+    while isinstance(command, click.Group):
+        if not args or args[0] not in command.commands:
+            raise click.UsageError(f"{name} has no command {args[:1]}")
+        name, *args = args
+        command = command.commands[name]
+    return command.make_context(name, args)
+
+
 def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
-    from campaigns.cli import main as cli
     from campaigns.dev.simulator import __main__ as simulator
 
-    parser = cli.build_parser()
     served: list[Any] = []
     monkeypatch.setattr(simulator, "serve", served.append)
     seen = set()
@@ -285,26 +299,28 @@ def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.Mon
         assert argv[0] == "wa-campaigns", f"{where}: {argv}"
         seen.add(argv[1])
         if argv[1] == "simulator":
-            # cli.main hands everything after `simulator` to the simulator's own parser.
+            # The simulator command hands every argument to the simulator's own parser.
+            assert parse_command(argv[1:]).params["simulator_args"] == tuple(argv[2:])
             simulator.main(argv[2:])
             continue
         try:
-            args = parser.parse_args(argv[1:])
-        except SystemExit as exc:  # argparse's way of refusing
-            raise AssertionError(f"{where}: `{shlex.join(argv)}` is refused") from exc
+            ctx = parse_command(argv[1:])
+        except click.UsageError as exc:
+            raise AssertionError(f"{where}: `{shlex.join(argv)}` is refused: {exc}") from exc
         if argv[1] == "worker":
-            assert set(args.queues.split(",")) <= set(QUEUES), where
+            assert set(ctx.params["queues"].split(",")) <= set(QUEUES), where
     assert {"serve", "worker", "beat", "migrate", "simulator"} <= seen
     assert len(served) == 1  # the simulator's arguments parsed into a config
 
 
 def test_a_wrong_command_would_be_caught() -> None:
-    from campaigns.cli import main as cli
-
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["workers", "-Q", "dispatch"])
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["serve", "--bind", "127.0.0.1"])
+    with pytest.raises(click.UsageError):
+        parse_command(["workers", "-Q", "dispatch"])
+    with pytest.raises(click.UsageError):
+        parse_command(["serve", "--bind", "127.0.0.1"])
+    with pytest.raises(click.UsageError):
+        parse_command(["dev", "sideways"])
+    assert parse_command(["serve", "--port", "8000"]).params["port"] == 8000
 
 
 def test_queues_agree_everywhere() -> None:
