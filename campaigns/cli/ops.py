@@ -141,6 +141,7 @@ def simulator(simulator_args: tuple[str, ...]) -> None:
 
 
 @click.group("dev")
+@output.json_option
 def dev_group() -> None:
     """Start or stop the embedded Postgres and Redis.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +36,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    ctx.meta[_JSON] = value
+    if value:  # on a group (``dev --json up``) it holds for the command below as well
+        ctx.meta[_JSON] = True
     return value
 
 
@@ -163,7 +165,8 @@ class Progress:
         if bar.length is not None and position > bar.length:  # the estimate was short
             bar.length = position
         bar.current_item = text
-        bar.make_step(max(0, position - bar.pos))
+        if position > bar.pos:  # no step while nothing moved: click's ETA would be nonsense
+            bar.make_step(position - bar.pos)
         bar.render_progress()
 
     def done(self) -> None:
@@ -188,7 +191,8 @@ class LiveView:
                 click.echo("\n".join([*lines, ""]))
             self._last = lines
             return
-        block = [*lines, time.strftime(f"%H:%M:%S  {self.footer}")]
+        width = shutil.get_terminal_size().columns - 1  # a wrapped line would break the count
+        block = [line[:width] for line in (*lines, f"{time.strftime('%H:%M:%S')}  {self.footer}")]
         # Up to the first line drawn last time, clear to the end of the screen, draw again.
         up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
         click.echo(up + "\n".join(block))

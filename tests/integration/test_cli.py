@@ -142,6 +142,22 @@ def test_migrate_is_idempotent(db: Engine, capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out == "schema is at head\n"
 
 
+def test_dev_down_takes_json_before_or_after_the_action(tmp_path: Path) -> None:
+    """``dev ACTION`` was one command; ``--json`` stays accepted on either side of the action.
+    (``dev up`` itself, which starts the stores, is tests/integration/test_devenv.py.)"""
+    for argv in (["dev", "down", "--json"], ["dev", "--json", "down"], ["dev", "down"]):
+        done = subprocess.run(
+            [*CLI, *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DATA_DIR": str(tmp_path)},
+        )
+        assert (done.returncode, done.stderr) == (0, ""), argv
+        expected = "stopped: nothing\n" if "--json" not in argv else '{"stopped": []}\n'
+        assert done.stdout == expected, argv
+
+
 # --------------------------------------------------------------------------- refusals
 
 
