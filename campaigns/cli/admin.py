@@ -28,7 +28,7 @@ def _deps() -> tuple[Engine, SyncPauseFlags]:
 
 
 def _wake_dispatch() -> None:
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     wake_dispatch()
 
