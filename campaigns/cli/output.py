@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from pydantic import BaseModel
 
 from campaigns.domain.refusals import Refusal
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
 EXIT_OK = 0
-EXIT_FAILED = 1  # an unexpected error (a traceback on stderr)
+# 1: an unexpected error, the interpreter's own exit code for it (with the traceback)
 EXIT_REFUSED = 2  # refused or bad usage: nothing was changed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 EXIT_PIPE_CLOSED = 141  # the reader went away, as a shell reports a process ended by SIGPIPE
@@ -58,6 +57,8 @@ def wants_json() -> bool:
 
 
 def _as_json(payload: Any) -> str:
+    from pydantic import BaseModel  # here, not at import: completion runs on every TAB
+
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     return json.dumps(payload, default=str)
