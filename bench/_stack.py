@@ -14,13 +14,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +31,8 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import Engine, text  # noqa: E402
 
+from campaigns.dev.processes import Child, Supervisor  # noqa: E402
+
 SIM_TOKEN = "sim-token"
 DEFAULT_SENDER = "555"
 PENDING = ("initial", "in_progress", "retry_scheduled")
@@ -41,13 +41,6 @@ PENDING = ("initial", "in_progress", "retry_scheduled")
 def log(message: str) -> None:
     """Progress goes to stderr; stdout carries only the final JSON line."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -59,7 +52,8 @@ class Stack:
         self.name = name
         self.keep = keep
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"wa-bench-{name}-"))
-        self.procs: list[Proc] = []
+        # Every process of the run, in its own process group: stopped as one at the end.
+        self.supervisor = Supervisor(self.data_dir, cwd=ROOT, stop_timeout_s=10.0)
         self.sim_url = ""
         self.database_url = ""
         self.redis_url = ""
@@ -110,9 +104,7 @@ class Stack:
         runtime.reset()
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            self._kill(proc)
-        self.procs.clear()
+        self.supervisor.stop_all()
         if self._services_up:
             from campaigns.runtime import embedded
 
@@ -124,28 +116,12 @@ class Stack:
         else:
             log(f"kept {self.data_dir}")
 
-    @staticmethod
-    def _kill(proc: Proc) -> None:
-        popen = proc.popen
-        if popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=10)
-        # Prefork children left behind by a worker that died first: same process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-
     def stop(self, name: str) -> None:
-        for proc in list(self.procs):
-            if proc.name == name:
-                self._kill(proc)
-                self.procs.remove(proc)
+        self.supervisor.stop(name)
+
+    @property
+    def procs(self) -> list[Child]:
+        return self.supervisor.children
 
     # ------------------------------------------------------------------ processes
 
@@ -162,22 +138,8 @@ class Stack:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path = ROOT,
-    ) -> Proc:
-        log_path = self.data_dir / f"{name}.log"
-        full_env = {**os.environ, **(env or {})}
-        with log_path.open("wb") as handle:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,  # its own process group: killed as one at the end
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
-        return proc
+    ) -> Child:
+        return self.supervisor.start(name, argv, env=env, cwd=cwd)
 
     def start_simulator(self, *, rate: float | None = None) -> str:
         from campaigns.runtime.embedded import free_port
@@ -200,7 +162,7 @@ class Stack:
         os.environ["WHATSAPP_API_URL"] = self.sim_url
         return self.sim_url
 
-    def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Proc:
+    def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Child:
         """``wa-campaigns worker -Q dispatch --beat -c 2`` exactly as the CLI runs it."""
         from campaigns.cli.ops import worker_argv
 
@@ -209,7 +171,7 @@ class Stack:
         self.wait_ready(proc)
         return proc
 
-    def wait_ready(self, proc: Proc, *, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, proc: Child, *, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while b" ready." not in proc.log_path.read_bytes():
             if proc.popen.poll() is not None or time.monotonic() > deadline:

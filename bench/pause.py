@@ -57,7 +57,8 @@ def last_gate_pass(stack: Stack, campaign_id: int, since: float) -> float | None
     marker set), from the markers' remaining TTL: set time = now - (TTL - PTTL), in ms."""
     import redis
 
-    from campaigns.clients.send_gate import STARTED_PREFIX, STARTED_TTL_S
+    from campaigns.clients import redis_keys
+    from campaigns.clients.send_gate import STARTED_TTL_S
 
     with stack.engine.connect() as conn:
         attempts = [
@@ -76,7 +77,7 @@ def last_gate_pass(stack: Stack, campaign_id: int, since: float) -> float | None
     pipe = client.pipeline(transaction=False)
     pipe.time()
     for attempt in attempts:
-        pipe.pttl(f"{STARTED_PREFIX}:{attempt}")
+        pipe.pttl(redis_keys.started(attempt))
     (seconds, micros), *pttls = pipe.execute()
     now = seconds + micros / 1e6
     ages = [(STARTED_TTL_S * 1000 - p) / 1000 for p in pttls if p > 0]

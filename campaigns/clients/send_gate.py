@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 import redis
 import redis.asyncio as aioredis
 
+from campaigns.clients import redis_keys
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.domain.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
 
@@ -40,10 +41,6 @@ __all__ = [
     "tier_blocked",
 ]
 
-TIER_PREFIX = "wa:tier"
-TIER_BLOCKED_PREFIX = "wa:tier:blocked"
-
-STARTED_PREFIX = "wa:started"
 # Longer than any lease plus the recovery grace: the marker must outlive the question.
 STARTED_TTL_S = 2 * 24 * 3600
 
@@ -141,18 +138,6 @@ return out
 """
 
 
-def _started_key(attempt: str) -> str:
-    return f"{STARTED_PREFIX}:{attempt}"
-
-
-def tier_key(sender_id: str) -> str:
-    return f"{TIER_PREFIX}:{sender_id}"
-
-
-def tier_blocked_key(sender_id: str) -> str:
-    return f"{TIER_BLOCKED_PREFIX}:{sender_id}"
-
-
 class RedisSendGate:
     """``campaigns.services.dispatch.ports.SendGate`` on Redis; one per event loop."""
 
@@ -211,7 +196,7 @@ class RedisSendGate:
         keys = [self._flags.key(campaign_id)]
         if self._messaging_limit:
             return await self._open_tiered(keys, sender_id, attempts, recipients, due_at)
-        keys.extend([_started_key(a) for a in attempts])
+        keys.extend([redis_keys.started(a) for a in attempts])
         reply = await self._go(keys=keys, args=[STARTED_TTL_S])
         if not int(reply[0]):
             return GroupGrant(False, ())
@@ -228,8 +213,8 @@ class RedisSendGate:
     ) -> GroupGrant:
         if len(recipients) != len(attempts):
             raise ValueError("with a messaging limit every attempt needs its recipient")
-        keys.extend([tier_key(sender_id), tier_blocked_key(sender_id)])
-        keys.extend([_started_key(a) for a in attempts])
+        keys.extend([redis_keys.tier(sender_id), redis_keys.tier_blocked(sender_id)])
+        keys.extend([redis_keys.started(a) for a in attempts])
         args: list[str | int] = [STARTED_TTL_S, self._messaging_limit, self._tier_window_ms]
         args.extend(recipients)
         reply = await self._go_tier(keys=keys, args=args)
@@ -247,7 +232,7 @@ class RedisSendGate:
         if not self._messaging_limit:
             return TierRoom(room=1 << 30)
         reply = await self._tier_room(
-            keys=[tier_key(sender_id), tier_blocked_key(sender_id)],
+            keys=[redis_keys.tier(sender_id), redis_keys.tier_blocked(sender_id)],
             args=[self._messaging_limit, self._tier_window_ms],
         )
         room, free_at_ms = int(reply[0]), int(reply[1])
@@ -256,7 +241,7 @@ class RedisSendGate:
     async def unmark(self, attempts: Sequence[str]) -> None:
         """Removes the started markers of attempts this gate marked that were not sent."""
         if attempts:
-            await self._redis.delete(*[_started_key(a) for a in attempts])
+            await self._redis.delete(*[redis_keys.started(a) for a in attempts])
 
     async def is_paused(self, campaign_id: int) -> bool:
         return await self._flags.is_paused(campaign_id)
@@ -271,12 +256,12 @@ class RedisSendGate:
 class SyncPauseFlags:
     """The same flags as ``PauseFlags``, for admin commands in synchronous code."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str = "wa:paused") -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._prefix = key_prefix
 
-    def key(self, campaign_id: int) -> str:
-        return f"{self._prefix}:{campaign_id}"
+    @staticmethod
+    def key(campaign_id: int) -> str:
+        return redis_keys.paused(campaign_id)
 
     def set_paused(self, campaign_id: int) -> None:
         self._redis.set(self.key(campaign_id), b"1")
@@ -291,7 +276,7 @@ class SyncPauseFlags:
 def tier_blocked(client: redis.Redis, sender_id: str) -> bool:
     """The sender's messaging tier is full and refused a send (or a claim found no room):
     chains of its campaigns wait until the key expires with the oldest entry's window."""
-    return bool(client.exists(tier_blocked_key(sender_id)))
+    return bool(client.exists(redis_keys.tier_blocked(sender_id)))
 
 
 def started_attempts(client: redis.Redis, attempts: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -303,7 +288,7 @@ def started_attempts(client: redis.Redis, attempts: Sequence[uuid.UUID]) -> set[
     if not attempts:
         return set()
     probe = client.register_script(_PROBE_LUA)
-    flags = probe(keys=[_started_key(str(a)) for a in attempts], args=[STARTED_TTL_S])
+    flags = probe(keys=[redis_keys.started(str(a)) for a in attempts], args=[STARTED_TTL_S])
     return {a for a, started in zip(attempts, flags, strict=True) if int(started)}
 
 
@@ -328,13 +313,13 @@ class DispatchLoops:
     key expire, and the next tick starts a new one.
     """
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int = 30, prefix: str = "wa:loop") -> None:
+    def __init__(self, client: redis.Redis, *, ttl_s: int = 30) -> None:
         self._redis = client
         self._ttl = ttl_s
-        self._prefix = prefix
 
-    def key(self, campaign_id: int, slot: int) -> str:
-        return f"{self._prefix}:{campaign_id}:{slot}"
+    @staticmethod
+    def key(campaign_id: int, slot: int) -> str:
+        return redis_keys.loop(campaign_id, slot)
 
     def try_take(self, campaign_id: int, slot: int) -> bool:
         return bool(self._redis.set(self.key(campaign_id, slot), b"1", nx=True, ex=self._ttl))
