@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine
 
 from campaigns.cli.main import cli, main
-from tests.fixtures.processes import ROOT, ServiceProcess, start_worker, wait_for
+from campaigns.dev.processes import Child
+from tests.fixtures.processes import ROOT, start_worker, wait_for
 from tests.integration.dispatch_support import campaign_with_contacts, phone
 
 CLI = [sys.executable, "-m", "campaigns.cli.main"]
@@ -27,10 +28,9 @@ CLI = [sys.executable, "-m", "campaigns.cli.main"]
 @pytest.fixture(scope="module")
 def ingest_process(
     stack: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServiceProcess]:
-    """``wa-campaigns worker -Q ingest`` as a process, as an operator runs it. (Not the
-    in-thread test worker: a second in-process Celery worker never runs countdown tasks, which
-    breaks the webhooks tests' worker when both land in one xdist process.)"""
+) -> Iterator[Child]:
+    """``wa-campaigns worker -Q ingest`` as a process, as an operator runs it: the uploads
+    here go through the real worker command (the ``worker`` command's happy path)."""
     proc = start_worker(stack, tmp_path_factory.mktemp("cli-logs"), name="ingest", queues="ingest")
     try:
         wait_for(lambda: " ready." in proc.log_tail(), timeout=60, what="the ingest worker")
@@ -58,7 +58,7 @@ def create_campaign(capsys: pytest.CaptureFixture[str], *extra: str) -> int:
 
 
 def test_create_upload_status_export(
-    db: Engine, ingest_process: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db: Engine, ingest_process: Child, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, campaign = run(
         capsys,
@@ -198,7 +198,7 @@ def refusal_cases(campaign_id: int, done_upload: int, empty: Path) -> list[tuple
 
 
 def test_every_refusal_exits_2_in_one_shape(
-    db: Engine, ingest_process: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db: Engine, ingest_process: Child, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     campaign_id = create_campaign(capsys)
     good = tmp_path / "good.csv"
@@ -220,7 +220,7 @@ def test_every_refusal_exits_2_in_one_shape(
 
 
 def test_upload_that_does_not_complete_exits_2_with_its_report(
-    db: Engine, ingest_process: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db: Engine, ingest_process: Child, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     campaign_id = create_campaign(capsys)
     # Its head passes the checks at upload; the worker finds a NUL byte further on.
@@ -354,7 +354,7 @@ class Terminal:
 
 
 def test_upload_progress_bar_on_a_terminal_only(
-    db: Engine, ingest_process: ServiceProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db: Engine, ingest_process: Child, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv_file = tmp_path / "c.csv"
     csv_file.write_text("phone\n" + "".join(f"{phone(i)}\n" for i in range(2000)))
