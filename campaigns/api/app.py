@@ -6,25 +6,32 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from campaigns.api import campaigns, dashboard, metrics, webhooks
+from campaigns.api import campaigns, dashboard, docs, server, webhooks
 from campaigns.api.deps import require_token
+from campaigns.api.security import SecurityHeaders
 from campaigns.domain import refusals
 from campaigns.domain.admin import CommandRefused
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
 from campaigns.domain.states import IllegalTransition
+from campaigns.runtime.config import get_settings
 from schemas.api import validation_message
 
 
 def create_app() -> FastAPI:
+    get_settings()  # refused settings end the process here, before it listens
     app = FastAPI(
         title="wa-campaigns",
         description="WhatsApp template campaigns: CSV intake, dispatch, delivery status.",
         version="0.1.0",
+        docs_url=None,  # served by campaigns.api.docs without a CDN; no ReDoc
+        redoc_url=None,
+        lifespan=server.lifespan,  # the /metrics listener on METRICS_PORT
     )
+    app.add_middleware(SecurityHeaders)
+    app.include_router(docs.router)
     app.include_router(campaigns.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.pages)
-    app.include_router(metrics.router)
     app.include_router(webhooks.router)  # signed by the platform: no bearer token
 
     @app.get("/healthz", include_in_schema=False)
