@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -89,8 +90,9 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
         )
     record(resolve().redis_url, cid)
 
-    api.headers.pop("Authorization")  # exporters are scraped without a token
-    response = api.get("/metrics")
+    # Exporters are scraped without a token, on the metrics listener, not the API port.
+    assert api.get("/metrics").status_code == 404
+    response = httpx.get(api.app.state.metrics_listener.url, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     found = families(response.text)
