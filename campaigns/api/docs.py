@@ -1,4 +1,5 @@
-"""``/docs``: Swagger UI served from this origin (the ``swagger-ui-bundle`` package), no CDN.
+"""``/docs``: Swagger UI 5 served from this origin (the files of the ``fastapi-offline``
+package), no CDN.
 
 FastAPI's own /docs page loads Swagger UI from a CDN without an integrity hash and starts
 it with an inline script; both are refused by the Content-Security-Policy
@@ -10,14 +11,14 @@ script, so it runs under ``default-src 'self'``. ReDoc (CDN only) is not served;
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
-import swagger_ui_bundle
+import fastapi_offline
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse, HTMLResponse
 
 STATIC = Path(__file__).parent / "static"
-_VENDOR = Path(cast(str, swagger_ui_bundle.swagger_ui_path))
+# Only its static files are used (Swagger UI 5 reads OpenAPI 3.1, which FastAPI writes).
+_VENDOR = Path(fastapi_offline.__file__).parent / "static"
 # A fixed list: no path from the URL ever reaches the disk.
 _ASSETS = {
     "swagger-ui.css": (_VENDOR / "swagger-ui.css", "text/css; charset=utf-8"),
@@ -30,7 +31,6 @@ _PAGE = """<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>wa-campaigns API</title>
-  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="/docs/static/swagger-ui.css">
 </head>
 <body>
