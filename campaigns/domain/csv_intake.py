@@ -451,9 +451,13 @@ def _iter_rows(
     try:
         # strict: an unclosed quote is an error, not a field that swallows the following rows.
         reader = csv.reader(lines, delimiter=layout.delimiter, strict=True)
-        if next(reader, None) is None:
+        header = next(reader, None)
+        if header is None:
             return
         line = 1
+        if len(header) > max_fields:  # a header longer than the head the upload was checked on
+            raise _too_many_columns(1, max_fields)
+        lines.record_done()
         for row in reader:
             lines.record_done()
             line += 1
