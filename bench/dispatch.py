@@ -113,7 +113,7 @@ def run_ours(
     stack: Stack, contacts: int, profile: Path | None, rate: float, *, number_base: int
 ) -> Run:
     from campaigns.services import admin
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     campaign_id = stack.campaign_with_contacts(
         contacts, rate=rate, number_base=number_base, name=f"ours at {rate:g}/s"

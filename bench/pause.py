@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     load = machine_load()
     from campaigns.services import admin
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     results: list[dict[str, float | int]] = []
     with Stack("pause", keep=args.keep) as stack:

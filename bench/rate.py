@@ -52,7 +52,7 @@ def measure(
 ) -> tuple[float, float, float]:
     """(measured rate, the sent_at cross-check, other processes' busy cores in the window)."""
     from campaigns.services import admin
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     contacts = math.ceil(rate * (seconds + warmup + 10))
     campaign_id = stack.campaign_with_contacts(

@@ -17,13 +17,13 @@ from campaigns.runtime.stores import resolve
 from campaigns.storage.engine import dispose_after_fork
 
 QUEUES = ("ingest", "dispatch", "webhooks")
-TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks", "workers.maintenance"]
+TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks"]
 
 # Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Starts due scheduled campaigns, keeps one dispatch loop alive per running campaign,
     # settles expired leases, completes campaigns with nothing left to send.
-    "dispatch-tick": {"task": "workers.maintenance.tick", "schedule": 1.0},
+    "dispatch-tick": {"task": "workers.dispatch.tick", "schedule": 1.0},
     # Applies inbox rows whose first try did not match (unknown wamid yet) and stragglers.
     "webhooks-sweep": {"task": "workers.webhooks.sweep_inbox", "schedule": 2.0},
     # Deletes applied webhook bodies older than WEBHOOK_INBOX_RETENTION_H.
@@ -66,7 +66,6 @@ def make_app() -> Celery:
         task_routes={
             "workers.ingest.*": {"queue": "ingest"},
             "workers.dispatch.*": {"queue": "dispatch"},
-            "workers.maintenance.*": {"queue": "dispatch"},
             "workers.webhooks.*": {"queue": "webhooks"},
         },
         beat_schedule=BEAT_SCHEDULE,

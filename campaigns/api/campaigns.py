@@ -87,7 +87,7 @@ def start_campaign(
     campaign_id: int, engine: EngineDep, flags: FlagsDep, body: StartBody | None = None
 ) -> CampaignOut:
     """Draft -> running now, or -> scheduled when `at` is in the future."""
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     campaign = admin.start_campaign(engine, flags, campaign_id, at=body.at if body else None)
     wake_dispatch()
@@ -102,7 +102,7 @@ def pause_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> Camp
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut, responses=_REFUSED)
 def resume_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     campaign = admin.resume_campaign(engine, flags, campaign_id)
     wake_dispatch()

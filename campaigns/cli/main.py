@@ -168,7 +168,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _wake_dispatch() -> None:
-    from workers.maintenance import wake_dispatch
+    from workers.dispatch import wake_dispatch
 
     wake_dispatch()
 

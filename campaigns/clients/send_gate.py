@@ -1,7 +1,7 @@
 """Redis side of dispatch: the gate per group of messages, pause flags for admin commands,
 started markers for lease recovery, and the keys that keep one dispatch loop per slot alive.
 
-Messages pass the gate in groups of ~50 ms of sending (``campaigns.services.dispatch.group_size``):
+Messages pass the gate in groups of ~50 ms of sending (``campaigns.domain.dispatch.group_size``):
 per group one limiter call books all its tokens, then - once the group's first token is
 due - one script call checks the pause flag and, only if the campaign is not paused, marks
 every attempt of the group as started in the same round trip. The marker is what lets
@@ -154,7 +154,7 @@ def tier_blocked_key(sender_id: str) -> str:
 
 
 class RedisSendGate:
-    """``campaigns.services.dispatch.SendGate`` on Redis; one per event loop."""
+    """``campaigns.services.dispatch.ports.SendGate`` on Redis; one per event loop."""
 
     def __init__(
         self,
@@ -312,7 +312,8 @@ def markers_since(client: redis.Redis) -> datetime:
 
     Markers are written to the AOF once a second (``appendfsync everysec``): a Redis that
     crashed and came back may lack markers of sends that went out just before, so recovery
-    trusts a missing marker only for leases claimed after this (``dispatch.markers_trusted``).
+    trusts a missing marker only for leases claimed after this
+    (``campaigns.domain.dispatch.markers_trusted``).
     """
     info = client.info("server")
     now_s = int(info["server_time_usec"]) / 1e6

@@ -189,8 +189,8 @@ def _run_campaign(
             max_bytes=runtime.settings.max_upload_bytes,
         )
     upload = uploads.register_upload(engine, campaign.id, spooled, filename=csv_path.name)
+    from workers.dispatch import wake_dispatch
     from workers.ingest import ingest_upload
-    from workers.maintenance import wake_dispatch
 
     ingest_upload.delay(upload.id)
     for upload in uploads.follow_upload(engine, runtime.redis_url, upload.id):  # noqa: B020

@@ -127,6 +127,30 @@ def window_reason(opens_at: datetime) -> str:
     return f"{WINDOW_WAIT_PREFIX}: next opening at {at}"
 
 
+def reason_after_batch(
+    current: str | None,
+    *,
+    sent: bool,
+    tier_limit: int,
+    tier_window_s: float,
+    tier_free_at: float | None,
+    windowed: bool,
+) -> str | None:
+    """A running campaign's ``status_reason`` after a batch (``current`` before it).
+
+    With a messaging limit, a batch the tier cut short (``tier_free_at``) shows the tier's
+    wait, and one that sent clears it; a batch that sent clears a send window's wait too."""
+    reason = current
+    if tier_limit:
+        if tier_free_at is not None:
+            reason = tier_reason(tier_limit, tier_window_s, tier_free_at)
+        elif sent and (current or "").startswith(TIER_WAIT_PREFIX):
+            reason = None  # sending again
+    if windowed and sent and (current or "").startswith(WINDOW_WAIT_PREFIX):
+        reason = None  # a window opened: sending again
+    return reason
+
+
 OUTCOME_UNKNOWN = "outcome unknown: the worker stopped after the send started"
 
 

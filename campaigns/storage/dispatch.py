@@ -1,4 +1,5 @@
-"""SQL of dispatch and admin commands: claim, record a batch, recover leases, cancel, remove.
+"""SQL of dispatch: claim a batch, record its outcomes, what is due or pending, expired leases,
+scheduled starts (the admin commands' cancel and remove are in ``storage.admin``).
 
 Every state write is one set-based statement whose ``WHERE state IN (...)`` guard comes from
 the transition table (``contact_sources``), and appends its events in the same statement.

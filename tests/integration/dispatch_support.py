@@ -16,9 +16,12 @@ from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, SyncPauseFlags
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
 from campaigns.dev.simulator.runner import RunningSimulator
+from campaigns.domain.dispatch import CHAIN_S
 from campaigns.runtime.stores import resolve
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import uploads
+from campaigns.services.dispatch.batch import BatchReport
+from campaigns.services.dispatch.chain import run_chain
 from schemas.api import CampaignCreate
 
 T = TypeVar("T")
@@ -131,6 +134,34 @@ class SendPorts:
         self.run(self.client.aclose())
         self.run(self.redis.aclose())
         self.loop.close()
+
+
+def chain(
+    engine: Engine,
+    campaign_id: int,
+    ports: SendPorts,
+    *,
+    max_s: float = CHAIN_S,
+    reports: list[BatchReport] | None = None,
+) -> bool:
+    """A dispatch chain (``run_chain``, the production path) on the ports' loop; whether more
+    is due now. ``max_s=0``: one batch. ``reports`` gets each batch's report."""
+
+    async def after(report: BatchReport) -> None:
+        assert reports is not None
+        reports.append(report)
+
+    return ports.run(
+        run_chain(
+            engine,
+            campaign_id,
+            ports.gate,
+            ports.transport,
+            default_sender=SENDER,
+            max_s=max_s,
+            after_batch=after if reports is not None else None,
+        )
+    )
 
 
 @contextmanager

@@ -50,10 +50,10 @@ def test_start_and_resume_wake_dispatch_at_once(
     api: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sending starts with a tick queued by the command, not up to a beat interval later."""
-    from workers import maintenance
+    from workers import dispatch as dispatch_task
 
     woken: list[str] = []
-    monkeypatch.setattr(maintenance.tick, "apply_async", lambda *a, **k: woken.append("tick"))
+    monkeypatch.setattr(dispatch_task.tick, "apply_async", lambda *a, **k: woken.append("tick"))
     campaign_id = campaign_with_contacts(db, [phone(1)])
     api.post(f"/campaigns/{campaign_id}/start")
     api.post(f"/campaigns/{campaign_id}/pause")
@@ -61,7 +61,7 @@ def test_start_and_resume_wake_dispatch_at_once(
     api.post(f"/campaigns/{campaign_id}/resume")
     assert woken == ["tick", "tick"]
     # A broker that is down costs the command nothing: beat's tick follows anyway.
-    monkeypatch.setattr(maintenance.tick, "apply_async", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(dispatch_task.tick, "apply_async", lambda *a, **k: 1 / 0)
     api.post(f"/campaigns/{campaign_id}/pause")
     assert api.post(f"/campaigns/{campaign_id}/resume").json()["status"] == "running"
 

@@ -1,4 +1,7 @@
-"""Dispatch on real Postgres and Redis against the simulator: claim, send, record, recover."""
+"""Dispatch on real Postgres and Redis against the simulator: claim, send, record, recover.
+
+Batches run through ``run_chain``, the path production takes; a chain with a budget of one
+batch (``max_s=0``) claims, sends and records a single batch."""
 
 from __future__ import annotations
 
@@ -16,13 +19,21 @@ from campaigns.domain import dispatch as rules
 from campaigns.domain.dispatch import RecordedOutcome
 from campaigns.domain.outcomes import SendResult
 from campaigns.domain.states import CampaignStatus, ContactState, IllegalTransition
-from campaigns.services import admin, dispatch
+from campaigns.services import admin
+from campaigns.services.dispatch.batch import BatchReport, claim_batch, record_batch
+from campaigns.services.dispatch.chain import run_chain
+from campaigns.services.dispatch.plan import load_plan
+from campaigns.services.dispatch.ports import MessageTransport
+from campaigns.services.dispatch.recovery import recover_expired_leases
+from campaigns.services.dispatch.send import send_claimed
+from campaigns.services.dispatch.tick import campaigns_with_due_work, start_due_scheduled
 from campaigns.storage import dispatch as dispatch_db
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
     campaign_status,
     campaign_with_contacts,
+    chain,
     contact_rows,
     phone,
     send_ports,
@@ -37,16 +48,11 @@ def ports(sim: RunningSimulator) -> Iterator[SendPorts]:
         yield p
 
 
-def run_until_idle(
-    engine: Engine, campaign_id: int, ports: SendPorts
-) -> list[dispatch.BatchReport]:
-    reports = []
+def run_until_idle(engine: Engine, campaign_id: int, ports: SendPorts) -> list[BatchReport]:
+    """One batch at a time until nothing more is due now; each batch's report."""
+    reports: list[BatchReport] = []
     for _ in range(100):
-        report = dispatch.run_batch(
-            engine, campaign_id, ports.gate, ports.transport, ports.run, default_sender=SENDER
-        )
-        reports.append(report)
-        if not report.more:
+        if not chain(engine, campaign_id, ports, max_s=0, reports=reports):
             return reports
     raise AssertionError("dispatch did not go idle")
 
@@ -146,14 +152,14 @@ def test_template_error_pauses_the_campaign_and_stops_the_batch(
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(60)], rate=20)
     admin.start_campaign(db, sync_flags(), campaign_id)
 
-    report = dispatch.run_batch(
-        db, campaign_id, ports.gate, ports.transport, ports.run, default_sender=SENDER
-    )
+    reports: list[BatchReport] = []
+    more = chain(db, campaign_id, ports, max_s=0, reports=reports)
+    (report,) = reports
 
     status, reason = campaign_status(db, campaign_id)
     assert status == "paused"
     assert reason is not None and "132001" in reason
-    assert report.paused_reason and not report.more
+    assert report.paused_reason and not more
     # At 20 msg/s the first answers come back before most tokens: the flag stops the rest.
     counts = states(db, campaign_id)
     errors = sum(1 for s in counts.values() if s == "error")
@@ -170,14 +176,14 @@ def test_pause_releases_unsent_claims_and_cancel_cancels_them(
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(30)])
     flags = sync_flags()
     admin.start_campaign(db, flags, campaign_id)
-    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
-    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    claimed = claim_batch(db, plan, lease_margin_s=60)
     assert len(claimed) == 30
 
     admin.pause_campaign(db, flags, campaign_id)
-    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
-    dispatch.record_batch(db, plan, attempts)
+    attempts = ports.run(send_claimed(plan, claimed, ports.gate, ports.transport))
+    record_batch(db, plan, attempts)
 
     assert sim.stats()["requests_total"] == 0
     rows = contact_rows(db, campaign_id)
@@ -185,12 +191,12 @@ def test_pause_releases_unsent_claims_and_cancel_cancels_them(
     assert {r["attempts"] for r in rows} == {0}  # a released claim is not an attempt
 
     admin.resume_campaign(db, flags, campaign_id)
-    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
-    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    claimed = claim_batch(db, plan, lease_margin_s=60)
     admin.cancel_campaign(db, flags, campaign_id)
-    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
-    dispatch.record_batch(db, plan, attempts)
+    attempts = ports.run(send_claimed(plan, claimed, ports.gate, ports.transport))
+    record_batch(db, plan, attempts)
     assert set(states(db, campaign_id).values()) == {"canceled_by_admin"}
     assert sim.stats()["requests_total"] == 0
     assert campaign_status(db, campaign_id)[0] == "cancelled"
@@ -201,9 +207,9 @@ def test_recording_is_guarded_by_the_attempt(
 ) -> None:
     campaign_id = campaign_with_contacts(db, [phone(1)])
     admin.start_campaign(db, sync_flags(), campaign_id)
-    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
-    (claimed,) = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    (claimed,) = claim_batch(db, plan, lease_margin_s=60)
     stale = RecordedOutcome(claimed.id, uuid.uuid4(), ContactState.ERROR, reason="stale")
     with db.begin() as conn:
         assert dispatch_db.record_outcomes(conn, [stale]) == (0, 0)
@@ -246,7 +252,7 @@ def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> No
             ),
             {"i": started_new.id},
         )
-    report = dispatch.recover_expired_leases(
+    report = recover_expired_leases(
         db, lambda ids: {started_old.attempt_id, started_new.attempt_id}, grace_s=600
     )
     assert (report.released, report.errored, report.waiting) == (1, 1, 1)
@@ -262,12 +268,12 @@ def test_scheduled_start_runs_when_due(db: Engine) -> None:
     at = datetime.now(UTC) + timedelta(hours=1)
     out = admin.start_campaign(db, sync_flags(), campaign_id, at=at)
     assert out.status is CampaignStatus.SCHEDULED and out.scheduled_at == at
-    assert dispatch.start_due_scheduled(db) == []
+    assert start_due_scheduled(db) == []
     with db.begin() as conn:
         conn.execute(text("UPDATE campaigns SET scheduled_at = now() - interval '1 second'"))
-    assert dispatch.start_due_scheduled(db) == [campaign_id]
+    assert start_due_scheduled(db) == [campaign_id]
     assert campaign_status(db, campaign_id)[0] == "running"
-    assert dispatch.campaigns_with_due_work(db) == [campaign_id]
+    assert campaigns_with_due_work(db) == [campaign_id]
 
 
 def test_chain_sends_batches_back_to_back_and_completes(
@@ -276,13 +282,13 @@ def test_chain_sends_batches_back_to_back_and_completes(
     numbers = [phone(i) for i in range(1200)]
     campaign_id = campaign_with_contacts(db, numbers, rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
-    reports: list[dispatch.BatchReport] = []
+    reports: list[BatchReport] = []
 
-    async def after(report: dispatch.BatchReport) -> None:
+    async def after(report: BatchReport) -> None:
         reports.append(report)
 
     more = ports.run(
-        dispatch.run_chain(
+        run_chain(
             db, campaign_id, ports.gate, ports.transport, default_sender=SENDER, after_batch=after
         )
     )
@@ -300,14 +306,14 @@ def test_chain_gives_back_the_batch_claimed_ahead_when_paused(
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(200)], rate=20)
     flags = sync_flags()
     admin.start_campaign(db, flags, campaign_id)
-    reports: list[dispatch.BatchReport] = []
+    reports: list[BatchReport] = []
 
-    async def after(report: dispatch.BatchReport) -> None:
+    async def after(report: BatchReport) -> None:
         reports.append(report)
 
     async def pause_soon() -> bool:
         chain = asyncio.ensure_future(
-            dispatch.run_chain(
+            run_chain(
                 db, campaign_id, ports.gate, ports.transport, default_sender=SENDER,
                 after_batch=after,
             )
@@ -333,7 +339,7 @@ class HoldFirstSend:
     """Holds the chain's very first request open (a hanging platform answer) until enough
     later sends have gone out that some of them must belong to the next batch."""
 
-    def __init__(self, inner: dispatch.MessageTransport, release_after: int) -> None:
+    def __init__(self, inner: MessageTransport, release_after: int) -> None:
         self.inner = inner
         self.release_after = release_after
         self.others = 0
@@ -364,15 +370,13 @@ def test_a_slow_answer_holds_up_only_its_own_batch(
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(700)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
     transport = HoldFirstSend(ports.transport, release_after=550)  # batches of 500 at 1,000/s
-    reports: list[dispatch.BatchReport] = []
+    reports: list[BatchReport] = []
 
-    async def after(report: dispatch.BatchReport) -> None:
+    async def after(report: BatchReport) -> None:
         reports.append(report)
 
     more = ports.run(
-        dispatch.run_chain(
-            db, campaign_id, ports.gate, transport, default_sender=SENDER, after_batch=after
-        )
+        run_chain(db, campaign_id, ports.gate, transport, default_sender=SENDER, after_batch=after)
     )
 
     assert not transport.held_up, "the second batch waited for the first batch's slow answer"

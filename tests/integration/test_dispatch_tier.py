@@ -14,12 +14,17 @@ from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, tier_blocked
 from campaigns.dev.simulator.runner import RunningSimulator
 from campaigns.runtime.stores import resolve
-from campaigns.services import admin, dispatch
+from campaigns.services import admin
+from campaigns.services.dispatch.batch import claim_batch, record_batch
+from campaigns.services.dispatch.plan import load_plan
+from campaigns.services.dispatch.recovery import recover_expired_leases
+from campaigns.services.dispatch.send import send_claimed
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
     campaign_status,
     campaign_with_contacts,
+    chain,
     contact_rows,
     counts,
     phone,
@@ -44,27 +49,21 @@ def ports(sim: RunningSimulator) -> Iterator[SendPorts]:
         yield p
 
 
-def chain(engine: Engine, campaign_id: int, ports: SendPorts) -> bool:
-    return ports.run(
-        dispatch.run_chain(engine, campaign_id, ports.gate, ports.transport, default_sender=SENDER)
-    )
-
-
 def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
     db: Engine, sim: RunningSimulator, ports: SendPorts
 ) -> None:
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(10)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
     sync_redis = redis.Redis.from_url(resolve().redis_url)
-    plan = dispatch.load_plan(db, campaign_id, SENDER)
+    plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
 
     # A batch claimed without looking at the headroom (two chains raced for it): the gate
     # admits 4 and the other 6 go back unsent, exactly like a pause release.
-    claimed = dispatch.claim_batch(db, plan, lease_margin_s=60)
+    claimed = claim_batch(db, plan, lease_margin_s=60)
     assert len(claimed) == 10
-    attempts = ports.run(dispatch.send_claimed(plan, claimed, ports.gate, ports.transport))
-    report = dispatch.record_batch(db, plan, attempts, tier_limit=LIMIT, tier_window_s=WINDOW_S)
+    attempts = ports.run(send_claimed(plan, claimed, ports.gate, ports.transport))
+    report = record_batch(db, plan, attempts, tier_limit=LIMIT, tier_window_s=WINDOW_S)
 
     assert sim.stats()["accepted_total"] == LIMIT
     assert report.outcomes["released"] == 6 and report.tier_free_at is not None
@@ -83,7 +82,7 @@ def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
     assert not chain(db, campaign_id, ports)
     assert sim.stats()["requests_total"] == LIMIT
     assert counts(db, campaign_id) == {"sent": 4, "initial": 6}
-    recovery = dispatch.recover_expired_leases(db, lambda a: set(), grace_s=0)
+    recovery = recover_expired_leases(db, lambda a: set(), grace_s=0)
     assert (recovery.released, recovery.errored) == (0, 0)
 
     # Pause and resume still work while waiting; the wait shows again on the next chain.
@@ -145,7 +144,6 @@ def test_the_tick_starts_no_chain_while_the_sender_is_blocked(
     db: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from workers import dispatch as dispatch_task
-    from workers import maintenance
 
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(5)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
@@ -157,19 +155,19 @@ def test_the_tick_starts_no_chain_while_the_sender_is_blocked(
     sync_redis = redis.Redis.from_url(resolve().redis_url)
     sync_redis.set(f"wa:tier:blocked:{SENDER}", 1, px=60_000)
 
-    maintenance.tick()
+    dispatch_task.tick()
     assert queued == []
 
     # A chain queued before the block ends at once: no plan, no claim, its loop key freed.
     def no_chain(*a: object, **kw: object) -> None:
         raise AssertionError("a blocked chain must not reach the database")
 
-    monkeypatch.setattr(dispatch, "run_chain", no_chain)
+    monkeypatch.setattr(dispatch_task, "run_chain", no_chain)
     monkeypatch.setattr(dispatch_task, "_context", lambda: SimpleNamespace(sync_redis=sync_redis))
     dispatch_task.send_batch(campaign_id, 0, SENDER)
     assert not sync_redis.exists(f"wa:loop:{campaign_id}:0")
 
     sync_redis.delete(f"wa:tier:blocked:{SENDER}")
-    maintenance.tick()
+    dispatch_task.tick()
     slots = resolve().settings.dispatch_parallel_batches
     assert sorted(queued) == [(campaign_id, s, SENDER) for s in range(slots)]

@@ -23,12 +23,16 @@ from campaigns.cli.main import main
 from campaigns.dev.simulator.runner import RunningSimulator
 from campaigns.domain import send_window as sw
 from campaigns.runtime.stores import resolve
-from campaigns.services import admin, dispatch, uploads
+from campaigns.services import admin, uploads
 from campaigns.services import campaigns as campaign_service
+from campaigns.services.dispatch import send
+from campaigns.services.dispatch.plan import load_plan
+from campaigns.services.dispatch.tick import campaigns_with_due_work, complete_finished
 from schemas.api import CampaignCreate
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
+    chain,
     contact_rows,
     csv_for,
     phone,
@@ -101,12 +105,6 @@ def campaign_row(engine: Engine, campaign_id: int) -> Any:
         return conn.execute(
             text("SELECT status, status_reason FROM campaigns WHERE id = :c"), {"c": campaign_id}
         ).one()
-
-
-def chain(engine: Engine, campaign_id: int, ports: SendPorts) -> bool:
-    return ports.run(
-        dispatch.run_chain(engine, campaign_id, ports.gate, ports.transport, default_sender=SENDER)
-    )
 
 
 def accepted(sim: RunningSimulator) -> set[str]:
@@ -182,10 +180,10 @@ def test_closed_windows_wait_unsent_and_uncounted(
         ]
 
     # Nothing is due until the first opening: no chain, no claim, no completion.
-    assert campaign_id not in dispatch.campaigns_with_due_work(db)
+    assert campaign_id not in campaigns_with_due_work(db)
     assert not chain(db, campaign_id, ports)
     assert sim.stats()["requests_total"] == len(OPEN)
-    assert campaign_id not in dispatch.complete_finished(db)
+    assert campaign_id not in complete_finished(db)
     assert by_phone(db, campaign_id)[TOKYO_NUMBERS[0]]["attempts"] == 0
     assert campaign_row(db, campaign_id).status == "running"
 
@@ -201,7 +199,7 @@ def test_a_window_that_opens_sends_and_clears_the_wait(
     # Tokyo's opening arrives: its contacts fall due and dispatch sees Tokyo's clock then.
     tokyo_opens = started.opens[TOKYO]
     monkeypatch.setattr(
-        dispatch, "openings", lambda window, phones, now: sw.openings(window, phones, tokyo_opens)
+        send, "openings", lambda window, phones, now: sw.openings(window, phones, tokyo_opens)
     )
     with db.begin() as conn:
         conn.execute(
@@ -226,7 +224,7 @@ def test_no_window_is_todays_behaviour(db: Engine, sim: RunningSimulator, ports:
     body = CampaignCreate(name="no window", template="bf_offer", region="DE")
     campaign = campaign_service.create_campaign(db, body)
     assert (campaign.send_window, campaign.send_window_tz) == (None, None)
-    plan = dispatch.load_plan(db, campaign.id, SENDER)
+    plan = load_plan(db, campaign.id, SENDER)
     assert plan is not None and plan.window is None
 
 
@@ -251,7 +249,7 @@ def test_cli_creates_a_campaign_with_a_window(
     )
     assert code == 0
     assert (campaign["send_window"], campaign["send_window_tz"]) == ("22:00-06:00", "Europe/Berlin")
-    plan = dispatch.load_plan(db, campaign["id"], SENDER)
+    plan = load_plan(db, campaign["id"], SENDER)
     assert plan is not None
     assert plan.window == sw.SendWindow(time(22), time(6), "Europe/Berlin")
 

@@ -1,5 +1,5 @@
 """In-memory stand-ins for dispatch's ports (``SendGate``, ``MessageTransport``): unit tests
-drive ``campaigns.services.dispatch.send_claimed`` with them, without Redis or HTTP."""
+drive ``campaigns.services.dispatch.send.send_claimed`` with them, without Redis or HTTP."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from campaigns.domain.dispatch import CampaignPlan, ClaimedContact, GroupGrant, SendJob, TierRoom
 from campaigns.domain.outcomes import SendResult
 from campaigns.domain.send_window import SendWindow
-from campaigns.domain.states import CampaignStatus
-from campaigns.services import dispatch
+from campaigns.domain.states import CampaignStatus, ContactState
 
 
 class RecordingGate:
@@ -81,7 +80,8 @@ def plan(rate_per_s: float = 1000.0, window: SendWindow | None = None) -> Campai
 def claimed(*phones: str) -> list[ClaimedContact]:
     """First attempts of Initial contacts with these numbers."""
     return [
-        ClaimedContact(i, dispatch.C.INITIAL, p, {}, 1, uuid.uuid4()) for i, p in enumerate(phones)
+        ClaimedContact(i, ContactState.INITIAL, p, {}, 1, uuid.uuid4())
+        for i, p in enumerate(phones)
     ]
 
 

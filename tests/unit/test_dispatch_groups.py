@@ -1,16 +1,16 @@
-"""How a batch passes the gate in groups (campaigns.services.dispatch.send_claimed), without I/O."""
+"""How a batch passes the gate in groups (campaigns.services.dispatch.send.send_claimed), without I/O."""
 
 from __future__ import annotations
 
 import asyncio
 
-from campaigns.services import dispatch
+from campaigns.services.dispatch.send import send_claimed
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
 
 
 def test_groups_are_about_50_ms_of_sending() -> None:
     gate, transport = RecordingGate(), AcceptAll()
-    asyncio.run(dispatch.send_claimed(plan(1000.0), contacts(120), gate, transport))
+    asyncio.run(send_claimed(plan(1000.0), contacts(120), gate, transport))
     assert gate.groups == [50, 50, 20]
     assert len(transport.sent) == 120
 
@@ -21,7 +21,7 @@ def test_a_group_is_never_larger_than_the_concurrency_limit() -> None:
     gate, transport = RecordingGate(), AcceptAll()
     attempts = asyncio.run(
         asyncio.wait_for(
-            dispatch.send_claimed(plan(4000.0), contacts(50), gate, transport, concurrency=20),
+            send_claimed(plan(4000.0), contacts(50), gate, transport, concurrency=20),
             timeout=10,
         )
     )

@@ -127,7 +127,7 @@ def test_configure_logging_json_masks_every_logger_and_is_idempotent() -> None:
     out = io.StringIO()
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(out)
-    logging.getLogger("campaigns.services.dispatch").info("sent to %s", "+4915123456789")
+    logging.getLogger("campaigns.services.dispatch.send").info("sent to %s", "+4915123456789")
     access.info('GET /campaigns?phone=4915123456789 HTTP/1.1" 200')
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["message"] for line in lines] == [

@@ -16,7 +16,7 @@ import redis
 from campaigns.domain import dispatch as rules
 from campaigns.domain.dispatch import ExpiredLease, GroupGrant
 from campaigns.domain.states import ContactState as C
-from campaigns.services import dispatch
+from campaigns.services.dispatch.send import send_claimed
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -106,7 +106,7 @@ def test_an_unreachable_gate_gives_the_rest_of_the_batch_back() -> None:
     claimed = contacts(20)
     stopped: list[bool] = []
     attempts = asyncio.run(
-        dispatch.send_claimed(plan(20), claimed, gate, transport, on_opened=stopped.append)
+        send_claimed(plan(20), claimed, gate, transport, on_opened=stopped.append)
     )
     assert gate.groups == [1, 1]  # one message per group at 20 msg/s
     assert transport.sent == [c.phone_e164 for c in claimed[:2]]

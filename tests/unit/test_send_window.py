@@ -23,7 +23,9 @@ from campaigns.domain.send_window import (
     parse_window,
     zones_for_number,
 )
-from campaigns.services import dispatch
+from campaigns.domain.states import ContactState
+from campaigns.services.dispatch import send
+from campaigns.services.dispatch.batch import recorded_outcome
 from schemas.api import CampaignCreate
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, claimed, plan
 
@@ -310,11 +312,11 @@ def test_closed_windows_never_reach_the_gate(monkeypatch: pytest.MonkeyPatch) ->
         def now(cls, tz: object = None) -> Clock:
             return cls.fromtimestamp(now.timestamp(), UTC)
 
-    monkeypatch.setattr(dispatch, "datetime", Clock)
+    monkeypatch.setattr(send, "datetime", Clock)
     gate, transport = RecordingGate(), AcceptAll()
     contacts = claimed("+4915120000001", "+12125551234", "+81312345678")
     attempts = asyncio.run(
-        dispatch.send_claimed(plan(window=window("09:00-20:00")), contacts, gate, transport)
+        send.send_claimed(plan(window=window("09:00-20:00")), contacts, gate, transport)
     )
     assert transport.sent == ["+4915120000001"]
     assert gate.attempts == [str(contacts[0].attempt_id)]
@@ -324,8 +326,8 @@ def test_closed_windows_never_reach_the_gate(monkeypatch: pytest.MonkeyPatch) ->
         local(TOKYO, 2026, 11, 24, 9, 0),
     ]
     assert [a.result is None for a in attempts] == [False, True, True]
-    recorded = [dispatch._recorded(a) for a in attempts[1:]]
-    assert all(r.released and r.state is dispatch.C.INITIAL for r in recorded)
+    recorded = [recorded_outcome(a) for a in attempts[1:]]
+    assert all(r.released and r.state is ContactState.INITIAL for r in recorded)
     assert [r.not_before for r in recorded] == [a.opens_at for a in attempts[1:]]
 
 
@@ -333,10 +335,10 @@ def test_without_a_window_dispatch_never_looks_at_zones(monkeypatch: pytest.Monk
     def no_lookup(*args: object) -> None:
         raise AssertionError("no window: no zone lookup on the hot path")
 
-    monkeypatch.setattr(dispatch, "openings", no_lookup)
+    monkeypatch.setattr(send, "openings", no_lookup)
     transport = AcceptAll()
     contacts = claimed("+12125551234", "+81312345678")
-    attempts = asyncio.run(dispatch.send_claimed(plan(), contacts, RecordingGate(), transport))
+    attempts = asyncio.run(send.send_claimed(plan(), contacts, RecordingGate(), transport))
     assert transport.sent == ["+12125551234", "+81312345678"]
     assert all(a.opens_at is None and a.result is not None for a in attempts)
 

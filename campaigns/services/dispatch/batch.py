@@ -1,0 +1,227 @@
+"""One batch's database steps: claim it (one statement) and record its outcomes (one
+transaction), with what the outcomes do to the campaign (auto-pause, waits, completion)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine
+
+from campaigns.domain.dispatch import (
+    TIER_WINDOW_S,
+    Attempt,
+    CampaignPlan,
+    ClaimedContact,
+    RecordedOutcome,
+    batch_size_for,
+    lease_seconds,
+    reason_after_batch,
+    released_to,
+    window_reason,
+)
+from campaigns.domain.outcomes import OutcomeKind
+from campaigns.domain.states import AUTO_PAUSE_PREFIX, CampaignStatus, ContactState
+from campaigns.storage import admin as admin_db
+from campaigns.storage import campaigns as campaigns_db
+from campaigns.storage import dispatch as dispatch_db
+from campaigns.storage import opt_outs as opt_outs_db
+from campaigns.storage import sql
+
+C = ContactState
+
+# Where an answered send leaves its contact; UNKNOWN stays in progress: its webhook (or lease
+# recovery) settles it.
+_TARGET: dict[OutcomeKind, ContactState | None] = {
+    OutcomeKind.SENT: C.SENT,
+    OutcomeKind.RETRY: C.RETRY_SCHEDULED,
+    OutcomeKind.SENDING_FAILED: C.SENDING_FAILED,
+    OutcomeKind.ERROR: C.ERROR,
+    OutcomeKind.UNKNOWN: None,
+}
+
+
+@dataclass
+class BatchReport:
+    campaign_id: int
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    error_codes: Counter[int] = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
+    paused_reason: str | None = None
+    tier_free_at: float | None = None  # the tier refused contacts; it frees up then (epoch s)
+    deferred: int = 0  # released unsent because their send window is closed
+    window_opens_at: datetime | None = None  # the earliest opening among those
+    completed: bool = False
+
+
+def claim_batch(
+    engine: Engine,
+    plan: CampaignPlan,
+    *,
+    lease_margin_s: float,
+    ahead_s: float = 0.0,
+    limit: int | None = None,
+) -> list[ClaimedContact]:
+    """``ahead_s``: the claim waits that long before its sending starts (claimed ahead).
+    ``limit``: claim at most this many (the messaging tier's headroom)."""
+    size = batch_size_for(plan.rate_per_s)
+    if limit is not None:
+        size = max(0, min(size, limit))
+        if not size:
+            return []
+    lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
+    with engine.begin() as conn:
+        return dispatch_db.claim_due(conn, plan.id, limit=size, lease_s=lease)
+
+
+def released(claimed: Sequence[ClaimedContact]) -> list[Attempt]:
+    """Claims given back unsent (a batch claimed ahead when the chain stopped)."""
+    return [Attempt(c, None, None, None, None) for c in claimed]
+
+
+def recorded_outcome(attempt: Attempt) -> RecordedOutcome:
+    """What the contact of one attempt becomes."""
+    contact, result, decision = attempt.contact, attempt.result, attempt.decision
+    if result is None or decision is None:
+        opens_at = attempt.opens_at  # set: due again when its send window opens
+        return RecordedOutcome(
+            contact.id,
+            contact.attempt_id,
+            released_to(contact.attempt_no),
+            reason=window_reason(opens_at) if opens_at is not None else None,
+            released=True,
+            not_before=opens_at,
+        )
+    target = _TARGET[decision.kind]
+    detail = None
+    if result.error_code is not None or result.error_details or result.error_title:
+        detail = " - ".join(x for x in (result.error_title, result.error_details) if x)[:500]
+    return RecordedOutcome(
+        contact_id=contact.id,
+        attempt_id=contact.attempt_id,
+        state=target,
+        reason=decision.reason if target is not C.SENT else None,
+        wamid=result.wamid,
+        wa_id=result.wa_id,
+        error_code=result.error_code,
+        error_detail=detail,
+        retry_after_s=decision.retry_after_s,
+        at=attempt.answered_at if target is C.SENT else None,
+    )
+
+
+@dataclass
+class _Tally:
+    report: BatchReport
+    pause_reason: str | None = None  # the first answer that pauses the campaign says why
+    opted_out: list[str] = field(default_factory=list)  # phones that stopped marketing
+
+
+def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
+    tally = _Tally(BatchReport(campaign_id=campaign_id, claimed=len(attempts)))
+    report = tally.report
+    for attempt in attempts:
+        decision, result = attempt.decision, attempt.result
+        if decision is None or result is None:
+            report.outcomes["released"] += 1
+            if attempt.tier_free_at is not None:
+                report.tier_free_at = max(report.tier_free_at or 0.0, attempt.tier_free_at)
+            if attempt.opens_at is not None:
+                report.deferred += 1
+                if report.window_opens_at is None or attempt.opens_at < report.window_opens_at:
+                    report.window_opens_at = attempt.opens_at
+            continue
+        report.outcomes[decision.kind.value] += 1
+        if result.error_code is not None:
+            report.error_codes[result.error_code] += 1
+        if attempt.latency_s is not None:
+            report.latencies_s.append(attempt.latency_s)
+        if decision.kind is OutcomeKind.SENT and attempt.answered_at is not None:
+            report.accepted_at.append(attempt.answered_at.timestamp())
+        if decision.pause_campaign and tally.pause_reason is None:
+            tally.pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
+        if decision.opted_out:
+            tally.opted_out.append(attempt.contact.phone_e164)
+    return tally
+
+
+def record_batch(
+    engine: Engine,
+    plan: CampaignPlan,
+    attempts: Sequence[Attempt],
+    *,
+    tier_limit: int = 0,
+    tier_window_s: float = TIER_WINDOW_S,
+) -> BatchReport:
+    """Writes the batch's outcomes. With a messaging limit, a batch the tier cut short shows
+    the wait in the campaign's ``status_reason``; a batch that sent clears that wait, and a
+    send window's wait too (the chain that stops with contacts waiting shows it)."""
+    tally = _tally(plan.id, attempts)
+    report = tally.report
+    with engine.begin() as conn:
+        dispatch_db.record_outcomes(conn, [recorded_outcome(a) for a in attempts])
+        opt_outs_db.insert_opt_outs(conn, tally.opted_out, source="platform 131050")
+        row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
+        status = CampaignStatus(row["status"]) if row else plan.status
+        if tally.pause_reason and status is CampaignStatus.RUNNING:
+            _auto_pause(conn, plan.id, tally.pause_reason)
+            report.paused_reason = tally.pause_reason
+            status = CampaignStatus.PAUSED
+        if status is CampaignStatus.RUNNING and row is not None:
+            _show_waits(conn, plan, row["status_reason"], report, tier_limit, tier_window_s)
+        if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
+            # Claims given back after a cancel are cancelled like every other unsent contact.
+            admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
+        if status is CampaignStatus.RUNNING and not dispatch_db.has_pending(conn, plan.id):
+            mark_completed(conn, plan.id)
+            report.completed = True
+    return report
+
+
+def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:
+    campaigns_db.set_campaign_status(
+        conn,
+        campaign_id,
+        CampaignStatus.RUNNING,
+        CampaignStatus.PAUSED,
+        source="dispatch",
+        detail=reason,
+        extra={"status_reason": reason},
+    )
+
+
+def _show_waits(
+    conn: Connection,
+    plan: CampaignPlan,
+    current: str | None,
+    report: BatchReport,
+    tier_limit: int,
+    tier_window_s: float,
+) -> None:
+    """Updates a running campaign's tier or send-window wait after this batch."""
+    reason = reason_after_batch(
+        current,
+        sent=bool(report.outcomes[OutcomeKind.SENT.value]),
+        tier_limit=tier_limit,
+        tier_window_s=tier_window_s,
+        tier_free_at=report.tier_free_at,
+        windowed=plan.window is not None,
+    )
+    if reason != current:
+        campaigns_db.set_status_reason(conn, plan.id, reason)
+
+
+def mark_completed(conn: Connection, campaign_id: int) -> None:
+    """A running campaign with nothing left to send becomes Completed."""
+    campaigns_db.set_campaign_status(
+        conn,
+        campaign_id,
+        CampaignStatus.RUNNING,
+        CampaignStatus.COMPLETED,
+        source="dispatch",
+        extra={"finished_at": sql.now(conn)},
+    )
