@@ -246,7 +246,9 @@ def test_a_deep_body_in_the_inbox_is_rejected_by_the_applier(db: Engine) -> None
     stats = webhooks_apply.apply_inbox(db)
     assert stats.rejected == 1
     with db.connect() as conn:
-        rows = dict(conn.execute(text("SELECT status, reason FROM webhook_inbox")).all())
+        rows: dict[str, str] = dict(
+            conn.execute(text("SELECT status, reason FROM webhook_inbox")).tuples().all()
+        )
     assert set(rows) == {"rejected", "applied"}
     assert "nested deeper than 64 levels" in rows["rejected"]
 
