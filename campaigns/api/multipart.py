@@ -11,6 +11,7 @@ bound each.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from campaigns.services.uploads import SpoolWriter
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 FILE_FIELD = "file"
 MAX_OTHER_PART_BYTES = 64 * 1024
 
@@ -92,7 +94,10 @@ def _callbacks(state: _State) -> MultipartCallbacks:
             raise _malformed("more than one `file` part")
         state.in_file = True
         raw_name = options.get(b"filename")
-        state.filename = raw_name.decode("utf-8", "replace") if raw_name else None
+        # A label from the client's file picker: control characters (NUL, which Postgres
+        # text cannot hold, included) are dropped rather than refusing the file for them.
+        name = _CONTROL.sub("", raw_name.decode("utf-8", "replace")) if raw_name else ""
+        state.filename = name[:255] or None
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state.in_file:

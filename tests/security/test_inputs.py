@@ -105,6 +105,14 @@ def test_multipart_refusals(api: TestClient, db: Engine) -> None:
     ok = api.post(url, files={"file": ("guests.csv", b"phone\n+4915123456789\n", "text/csv")})
     assert ok.status_code == 202, ok.text
     assert ok.json()["filename"] == "guests.csv"
+    # A NUL in the part's filename (Postgres text cannot hold it) is dropped, not a 500.
+    raw = (
+        b'--X\r\nContent-Disposition: form-data; name="file"; filename="gu\x00ests.csv"\r\n'
+        b"\r\nphone\n+4915123456788\n\r\n--X--\r\n"
+    )
+    nul = api.post(url, content=raw, headers={"Content-Type": "multipart/form-data; boundary=X"})
+    assert nul.status_code == 202, nul.text
+    assert nul.json()["filename"] == "guests.csv"
 
 
 # --------------------------------------------------------------------------- CSV shape

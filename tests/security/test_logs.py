@@ -24,8 +24,11 @@ def captured_logs() -> Iterator[io.StringIO]:
     """The process's real logging setup (configure_logging), writing to a buffer."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
-    routed = {n: logging.getLogger(n).propagate for n in ("uvicorn", "uvicorn.access")}
+    names = ("uvicorn", "uvicorn.access")
+    routed = {n: (logging.getLogger(n).propagate, logging.getLogger(n).level) for n in names}
     handler = configure_logging(json=False)
+    for name in names:  # as `wa-campaigns serve` runs it (log_level="info"), whatever an
+        logging.getLogger(name).setLevel(logging.INFO)  # earlier test's server left behind
     buffer = io.StringIO()
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(buffer)
@@ -34,8 +37,9 @@ def captured_logs() -> Iterator[io.StringIO]:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
-        for name, propagate in routed.items():
+        for name, (propagate, level) in routed.items():
             logging.getLogger(name).propagate = propagate
+            logging.getLogger(name).setLevel(level)
 
 
 def test_the_access_log_never_holds_a_token(db: Engine, captured_logs: io.StringIO) -> None:
