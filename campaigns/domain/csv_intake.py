@@ -435,17 +435,7 @@ def _iter_rows(
     width = len(layout.columns)
     phone_index = layout.phone_index
     padding = [""] * width
-
-    # The guard sits between the wrapper and the caller's stream, so when the wrapper is
-    # closed or collected only the guard closes and the caller's stream stays open.
-    guard = NulGuard(stream, check_nul=layout.encoding != "utf-16")
-    text = io.TextIOWrapper(guard, encoding=layout.encoding, errors=FALLBACK_ERRORS, newline="")
-    lines = BoundedLines(
-        text.readline,
-        delimiter=layout.delimiter,
-        max_fields=max_fields,
-        check_nul=layout.encoding == "utf-16",
-    )
+    lines = _bounded_lines(stream, layout, max_fields)
     line = 0  # records read so far; the header is line 1
     count = 0
     try:
@@ -480,21 +470,39 @@ def _iter_rows(
             if line <= start_after_line:
                 continue
             yield line, row
-    except csv.Error as exc:
-        raise _malformed(exc, line + 1) from exc
-    except NulByte as exc:
-        raise _nul_refusal(line + 1, f" (byte {exc.offset})") from None
-    except NulInText:
-        raise _nul_refusal(line + 1, "") from None
-    except RecordTooWide as exc:
-        if exc.what == "fields":
-            raise _too_many_columns(line + 1, max_fields) from None
-        raise UploadRefused(
+    except (csv.Error, NulByte, NulInText, RecordTooWide) as exc:
+        raise _read_refusal(exc, line + 1, max_fields) from exc
+
+
+def _bounded_lines(stream: BinaryIO, layout: CsvLayout, max_fields: int) -> BoundedLines:
+    # The guard sits between the wrapper and the caller's stream, so when the wrapper is
+    # closed or collected only the guard closes and the caller's stream stays open.
+    guard = NulGuard(stream, check_nul=layout.encoding != "utf-16")
+    text = io.TextIOWrapper(guard, encoding=layout.encoding, errors=FALLBACK_ERRORS, newline="")
+    return BoundedLines(
+        text.readline,
+        delimiter=layout.delimiter,
+        max_fields=max_fields,
+        check_nul=layout.encoding == "utf-16",
+    )
+
+
+def _read_refusal(exc: Exception, line: int, max_fields: int) -> UploadRefused:
+    """The refusal for what stopped reading the record at ``line``."""
+    if isinstance(exc, csv.Error):
+        return _malformed(exc, line)
+    if isinstance(exc, NulByte):
+        return _nul_refusal(line, f" (byte {exc.offset})")
+    if isinstance(exc, RecordTooWide) and exc.what == "fields":
+        return _too_many_columns(line, max_fields)
+    if isinstance(exc, RecordTooWide):
+        return UploadRefused(
             RefusalCode.MALFORMED,
-            f"malformed CSV at line {line + 1}: the record is longer than {exc.limit:,} "
+            f"malformed CSV at line {line}: the record is longer than {exc.limit:,} "
             "characters; probably a quoted field that is never closed",
-            line=line + 1,
-        ) from None
+            line=line,
+        )
+    return _nul_refusal(line, "")
 
 
 def _nul_refusal(line: int, where: str) -> UploadRefused:

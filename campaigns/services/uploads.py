@@ -261,21 +261,7 @@ def _ingest_locked(
                 if on_progress is not None:
                     on_progress(get_upload(engine, upload_id))
     except UploadRefused as refused:
-        # Refused whole: nothing of it stays, even the chunks stored before the refusal.
-        with engine.begin() as conn:
-            uploads_db.delete_upload_contacts(conn, upload_id)
-            uploads_db.update_upload(
-                conn,
-                upload_id,
-                status="refused",
-                error=refused.message,
-                rows_read=0,
-                valid_rows=0,
-                invalid_rows=0,
-                last_line=0,
-                reasons={},
-                finished_at=sql.now(conn),
-            )
+        _refuse_upload(engine, upload_id, refused.message)
         spool_path.unlink(missing_ok=True)
         return _finish(engine, upload_id, on_progress)
     except Exception as exc:
@@ -288,6 +274,24 @@ def _ingest_locked(
         uploads_db.update_upload(conn, upload_id, status="completed", finished_at=sql.now(conn))
     spool_path.unlink(missing_ok=True)
     return _finish(engine, upload_id, on_progress)
+
+
+def _refuse_upload(engine: Engine, upload_id: int, message: str) -> None:
+    """Refused whole: nothing of it stays, even the chunks stored before the refusal."""
+    with engine.begin() as conn:
+        uploads_db.delete_upload_contacts(conn, upload_id)
+        uploads_db.update_upload(
+            conn,
+            upload_id,
+            status="refused",
+            error=message,
+            rows_read=0,
+            valid_rows=0,
+            invalid_rows=0,
+            last_line=0,
+            reasons={},
+            finished_at=sql.now(conn),
+        )
 
 
 def _finish(engine: Engine, upload_id: int, on_progress: ProgressCallback | None) -> UploadOut:
