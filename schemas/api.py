@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from campaigns.domain.parameters import invalid_parameter_name
 from campaigns.domain.send_window import (
     SendWindow,
     WindowError,
@@ -71,6 +72,12 @@ class CampaignCreate(BaseModel):
     body_variables: list[PlainText] = Field(
         default_factory=list, description="CSV columns that fill the template body, in order"
     )
+    named_variables: bool = Field(
+        False,
+        description="the template uses named variables ({{first_name}}): each body variable is "
+        "sent with its name as parameter_name, so body_variables must be the template's names "
+        "(lowercase letters, digits, _)",
+    )
     phone_number_id: PlainText | None = Field(
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
@@ -88,6 +95,16 @@ class CampaignCreate(BaseModel):
         "window; required with send_window",
         validate_default=True,  # so that a window without a zone is refused
     )
+
+    @field_validator("named_variables")
+    @classmethod
+    def _variable_names(cls, value: bool, info: ValidationInfo) -> bool:
+        bad = [n for n in info.data.get("body_variables", []) if invalid_parameter_name(n)]
+        if value and bad:
+            raise ValueError(
+                f"named variables must be lowercase letters, digits and _: {', '.join(bad)}"
+            )
+        return value
 
     @field_validator("send_window")
     @classmethod
@@ -130,6 +147,7 @@ class CampaignOut(BaseModel):
     language: str
     region: str
     body_variables: list[str]
+    named_variables: bool = Field(False, description="body variables are sent by name")
     phone_number_id: str | None
     rate_per_s: float
     max_attempts: int

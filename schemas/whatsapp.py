@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "SIGNATURE_HEADER",
     "Change",
     "ChangeValue",
     "Component",
+    "ContactIds",
     "Conversation",
     "ConversationOrigin",
     "Entry",
@@ -47,6 +49,7 @@ __all__ = [
     "UpdateChange",
     "UpdateEntry",
     "UpdateValue",
+    "UserPreference",
     "WebhookContact",
     "WebhookPayload",
     "WebhookProfile",
@@ -56,6 +59,7 @@ __all__ = [
 ]
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+_V = TypeVar("_V", covariant=True)
 _SIGNATURE_PREFIX = "sha256="
 
 
@@ -69,10 +73,11 @@ class _Model(BaseModel):
 class Parameter(_Model):
     type: str = "text"
     text: str | None = None
+    parameter_name: str | None = None  # named template variables ({{first_name}})
 
 
 class Component(_Model):
-    type: str
+    type: str  # case-insensitive on the platform ("body" or "BODY")
     sub_type: str | None = None
     index: str | int | None = None
     parameters: list[Parameter] = Field(default_factory=list)
@@ -94,22 +99,33 @@ class TemplateSendRequest(_Model):
 
     messaging_product: Literal["whatsapp"] = "whatsapp"
     recipient_type: str = "individual"
-    to: str
+    # A phone number (``to``) or, for a user known only by a username, the business-scoped
+    # user id (``recipient``).
+    to: str | None = None
+    recipient: str | None = None
     type: Literal["template"] = "template"
     template: Template
     biz_opaque_callback_data: str | None = Field(default=None, max_length=512)
+
+    @model_validator(mode="after")
+    def _addressed(self) -> TemplateSendRequest:
+        if not self.to and not self.recipient:
+            raise ValueError("to or recipient is required")
+        return self
 
 
 # --------------------------------------------------------------------------- send response
 
 
 class SendContact(_Model):
-    input: str
-    wa_id: str
+    input: str | None = None
+    wa_id: str | None = None
+    user_id: str | None = None  # business-scoped user id (a user with a username)
 
 
 class SendMessage(_Model):
     id: str
+    # "accepted", "held_for_quality_assessment" or "paused"
     message_status: str | None = None
 
 
@@ -127,6 +143,14 @@ class SendResponse(_Model):
     @property
     def wa_id(self) -> str | None:
         return self.contacts[0].wa_id if self.contacts else None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.contacts[0].user_id if self.contacts else None
+
+    @property
+    def message_status(self) -> str | None:
+        return self.messages[0].message_status
 
 
 class ErrorData(_Model):
@@ -198,7 +222,8 @@ class Status(_Model):
     id: str
     status: str
     timestamp: str
-    recipient_id: str | None = None
+    recipient_id: str | None = None  # absent for a user known only by a username
+    recipient_user_id: str | None = None  # business-scoped user id, beside or instead
     biz_opaque_callback_data: str | None = None
     conversation: Conversation | None = None
     pricing: Pricing | None = None
@@ -217,7 +242,11 @@ class InboundButton(_Model):
 
 
 class InboundMessage(_Model):
-    from_: str = Field(alias="from")
+    """A user's message. ``from`` (the phone) is absent for a user known only by a username:
+    then ``from_user_id`` (the business-scoped user id) names the sender."""
+
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
     id: str
     timestamp: str
     type: str
@@ -236,11 +265,28 @@ class InboundMessage(_Model):
 
 class WebhookProfile(_Model):
     name: str | None = None
+    username: str | None = None
 
 
 class WebhookContact(_Model):
+    """A user the change is about: the phone (``wa_id``), the business-scoped user id
+    (``user_id``), or both."""
+
     wa_id: str | None = None
+    user_id: str | None = None
+    username: str | None = None
     profile: WebhookProfile | None = None
+
+
+class UserPreference(_Model):
+    """One ``user_preferences`` item: a user stopped or resumed marketing messages."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
+    detail: str | None = None
+    category: str | None = None  # "marketing_messages"
+    value: str | None = None  # "stop" or "resume"
+    timestamp: str | int | None = None
 
 
 class ChangeValue(_Model):
@@ -249,6 +295,7 @@ class ChangeValue(_Model):
     statuses: list[Status] = Field(default_factory=list)
     messages: list[InboundMessage] = Field(default_factory=list)
     contacts: list[WebhookContact] = Field(default_factory=list)
+    user_preferences: list[UserPreference] = Field(default_factory=list)
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -270,25 +317,42 @@ class WebhookPayload(_Model):
 
     def statuses(self) -> list[tuple[str | None, Status]]:
         """All statuses of ``field == "messages"`` changes, with their phone number id."""
-        out: list[tuple[str | None, Status]] = []
-        for entry in self.entry:
-            for change in entry.changes:
-                if change.field != "messages":
-                    continue
-                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
-                out.extend((pnid, s) for s in change.value.statuses)
-        return out
+        return [(pnid, s) for pnid, v in _values(self.entry, "messages") for s in v.statuses]
 
     def inbound_messages(self) -> list[tuple[str | None, InboundMessage]]:
         """All inbound user messages of ``field == "messages"`` changes."""
-        out: list[tuple[str | None, InboundMessage]] = []
-        for entry in self.entry:
-            for change in entry.changes:
-                if change.field != "messages":
-                    continue
-                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
-                out.extend((pnid, m) for m in change.value.messages)
-        return out
+        return [(pnid, m) for pnid, v in _values(self.entry, "messages") for m in v.messages]
+
+    def user_preferences(self) -> list[tuple[str | None, UserPreference]]:
+        """All items of ``field == "user_preferences"`` changes."""
+        changes = _values(self.entry, "user_preferences")
+        return [(pnid, p) for pnid, v in changes for p in v.user_preferences]
+
+    def contacts(self) -> list[WebhookContact]:
+        """Every ``value.contacts[]`` item, whatever the field."""
+        return [c for entry in self.entry for ch in entry.changes for c in ch.value.contacts]
+
+
+class _HasChanges(Protocol[_V]):
+    @property
+    def changes(self) -> Sequence[_HasValue[_V]]: ...
+
+
+class _HasValue(Protocol[_V]):
+    @property
+    def field(self) -> str: ...
+
+    @property
+    def value(self) -> _V: ...
+
+
+def _values(entries: Iterable[_HasChanges[_V]], field: str) -> Iterator[tuple[str | None, _V]]:
+    """(phone number id, value) of every change with this ``field``."""
+    for entry in entries:
+        for change in entry.changes:
+            if change.field == field:
+                meta = getattr(change.value, "metadata", None)
+                yield (meta.phone_number_id if meta is not None else None), change.value
 
 
 # --------------------------------------------------------------------------- applier view
@@ -305,14 +369,24 @@ class StatusUpdate(_Lean):
     status: str
     timestamp: str
     recipient_id: str | None = None
+    recipient_user_id: str | None = None
     biz_opaque_callback_data: str | None = None
     errors: list[StatusError] = Field(default_factory=list)
+
+
+class ContactIds(_Lean):
+    """A ``value.contacts[]`` item as the applier reads it: who is who."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
 
 
 class UpdateValue(_Lean):
     metadata: Metadata | None = None
     statuses: list[StatusUpdate] = Field(default_factory=list)
     messages: list[InboundMessage] = Field(default_factory=list)
+    contacts: list[ContactIds] = Field(default_factory=list)
+    user_preferences: list[UserPreference] = Field(default_factory=list)
 
 
 class UpdateChange(_Lean):
@@ -329,7 +403,7 @@ class WebhookUpdates(_Lean):
     """:class:`WebhookPayload` as the applier needs it, for its hot path.
 
     Same envelope and the same required fields, but unknown and unused fields (conversation,
-    pricing, contacts, ...) are skipped instead of kept: thousands of statuses a second
+    pricing, profiles, ...) are skipped instead of kept: thousands of statuses a second
     validate about three times faster. The stored raw body still has everything.
     """
 
@@ -338,25 +412,20 @@ class WebhookUpdates(_Lean):
 
     def statuses(self) -> list[tuple[str | None, StatusUpdate]]:
         """All statuses of ``field == "messages"`` changes, with their phone number id."""
-        out: list[tuple[str | None, StatusUpdate]] = []
-        for entry in self.entry:
-            for change in entry.changes:
-                if change.field != "messages":
-                    continue
-                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
-                out.extend((pnid, s) for s in change.value.statuses)
-        return out
+        return [(pnid, s) for pnid, v in _values(self.entry, "messages") for s in v.statuses]
 
     def inbound_messages(self) -> list[tuple[str | None, InboundMessage]]:
         """All inbound user messages of ``field == "messages"`` changes."""
-        out: list[tuple[str | None, InboundMessage]] = []
-        for entry in self.entry:
-            for change in entry.changes:
-                if change.field != "messages":
-                    continue
-                pnid = change.value.metadata.phone_number_id if change.value.metadata else None
-                out.extend((pnid, m) for m in change.value.messages)
-        return out
+        return [(pnid, m) for pnid, v in _values(self.entry, "messages") for m in v.messages]
+
+    def user_preferences(self) -> list[tuple[str | None, UserPreference]]:
+        """All items of ``field == "user_preferences"`` changes."""
+        changes = _values(self.entry, "user_preferences")
+        return [(pnid, p) for pnid, v in changes for p in v.user_preferences]
+
+    def contacts(self) -> list[ContactIds]:
+        """Every ``value.contacts[]`` item, whatever the field."""
+        return [c for entry in self.entry for ch in entry.changes for c in ch.value.contacts]
 
 
 # --------------------------------------------------------------------------- signatures

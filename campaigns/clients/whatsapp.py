@@ -32,6 +32,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from campaigns.domain.dispatch import SendJob
 from campaigns.domain.outcomes import SendResult, TransportFailure
+from campaigns.domain.parameters import clean_parameter
 
 __all__ = [
     "CloudApiTransport",
@@ -67,8 +68,14 @@ class WhatsAppEndpoint:
         return f"{self.base_url.rstrip('/')}/{self.api_version}/{self.phone_number_id}/messages"
 
 
-def _text_params(values: Sequence[str]) -> list[dict[str, str]]:
-    return [{"type": "text", "text": v} for v in values]
+def _text_params(values: Sequence[str], names: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Text parameters, cleaned as the platform accepts them (132018 otherwise)."""
+    if not names:
+        return [{"type": "text", "text": clean_parameter(v)} for v in values]
+    return [
+        {"type": "text", "parameter_name": name, "text": clean_parameter(v)}
+        for name, v in zip(names, values, strict=True)
+    ]
 
 
 def build_template_payload(
@@ -80,21 +87,27 @@ def build_template_payload(
     header_params: Sequence[str] = (),
     button_url_params: Sequence[str] = (),
     callback_data: str,
+    param_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """JSON body of a template send (provider-notes.md).
 
     ``to`` is the E.164 number without "+". Components appear only for non-empty lists.
     Each ``button_url_params`` entry fills the dynamic URL suffix of the button at that
-    index (0, 1, ...). Raises ``ValueError`` for a malformed number or callback data.
+    index (0, 1, ...). ``param_names``: the template's named variables, one per body
+    parameter (sent as ``parameter_name``); empty for positional ones. Every text value is
+    cleaned (:func:`~campaigns.domain.parameters.clean_parameter`). Raises ``ValueError``
+    for a malformed number or callback data, or names that do not match the parameters.
     """
     to = to_e164.removeprefix("+")
     if not to.isdigit() or not to.isascii():
         raise ValueError("to_e164 must be an E.164 number")
     if len(callback_data) > MAX_CALLBACK_DATA_CHARS:
         raise ValueError(f"callback_data longer than {MAX_CALLBACK_DATA_CHARS} characters")
+    if param_names and len(param_names) != len(body_params):
+        raise ValueError("param_names must name every body parameter")
     components: list[dict[str, Any]] = []
     if body_params:
-        components.append({"type": "body", "parameters": _text_params(body_params)})
+        components.append({"type": "body", "parameters": _text_params(body_params, param_names)})
     if header_params:
         components.append({"type": "header", "parameters": _text_params(header_params)})
     for index, value in enumerate(button_url_params):
@@ -103,7 +116,7 @@ def build_template_payload(
                 "type": "button",
                 "sub_type": "url",
                 "index": str(index),
-                "parameters": [{"type": "text", "text": value}],
+                "parameters": [{"type": "text", "text": clean_parameter(value)}],
             }
         )
     tmpl: dict[str, Any] = {"name": template, "language": {"code": language}}
@@ -168,9 +181,13 @@ def parse_response(status: int, body: bytes) -> SendResult:
             error_title=_as_str(error.get("message")) or _as_str(error.get("title")),
             error_details=_as_str(details) or _as_str(error.get("error_user_msg")),
         )
+    message = _first(doc.get("messages"))
+    contact = _first(doc.get("contacts"))
     return SendResult(
-        wamid=_as_str(_first(doc.get("messages")).get("id")),
-        wa_id=_as_str(_first(doc.get("contacts")).get("wa_id")),
+        wamid=_as_str(message.get("id")),
+        wa_id=_as_str(contact.get("wa_id")),
+        user_id=_as_str(contact.get("user_id")),
+        message_status=_as_str(message.get("message_status")),
         http_status=status,
     )
 
@@ -306,6 +323,7 @@ class WhatsAppClient:
         header_params: Sequence[str] = (),
         button_url_params: Sequence[str] = (),
         callback_data: str,
+        param_names: Sequence[str] = (),
     ) -> SendResult:
         payload = build_template_payload(
             to_e164=to_e164,
@@ -315,6 +333,7 @@ class WhatsAppClient:
             header_params=header_params,
             button_url_params=button_url_params,
             callback_data=callback_data,
+            param_names=param_names,
         )
         try:
             status, content = await self._post(
@@ -369,4 +388,5 @@ class CloudApiTransport:
             language=job.language,
             body_params=job.body_params,
             callback_data=job.callback_data,
+            param_names=job.param_names,
         )

@@ -37,6 +37,9 @@ class SendJob:
     language: str
     body_params: tuple[str, ...]
     callback_data: str
+    # The template's variable names, one per body parameter, when it uses named variables
+    # (each parameter is sent with its ``parameter_name``); empty: positional ({{1}}, ...).
+    param_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class CampaignPlan:
     rate_per_s: float
     max_attempts: int
     window: SendWindow | None = None  # daily send window in the recipient's local time
+    named_variables: bool = False  # body_variables are the template's variable names
 
 
 @dataclass(frozen=True, slots=True)

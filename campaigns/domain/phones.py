@@ -2,8 +2,18 @@
 
 The hot path of a million-row upload runs :func:`normalize_phone` once per row, so the common
 case is exactly one ``phonenumbers.parse`` + ``is_valid_number`` + ``format_number`` with only
-cheap string checks in front. Every repair (``00`` prefix, Excel's lost ``+``, the legacy Mexican
-mobile ``1``) runs only after that first attempt has failed or produced an invalid number.
+cheap string checks in front. Every repair (``00`` prefix, a lost ``+``, ``+0049...``, the
+legacy Mexican mobile ``1``) runs only after that first attempt has failed or produced an
+invalid number.
+
+A number that lost its ``+`` (or ``00``), in any formatting ("1-202-555-0104", "230 5
+2512345", Excel's "784951234567"), is read as international when all of these hold: it is
+invalid for the campaign's region, it has no trunk ``0``, its national reading does not even
+have a possible length for the region (so it cannot be a mistyped national number), and the
+international reading is valid. It is accepted as that number with :attr:`PhoneOk.repaired`
+saying what it was read as (stored with reason code ``repaired_international``). A number
+whose national reading has a possible length stays refused as ambiguous, and its detail says
+what the international reading would be.
 """
 
 from __future__ import annotations
@@ -42,9 +52,16 @@ _REJECTION_MESSAGES: Mapping[PhoneRejection, str] = {
 }
 
 
+REPAIRED_INTERNATIONAL = "repaired_international"
+"""Reason code of a valid row whose number was read as international (its + was lost)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PhoneOk:
     e164: str
+    # Set when the number was read as international because its "+" or "00" was lost:
+    # operator text, e.g. "read as the international number +1 202-555-0104".
+    repaired: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,9 @@ _NO_COUNTRY_CODE = PhoneBad(
 _UNKNOWN_COUNTRY_CODE = PhoneBad(
     PhoneRejection.NOT_A_NUMBER, "not a phone number: unknown country code"
 )
+# A number that lost its "+" or "00": digits and the punctuation people type between them,
+# starting with a digit other than a trunk "0" (country codes never start with 0).
+_LOST_PLUS = re.compile(r"[(]?[1-9][\d\s().\-/\u2010-\u2015]*").fullmatch
 _TOO_SHORT = PhoneBad(PhoneRejection.NOT_A_NUMBER, "not a phone number: too short")
 _TOO_LONG = PhoneBad(PhoneRejection.NOT_A_NUMBER, "not a phone number: too long")
 
@@ -148,15 +168,38 @@ def _repair(
         retry = _parse_valid("+" + s[2:])
         if retry is not None:
             return retry
-    # Excel drops the leading "+" of a number stored as a number: 4915123456789.
-    elif s.isascii() and s.isdigit():
-        retry = _parse_valid("+" + s)
+    elif s[0] == "+":
+        if s[1:2] == "0":  # "+0049 160 ...", "+049 ...": the + and the 00 both written
+            retry = _parse_valid("+" + _digits(s).lstrip("0"))
+            if retry is not None:
+                return retry
+    elif _LOST_PLUS(s) is not None:
+        digits = _digits(s)
+        retry = _parse_valid("+" + digits, repaired=True)
         if retry is not None:
+            if first is not None and phonenumbers.is_possible_number(first):
+                return _ambiguous(first, default_region, retry)
             return retry
 
     if first is None:
         return _parse_error(s, error)
     return _invalid(first, default_region)
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if ch.isdigit())
+
+
+def _ambiguous(first: PhoneNumber, default_region: str, international: PhoneOk) -> PhoneBad:
+    """Invalid nationally, valid as international, but the national reading has a possible
+    length: a mistyped national number is as likely as a lost "+", so it is refused."""
+    national = _invalid(first, default_region)
+    reading = (international.repaired or "").removeprefix("read as the international number ")
+    return PhoneBad(
+        national.rejection,
+        f"{national.detail}; ambiguous: read as international it would be {reading} "
+        "(write it with + if that is meant)",
+    )
 
 
 def _parse_error(s: str, error: NumberParseException | None) -> PhoneBad:
@@ -170,17 +213,21 @@ def _parse_error(s: str, error: NumberParseException | None) -> PhoneBad:
     return _NOT_A_NUMBER
 
 
-def _parse_valid(international: str) -> PhoneOk | None:
+def _parse_valid(international: str, *, repaired: bool = False) -> PhoneOk | None:
     try:
         p = _parse(international, None)
     except NumberParseException:
         return None
     if _is_valid(p):
-        return PhoneOk(_format(p, _E164))
-    return _mexican_legacy_mobile(p)
+        return PhoneOk(_format(p, _E164), _repair_note(p) if repaired else None)
+    return _mexican_legacy_mobile(p, repaired=repaired)
 
 
-def _mexican_legacy_mobile(p: PhoneNumber) -> PhoneOk | None:
+def _repair_note(p: PhoneNumber) -> str:
+    return "read as the international number " + _format(p, PhoneNumberFormat.INTERNATIONAL)
+
+
+def _mexican_legacy_mobile(p: PhoneNumber, *, repaired: bool = False) -> PhoneOk | None:
     nn = p.national_number
     if (
         p.country_code != _MX_COUNTRY_CODE
@@ -190,7 +237,7 @@ def _mexican_legacy_mobile(p: PhoneNumber) -> PhoneOk | None:
         return None
     modern = PhoneNumber(country_code=_MX_COUNTRY_CODE, national_number=nn - _MX_LEGACY_MOBILE_MIN)
     if _is_valid(modern):
-        return PhoneOk(_format(modern, _E164))
+        return PhoneOk(_format(modern, _E164), _repair_note(modern) if repaired else None)
     return None
 
 

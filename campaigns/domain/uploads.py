@@ -26,7 +26,13 @@ from json.encoder import encode_basestring
 from operator import add
 
 from campaigns.domain.csv_intake import MISSING_VARIABLE, RecordBatch, missing_variables_reason
-from campaigns.domain.phones import PhoneOk, normalize_phone
+from campaigns.domain.parameters import (
+    MAX_PARAMETER_CHARS,
+    PARAMETER_TOO_LONG,
+    clean_parameter,
+    parameter_too_long_reason,
+)
+from campaigns.domain.phones import REPAIRED_INTERNATIONAL, PhoneOk, normalize_phone
 
 COPY_COLUMNS = (
     "campaign_id",
@@ -143,7 +149,8 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
     repeats: list[tuple[int, str]] = []
     rows = zip(*batch.values, strict=True) if batch.values else repeat((), len(lines))
     for index, (line, raw, values) in enumerate(zip(lines, batch.phones, rows, strict=True)):
-        if plain_template and not _special("".join(values)):
+        joined = "".join(values)
+        if plain_template and not _special(joined):
             variables = template % values
         else:
             variables = _escape(_json_object(keys, values))
@@ -162,18 +169,42 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
                 tails.append(_invalid_tail(MISSING_VARIABLE, missing_variables_reason(missing)))
                 codes.append(MISSING_VARIABLE)
                 continue
+            # All values together within the limit: none of them is over it (one len).
+            if len(joined) > MAX_PARAMETER_CHARS and (too_long := _too_long(required, values)):
+                heads.append(f"{prefix}{line}\t{raw}\t\\N\t{variables}\t")
+                tails.append(_invalid_tail(PARAMETER_TOO_LONG, too_long))
+                codes.append(PARAMETER_TOO_LONG)
+                continue
         e164 = result.e164
         heads.append(f"{prefix}{line}\t{raw}\t{e164}\t{variables}\t")
         first = firsts.get(e164)
         if first is None:
             firsts[e164] = index
-            tails.append(_VALID_TAIL)
+            tails.append(
+                _VALID_TAIL if result.repaired is None else _repaired_tail(result.repaired)
+            )
             codes.append(None)
         else:
             repeats.append((index, e164))
             tails.append(_invalid_tail(DUPLICATE, f"duplicate of line {lines[first]}"))
             codes.append(DUPLICATE)
     return StagedChunk(lines, heads, tails, codes, firsts, repeats)
+
+
+def _too_long(required: list[tuple[str, int]], values: tuple[str, ...]) -> str | None:
+    """The reason when a template variable's value is over the platform's limit (as sent:
+    whitespace runs count once)."""
+    for name, j in required:
+        value = values[j]
+        if len(value) > MAX_PARAMETER_CHARS:
+            length = len(clean_parameter(value))
+            if length > MAX_PARAMETER_CHARS:
+                return parameter_too_long_reason(name, length)
+    return None
+
+
+def _repaired_tail(note: str) -> str:
+    return f"initial\t{REPAIRED_INTERNATIONAL}\t{_escape(note)}\n"
 
 
 def _json_object(keys: list[str], values: tuple[str, ...]) -> str:

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     dispatch_lease_margin_s: float = Field(
         60.0, gt=0, description="lease of a claimed batch beyond twice its sending time"
     )
+    unknown_error_pause_after: int = Field(
+        20,
+        ge=1,
+        description="consecutive 4xx answers with an error code the table does not know "
+        "before dispatch pauses the campaign (code and message in status_reason)",
+    )
     outcome_unknown_grace_s: float = Field(
         600.0,
         ge=0,

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -71,6 +73,8 @@ class Campaign(Base):
     template_language: Mapped[str] = mapped_column(Text, server_default="en")
     # Column names whose values fill the template body parameters, in order.
     body_variables: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    # The template's body uses named variables: each parameter carries its parameter_name.
+    named_variables: Mapped[bool] = mapped_column(Boolean, server_default=false())
     default_region: Mapped[str] = mapped_column(String(2))
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     rate_per_s: Mapped[Decimal] = mapped_column(Numeric(8, 2), server_default="80")
@@ -236,6 +240,20 @@ class OptOut(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class UserId(Base):
+    """A business-scoped user id and its phone, kept whenever a payload shows both.
+
+    An opt-out known only by a user id (``opt_outs`` row keyed ``user:<id>``) reaches the
+    phone through this map once it is known.
+    """
+
+    __tablename__ = "user_ids"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    phone_e164: Mapped[str] = mapped_column(Text, index=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
 
@@ -253,6 +271,7 @@ contacts_t = cast(Table, Contact.__table__)
 contact_events_t = cast(Table, ContactEvent.__table__)
 campaign_events_t = cast(Table, CampaignEvent.__table__)
 opt_outs_t = cast(Table, OptOut.__table__)
+user_ids_t = cast(Table, UserId.__table__)
 api_tokens_t = cast(Table, ApiToken.__table__)
 
 
@@ -336,13 +355,23 @@ class InboundMessageRow(Base):
     """A message a person sent to the business (e.g. a STOP reply)."""
 
     __tablename__ = "inbound_messages"
+    __table_args__ = (
+        # A user with a username may write with only a business-scoped user id.
+        CheckConstraint("from_wa_id IS NOT NULL OR from_user_id IS NOT NULL", name="sender"),
+        Index(
+            "ix_inbound_messages_from_user_id",
+            "from_user_id",
+            postgresql_where=text("from_user_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     inbox_id: Mapped[int | None] = mapped_column(
         ForeignKey("webhook_inbox.id", ondelete="SET NULL")
     )
     wamid: Mapped[str] = mapped_column(Text, unique=True)
-    from_wa_id: Mapped[str] = mapped_column(Text, index=True)
+    from_wa_id: Mapped[str | None] = mapped_column(Text, index=True)
+    from_user_id: Mapped[str | None] = mapped_column(Text)
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     type: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)

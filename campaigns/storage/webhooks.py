@@ -504,7 +504,8 @@ def mark_inbox_unmatched(conn: Connection, inbox_ids: Iterable[int]) -> None:
 class InboundRow:
     inbox_id: int
     wamid: str
-    from_wa_id: str
+    from_wa_id: str | None  # None: a user known only by a username wrote
+    from_user_id: str | None
     phone_number_id: str | None
     type: str
     text: str | None
@@ -512,22 +513,26 @@ class InboundRow:
     raw: dict[str, Any]
 
 
-def insert_inbound(conn: Connection, rows: Sequence[InboundRow]) -> list[tuple[str, str | None]]:
-    """Stores new inbound messages; returns (from, text) of those not seen before."""
+def insert_inbound(
+    conn: Connection, rows: Sequence[InboundRow]
+) -> list[tuple[str | None, str | None, str | None]]:
+    """Stores new inbound messages; returns (from, from user id, text) of those not seen
+    before."""
     if not rows:
         return []
     inserted = conn.execute(
         text(
             """
             INSERT INTO inbound_messages
-                (inbox_id, wamid, from_wa_id, phone_number_id, type, text, sent_at, raw)
-            SELECT m.inbox_id, m.wamid, m.from_wa_id, m.phone_number_id, m.type, m.text,
-                   m.sent_at, m.raw
+                (inbox_id, wamid, from_wa_id, from_user_id, phone_number_id, type, text,
+                 sent_at, raw)
+            SELECT m.inbox_id, m.wamid, m.from_wa_id, m.from_user_id, m.phone_number_id,
+                   m.type, m.text, m.sent_at, m.raw
             FROM json_to_recordset(CAST(:rows AS json)) AS m(
-                inbox_id bigint, wamid text, from_wa_id text, phone_number_id text, type text,
-                text text, sent_at timestamptz, raw jsonb)
+                inbox_id bigint, wamid text, from_wa_id text, from_user_id text,
+                phone_number_id text, type text, text text, sent_at timestamptz, raw jsonb)
             ON CONFLICT (wamid) DO NOTHING
-            RETURNING from_wa_id, text
+            RETURNING from_wa_id, from_user_id, text
             """
         ),
         {
@@ -536,6 +541,7 @@ def insert_inbound(conn: Connection, rows: Sequence[InboundRow]) -> list[tuple[s
                     "inbox_id": r.inbox_id,
                     "wamid": r.wamid,
                     "from_wa_id": r.from_wa_id,
+                    "from_user_id": r.from_user_id,
                     "phone_number_id": r.phone_number_id,
                     "type": r.type,
                     "text": r.text,
@@ -546,7 +552,7 @@ def insert_inbound(conn: Connection, rows: Sequence[InboundRow]) -> list[tuple[s
             )
         },
     )
-    return [(str(r.from_wa_id), r.text) for r in inserted]
+    return [(r.from_wa_id, r.from_user_id, r.text) for r in inserted]
 
 
 # --------------------------------------------------------------------------- operators

@@ -156,6 +156,24 @@ def test_unknown_campaign_and_bad_body(api: TestClient) -> None:
     assert "query.limit" in query.json()["message"]
 
 
+def test_named_variables_are_kept_and_their_names_checked(api: TestClient) -> None:
+    named = create_campaign(api, body_variables=["first_name", "code2"], named_variables=True)
+    assert named["named_variables"] is True
+    assert api.get(f"/campaigns/{named['id']}").json()["named_variables"] is True
+    assert create_campaign(api)["named_variables"] is False
+    bad = api.post(
+        "/campaigns",
+        json={
+            "name": "x",
+            "region": "DE",
+            "body_variables": ["First Name"],
+            "named_variables": True,
+        },
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+    assert "First Name" in bad.json()["message"]
+
+
 def test_openapi_documents_the_routes(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
     assert {

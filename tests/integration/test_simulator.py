@@ -460,7 +460,9 @@ def test_delivery_failed_later(
     assert sorted(s["status"] for s in statuses) == ["failed", "sent"]  # ... never delivered
     failed = next(s for s in statuses if s["status"] == "failed")
     assert failed["id"] == wamid
-    assert failed["biz_opaque_callback_data"] == "att-fail"
+    sent = next(s for s in statuses if s["status"] == "sent")
+    assert sent["biz_opaque_callback_data"] == "att-fail"
+    assert failed["biz_opaque_callback_data"] is None  # echoed on sent, delivered, read only
     assert failed["errors"][0]["code"] == 131049
     assert failed["errors"][0]["error_data"]["details"]
 
@@ -618,3 +620,167 @@ def test_stats_reset_and_runtime_config(
     assert codes.count(200) == 1 and codes.count(429) == 2
     assert sim.stats()["rejected_by_code"]["130429"] == 2
     assert OutcomeKind.SUCCESS.value == "success"
+
+
+# --------------------------------------------------------------------------- 2026 platform
+
+
+def raw_changes(receiver: Receiver) -> list[dict[str, Any]]:
+    return [
+        c for body, _ in receiver.posts for e in json.loads(body)["entry"] for c in e["changes"]
+    ]
+
+
+def test_upper_case_component_types_count_as_body(
+    sim_factory: Callable[..., RunningSimulator], client: httpx.Client
+) -> None:
+    sim = sim_factory(template_param_counts={"bf_offer": 2})
+    body = body_for("4915100020099", n_params=2)
+    body["template"]["components"][0]["type"] = "BODY"
+    ok = client.post(f"{sim.api_url}/{PNID}/messages", json=body, headers=AUTH)
+    assert ok.status_code == 200, ok.text
+    body["template"]["components"][0]["parameters"].pop()
+    short = client.post(f"{sim.api_url}/{PNID}/messages", json=body, headers=AUTH)
+    assert (short.status_code, error_code(short)) == (400, 132000)
+
+
+@pytest.mark.parametrize("text", ["Anna\nMaria", "Anna\tMaria", "Anna     Maria"])
+def test_parameters_the_platform_refuses_are_132018(
+    sim_factory: Callable[..., RunningSimulator], client: httpx.Client, text: str
+) -> None:
+    sim = sim_factory()
+    body = body_for("4915100020199")
+    body["template"]["components"][0]["parameters"][0]["text"] = text
+    resp = client.post(f"{sim.api_url}/{PNID}/messages", json=body, headers=AUTH)
+    assert resp.status_code == 400
+    error = ErrorResponse.model_validate_json(resp.content).error
+    assert error.code == 132018
+    assert error.details == (
+        "Param text cannot have new-line/tab characters or more than 4 consecutive spaces"
+    )
+    assert sim.stats()["accepted_total"] == 0
+    body["template"]["components"][0]["parameters"][0]["text"] = "Anna    Maria"  # 4: fine
+    assert client.post(f"{sim.api_url}/{PNID}/messages", json=body, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v21.0/1234/nothing", "/nope", "/_sim/unknown"])
+def test_unknown_paths_answer_a_json_error(
+    sim_factory: Callable[..., RunningSimulator], client: httpx.Client, path: str
+) -> None:
+    sim = sim_factory()
+    for method in ("GET", "POST"):
+        resp = client.request(method, sim.api_url.rsplit("/v", 1)[0] + path, headers=AUTH)
+        assert resp.status_code == 400
+        error = ErrorResponse.model_validate_json(resp.content).error
+        assert (error.code, error.error_subcode) == (100, 33)
+        assert error.message.startswith(f"Unsupported {method.lower()} request")
+
+
+def test_undeliverable_later_fails_by_webhook_after_an_accepted_send(
+    sim_factory: Callable[..., RunningSimulator], receiver: Receiver, client: httpx.Client
+) -> None:
+    explicit = {"4915100030001": OutcomeKind.UNDELIVERABLE_LATER}
+    sim = sim_factory(
+        webhooks=True, outcomes=OutcomeRules(undeliverable_later_share=0.1, explicit=explicit)
+    )
+    by_share = send(client, sim, "4915100030005", biz="att-share")  # bucket 05 < 10
+    by_map = send(client, sim, "4915100030001", biz="att-map")  # bucket 01, and named
+    fine = send(client, sim, "4915100030050", biz="att-fine")  # bucket 50: success
+    assert [r.status_code for r in (by_share, by_map, fine)] == [200, 200, 200]
+    wait_until(lambda: sim.stats()["webhooks_pending"] == 0 and len(receiver.statuses()) >= 4)
+    failed = [s for s in receiver.statuses() if s["status"] == "failed"]
+    assert sorted(s["recipient_id"] for s in failed) == ["4915100030001", "4915100030005"]
+    for s in failed:
+        assert s["errors"][0]["code"] == 131026
+        assert s["biz_opaque_callback_data"] is None
+    # nothing else came for the two failed ones: no sent, no delivered
+    failed_ids = {s["id"] for s in failed}
+    assert all(s["status"] == "failed" for s in receiver.statuses() if s["id"] in failed_ids)
+    assert sim.stats()["accepted_total"] == 3
+
+
+def test_status_webhooks_carry_contacts_pmp_pricing_and_user_ids(
+    sim_factory: Callable[..., RunningSimulator], receiver: Receiver, client: httpx.Client
+) -> None:
+    number = "4915100040099"
+    rules = OutcomeRules(read_share=0.0, user_ids={number: "DE.1502576394655843"})
+    sim = sim_factory(webhooks=True, outcomes=rules)
+    assert send(client, sim, number, biz="att-u").status_code == 200
+    wait_until(lambda: sim.stats()["webhooks_pending"] == 0 and len(receiver.statuses()) >= 2)
+    for change in raw_changes(receiver):
+        value = change["value"]
+        assert value["contacts"] == [
+            {
+                "profile": {"name": "Simulated User"},
+                "wa_id": number,
+                "user_id": "DE.1502576394655843",
+            }
+        ]
+        for s in value["statuses"]:
+            assert s["recipient_user_id"] == "DE.1502576394655843"
+            assert s["biz_opaque_callback_data"] == "att-u"
+            pricing = s["pricing"]
+            assert (pricing["pricing_model"], pricing["category"], pricing["type"]) == (
+                "PMP",
+                "marketing",
+                "regular",
+            )
+
+
+def test_read_without_delivered(
+    sim_factory: Callable[..., RunningSimulator], receiver: Receiver, client: httpx.Client
+) -> None:
+    rules = OutcomeRules(read_share=1.0, read_without_delivered_share=0.5)
+    sim = sim_factory(webhooks=True, outcomes=rules)
+    skip, keep = "4915100400099", "4915100600099"  # digits[-6:-4]: 40 < 50, 60 >= 50
+    for number in (skip, keep):
+        assert send(client, sim, number).status_code == 200
+    wait_until(lambda: sim.stats()["webhooks_pending"] == 0 and len(receiver.statuses()) >= 5)
+    kinds: dict[str, set[str]] = {}
+    for s in receiver.statuses():
+        kinds.setdefault(s["recipient_id"], set()).add(s["status"])
+    assert kinds == {skip: {"sent", "read"}, keep: {"sent", "delivered", "read"}}
+
+
+def test_username_messages_and_user_preferences_are_posted(
+    sim_factory: Callable[..., RunningSimulator], receiver: Receiver, client: httpx.Client
+) -> None:
+    sim = sim_factory(webhooks=True)
+    base = sim.api_url.rsplit("/v", 1)[0]
+    user = {"from_user_id": "US.13491208655302741918", "text": "STOP", "phone_number_id": PNID}
+    assert client.post(f"{base}/_sim/inbound", json=user).status_code == 200
+    stop = {"wa_id": "4915100050001", "value": "stop", "phone_number_id": PNID}
+    resume = {"user_id": "US.42", "value": "resume", "phone_number_id": PNID}
+    for pref in (stop, resume):
+        assert client.post(f"{base}/_sim/user_preferences", json=pref).status_code == 200
+    bad = client.post(f"{base}/_sim/user_preferences", json={"value": "maybe", "wa_id": "1"})
+    assert bad.status_code == 400
+    wait_until(lambda: sim.stats()["webhooks_pending"] == 0 and len(receiver.posts) >= 1)
+    wait_until(lambda: sum(len(p.user_preferences()) for p in receiver.payloads()) >= 2)
+    payloads = receiver.payloads()
+    [(pnid, message)] = [m for p in payloads for m in p.inbound_messages()]
+    assert pnid == PNID and message.from_ is None
+    assert (message.from_user_id, message.body) == ("US.13491208655302741918", "STOP")
+    prefs = sorted(
+        (
+            (p.wa_id, p.user_id, p.value, p.category)
+            for pl in payloads
+            for _, p in pl.user_preferences()
+        ),
+        key=str,
+    )
+    assert prefs == [
+        ("4915100050001", None, "stop", "marketing_messages"),
+        (None, "US.42", "resume", "marketing_messages"),
+    ]
+
+
+def test_explicit_map_answers_any_code(
+    sim_factory: Callable[..., RunningSimulator], client: httpx.Client
+) -> None:
+    explicit = {"4915100060001": 131042, "4915100060002": 132018, "4915100060003": 777}
+    sim = sim_factory(outcomes=OutcomeRules(explicit=explicit))
+    for number, code in explicit.items():
+        resp = send(client, sim, number)
+        assert error_code(resp) == code
+    assert sim.stats()["accepted_total"] == 0

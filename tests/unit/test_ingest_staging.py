@@ -206,3 +206,53 @@ def test_odd_variable_names_round_trip() -> None:
         "tab\tname": '"q"',
         "plain": "Zoë",
     }
+
+
+def test_a_number_that_lost_its_plus_is_stored_valid_and_marked_repaired() -> None:
+    gb = ChunkSpec(campaign_id=3, upload_id=9, region="GB", variable_names=(), required=())
+    records = RecordBatch([2, 3, 4], ("1-202-555-0104", "230 5 2512345", "07911 123456"), ())
+    result, rows = settle(stage_chunk(records, gb))
+    assert (result.valid, result.invalid) == (3, 0)
+    assert [(r["phone_e164"], r["state"], r["reason_code"], r["reason"]) for r in rows] == [
+        (
+            "+12025550104",
+            "initial",
+            "repaired_international",
+            "read as the international number +1 202-555-0104",
+        ),
+        (
+            "+23052512345",
+            "initial",
+            "repaired_international",
+            "read as the international number +230 5251 2345",
+        ),
+        ("+447911123456", "initial", None, None),
+    ]
+
+
+def test_a_template_variable_over_the_platform_limit_is_an_invalid_record() -> None:
+    long_name = "A" * 1025
+    spaced = "Anna" + " " * 2000 + "Maria"  # sent as "Anna Maria": within the limit
+    long_code = "x" * 5000  # "code" fills no template variable here: never sent
+    chunk = stage_chunk(
+        batch(
+            (2, DE_A, long_name, "X1"),
+            (3, DE_B, spaced, long_code),
+            (4, "+4915123456703", "A" * 1024, "X3"),
+        ),
+        SPEC,
+    )
+    result, rows = settle(chunk)
+    assert (result.valid, result.invalid, result.reasons) == (2, 1, {"parameter_too_long": 1})
+    first = rows[0]
+    assert (first["state"], first["reason_code"], first["phone_e164"]) == (
+        "invalid_record",
+        "parameter_too_long",
+        None,
+    )
+    assert first["reason"] == (
+        "template variable 'first_name' has 1,025 characters; the platform accepts at most 1,024"
+    )
+    assert first["variables"] == {"first_name": long_name, "code": "X1"}  # kept as uploaded
+    assert [r["state"] for r in rows[1:]] == ["initial", "initial"]
+    assert rows[1]["variables"] == {"first_name": spaced, "code": long_code}

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from campaigns.domain.outcomes import (
     ERROR_CLASSES,
+    PERMISSION_RANGE,
     SETTLE_FLOOR_S,
     Decision,
+    ErrorFamily,
     OutcomeKind,
     SendResult,
     TransportFailure,
@@ -37,57 +39,115 @@ def _classify(result: SendResult, attempt_no: int = 1, max_attempts: int = 5) ->
     return classify(result, attempt_no, max_attempts, random.Random(7))
 
 
-# code, kind, pause_campaign, slow_down, opted_out, minimum retry delay (s)
-TABLE: list[tuple[int, OutcomeKind, bool, bool, bool, float]] = [
-    (130429, RETRY, False, True, False, 1.0),
-    (131056, RETRY, False, False, False, 60.0),
-    (80007, RETRY, False, True, False, 60.0),
-    (4, RETRY, False, True, False, 60.0),
-    (613, RETRY, False, True, False, 60.0),
-    (131000, RETRY, False, False, False, SETTLE_FLOOR_S),
-    (1, RETRY, False, False, False, SETTLE_FLOOR_S),
-    (2, RETRY, False, False, False, SETTLE_FLOOR_S),
-    (131016, RETRY, False, False, False, SETTLE_FLOOR_S),
-    (131026, FAILED, False, False, False, 0.0),
-    (1013, FAILED, False, False, False, 0.0),
-    (131049, FAILED, False, False, False, 0.0),
-    (131050, FAILED, False, False, True, 0.0),
-    (131047, ERROR, False, False, False, 0.0),
-    (470, ERROR, False, False, False, 0.0),
-    (131048, ERROR, True, False, False, 0.0),
-    (131008, ERROR, False, False, False, 0.0),
-    (131009, ERROR, False, False, False, 0.0),
-    (100, ERROR, False, False, False, 0.0),
-    (132000, ERROR, False, False, False, 0.0),
-    (132001, ERROR, True, False, False, 0.0),
-    (132005, ERROR, True, False, False, 0.0),
-    (132007, ERROR, True, False, False, 0.0),
-    (132015, ERROR, True, False, False, 0.0),
-    (132016, ERROR, True, False, False, 0.0),
-    (190, ERROR, True, False, False, 0.0),
-    (10, ERROR, True, False, False, 0.0),
-    (200, ERROR, True, False, False, 0.0),
-    (3, ERROR, True, False, False, 0.0),
-    (131031, ERROR, True, False, False, 0.0),
-    (368, ERROR, True, False, False, 0.0),
-    (133010, ERROR, True, False, False, 0.0),
+F = ErrorFamily
+RATE, TRANSIENT, RECIPIENT = F.RATE_LIMIT, F.TRANSIENT, F.RECIPIENT
+ACCOUNT, TEMPLATE, PARAMETER, MESSAGE = F.ACCOUNT, F.TEMPLATE, F.PARAMETER, F.MESSAGE
+
+# Meta's error-code reference, code by code, as dispatch must treat each.
+# code, kind, pause_campaign, slow_down, opted_out, minimum retry delay (s), family
+TABLE: list[tuple[int, OutcomeKind, bool, bool, bool, float, ErrorFamily]] = [
+    (130429, RETRY, False, True, False, 1.0, RATE),
+    (131056, RETRY, False, False, False, 60.0, RATE),
+    (80007, RETRY, False, True, False, 60.0, RATE),
+    (4, RETRY, False, True, False, 60.0, RATE),
+    (613, RETRY, False, True, False, 60.0, RATE),
+    (131000, RETRY, False, False, False, SETTLE_FLOOR_S, TRANSIENT),
+    (1, RETRY, False, False, False, SETTLE_FLOOR_S, TRANSIENT),
+    (2, RETRY, False, False, False, SETTLE_FLOOR_S, TRANSIENT),
+    (131016, RETRY, False, False, False, SETTLE_FLOOR_S, TRANSIENT),
+    (133004, RETRY, False, False, False, SETTLE_FLOOR_S, TRANSIENT),
+    # Per-recipient final codes: Sending failed, the campaign goes on.
+    (131026, FAILED, False, False, False, 0.0, RECIPIENT),
+    (1013, FAILED, False, False, False, 0.0, RECIPIENT),
+    (131049, FAILED, False, False, False, 0.0, RECIPIENT),
+    (131050, FAILED, False, False, True, 0.0, RECIPIENT),
+    (130472, FAILED, False, False, False, 0.0, RECIPIENT),
+    (130497, FAILED, False, False, False, 0.0, RECIPIENT),
+    (131021, FAILED, False, False, False, 0.0, RECIPIENT),
+    (131030, FAILED, False, False, False, 0.0, RECIPIENT),
+    # Parameter problems: Error for the contact (dispatch pauses when all fail so).
+    (132000, ERROR, False, False, False, 0.0, PARAMETER),
+    (132008, ERROR, False, False, False, 0.0, PARAMETER),
+    (132012, ERROR, False, False, False, 0.0, PARAMETER),
+    (132018, ERROR, False, False, False, 0.0, PARAMETER),
+    (131008, ERROR, False, False, False, 0.0, PARAMETER),
+    (131009, ERROR, False, False, False, 0.0, PARAMETER),
+    (100, ERROR, False, False, False, 0.0, PARAMETER),
+    (135000, ERROR, False, False, False, 0.0, PARAMETER),
+    # Wrong for this message only.
+    (131047, ERROR, False, False, False, 0.0, MESSAGE),
+    (470, ERROR, False, False, False, 0.0, MESSAGE),
+    (131051, ERROR, False, False, False, 0.0, MESSAGE),
+    (131052, ERROR, False, False, False, 0.0, MESSAGE),
+    (131053, ERROR, False, False, False, 0.0, MESSAGE),
+    # The template cannot be sent: pause.
+    (132001, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132005, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132007, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132015, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132016, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132068, ERROR, True, False, False, 0.0, TEMPLATE),
+    (132069, ERROR, True, False, False, 0.0, TEMPLATE),
+    # Account, payment, permission, token, sender number: pause at once.
+    (0, ERROR, True, False, False, 0.0, ACCOUNT),
+    (3, ERROR, True, False, False, 0.0, ACCOUNT),
+    (10, ERROR, True, False, False, 0.0, ACCOUNT),
+    (190, ERROR, True, False, False, 0.0, ACCOUNT),
+    (33, ERROR, True, False, False, 0.0, ACCOUNT),
+    (368, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131005, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131031, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131037, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131042, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131045, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131048, ERROR, True, False, False, 0.0, ACCOUNT),
+    (131057, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133000, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133005, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133006, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133008, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133009, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133010, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133015, ERROR, True, False, False, 0.0, ACCOUNT),
+    (133016, ERROR, True, False, False, 0.0, ACCOUNT),
+    # 200-299 is one class in the reference ("API Permission"): its ends and a middle.
+    (200, ERROR, True, False, False, 0.0, ACCOUNT),
+    (250, ERROR, True, False, False, 0.0, ACCOUNT),
+    (299, ERROR, True, False, False, 0.0, ACCOUNT),
 ]
 
 
 def test_table_covers_every_documented_code() -> None:
-    assert {row[0] for row in TABLE} == set(ERROR_CLASSES)
+    assert {row[0] for row in TABLE} | set(PERMISSION_RANGE) == set(ERROR_CLASSES)
 
 
-@pytest.mark.parametrize(("code", "kind", "pause", "slow", "opted_out", "min_delay"), TABLE)
+def test_permission_range_is_exactly_200_to_299() -> None:
+    assert 199 not in ERROR_CLASSES and 300 not in ERROR_CLASSES
+    assert all(ERROR_CLASSES[code].family is ACCOUNT for code in range(200, 300))
+    assert _classify(_error(300)).unknown_error
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "pause", "slow", "opted_out", "min_delay", "family"), TABLE
+)
 def test_error_table_row(
-    code: int, kind: OutcomeKind, pause: bool, slow: bool, opted_out: bool, min_delay: float
+    code: int,
+    kind: OutcomeKind,
+    pause: bool,
+    slow: bool,
+    opted_out: bool,
+    min_delay: float,
+    family: ErrorFamily,
 ) -> None:
     decision = _classify(_error(code))
     assert decision.kind is kind
     assert decision.pause_campaign is pause
     assert decision.slow_down is slow
     assert decision.opted_out is opted_out
-    assert str(code) in decision.reason
+    assert decision.family is family
+    assert not decision.unknown_error
+    assert decision.parameter_problem is (family is PARAMETER)
+    assert decision.reason.startswith(f"{code} ")  # the code leads the reason (status_reason)
     assert "some details" in decision.reason  # error_data.details kept for the operator
     if kind is RETRY:
         assert decision.retry_after_s is not None
@@ -174,10 +234,13 @@ def test_5xx_with_known_code_follows_the_code() -> None:
     assert _classify(_error(131026, status=500)).kind is FAILED
 
 
-def test_unknown_code_is_error_with_code_in_reason() -> None:
-    decision = _classify(_error(987654))
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_unknown_code_is_its_own_kind_of_error(status: int) -> None:
+    decision = _classify(_error(987654, status=status))
     assert decision.kind is ERROR
-    assert not decision.pause_campaign
+    assert decision.unknown_error  # counted by dispatch, never a plain per-contact error
+    assert decision.family is ErrorFamily.UNKNOWN
+    assert not decision.pause_campaign  # one alone does not pause; a run of them does
     assert "987654" in decision.reason
 
 
@@ -198,10 +261,30 @@ def test_429_without_code_is_retry_and_slow_down() -> None:
     assert decision.slow_down
 
 
-def test_other_4xx_without_code_is_error() -> None:
+def test_other_4xx_without_code_is_an_unknown_error() -> None:
     decision = _classify(SendResult(http_status=413))
     assert decision.kind is ERROR
+    assert decision.unknown_error
     assert "413" in decision.reason
+
+
+def test_known_answers_are_never_unknown_errors() -> None:
+    for result in (
+        SendResult(http_status=401),
+        SendResult(http_status=500),
+        SendResult(http_status=200, wamid="wamid.x"),
+        SendResult(transport=TransportFailure.CONNECT),
+    ):
+        assert not _classify(result).unknown_error
+
+
+def test_held_answer_is_sent_and_flagged_held() -> None:
+    result = SendResult(
+        http_status=200, wamid="wamid.x", message_status="held_for_quality_assessment"
+    )
+    assert result.held
+    assert _classify(result).kind is OutcomeKind.SENT
+    assert not SendResult(http_status=200, wamid="w", message_status="accepted").held
 
 
 def test_no_response_at_all_is_unknown() -> None:
@@ -220,6 +303,7 @@ def test_invalid_attempt_numbers() -> None:
 def test_describe_error() -> None:
     assert describe_error(131050) == "131050: recipient stopped marketing messages"
     assert describe_error(42) == "42: unknown platform error"
+    assert describe_error(231).startswith("231: permission missing")
 
 
 @given(
@@ -252,3 +336,13 @@ def test_backoff_grows_exponentially_up_to_the_cap(attempt_no: int) -> None:
 def test_backoff_rejects_attempt_zero() -> None:
     with pytest.raises(ValueError, match="1-based"):
         backoff_seconds(0, rng=random.Random(1))
+
+
+def test_unknown_sender_object_pauses() -> None:
+    result = SendResult(http_status=400, error_code=100, error_subcode=33, error_title="(#100) x")
+    decision = _classify(result)
+    assert decision.kind is ERROR and decision.pause_campaign
+    assert decision.family is ErrorFamily.ACCOUNT
+    assert decision.reason.startswith("100 ")
+    other = SendResult(http_status=400, error_code=100, error_subcode=None)
+    assert not _classify(other).pause_campaign  # a plain 100 is a parameter problem

@@ -46,10 +46,6 @@ ACCEPTED = [
     ("0049 151 23456789", "JP", "+4915123456789"),
     # ... and where it is the region's own prefix
     ("0049 151 23456789", "DE", "+4915123456789"),
-    # Excel dropped the "+": invalid nationally, valid as international
-    ("4915123456789", "GB", "+4915123456789"),
-    ("447911123456", "US", "+447911123456"),
-    ("12015550123", "GB", "+12015550123"),
     # ...also for the campaign's own country, where DE rules would read the digits as a
     # different national number (+494915123456789): the international reading wins
     ("4915123456789", "DE", "+4915123456789"),
@@ -60,7 +56,6 @@ ACCEPTED = [
     ("+52 1 55 1234 5678", "MX", "+525512345678"),
     ("+5215512345678", "US", "+525512345678"),
     ("+52 1 33 1234 5678", "DE", "+523312345678"),
-    ("5215512345678", "GB", "+525512345678"),
     # NBSP and other invisible characters around or inside the number
     ("\xa0+49 151 23456789\xa0", "DE", "+4915123456789"),
     ("+49\xa0151\xa023456789", "DE", "+4915123456789"),
@@ -72,6 +67,114 @@ ACCEPTED = [
 @pytest.mark.parametrize(("raw", "region", "e164"), ACCEPTED)
 def test_normalize_phone_accepts(raw: str, region: str, e164: str) -> None:
     assert normalize_phone(raw, region) == PhoneOk(e164)
+
+
+# Numbers that lost their "+" (or "00"), in any formatting: invalid for the region, no trunk
+# 0, a national reading of no possible length there, valid as international. Accepted as that
+# number, and the row says what it was read as.
+REPAIRED = [
+    ("1-202-555-0104", "GB", "+12025550104", "+1 202-555-0104"),
+    ("230 5 2512345", "GB", "+23052512345", "+230 5251 2345"),
+    ("784951234567", "GB", "+74951234567", "+7 495 123-45-67"),
+    ("7 495 123-45-67", "GB", "+74951234567", "+7 495 123-45-67"),
+    ("(1) 202 555 0104", "GB", "+12025550104", "+1 202-555-0104"),
+    ("1.202.555.0104", "GB", "+12025550104", "+1 202-555-0104"),
+    ("1 (202) 555-0104", "GB", "+12025550104", "+1 202-555-0104"),
+    ("1\u2013202\u2013555\u20130104", "GB", "+12025550104", "+1 202-555-0104"),  # en dashes
+    ("230-5251-2345", "GB", "+23052512345", "+230 5251 2345"),
+    # Excel dropped the "+" of a number stored as a number
+    ("4915123456789", "GB", "+4915123456789", "+49 1512 3456789"),
+    ("447911123456", "US", "+447911123456", "+44 7911 123456"),
+    ("44 7911 123456", "US", "+447911123456", "+44 7911 123456"),
+    ("12015550123", "GB", "+12015550123", "+1 201-555-0123"),
+    ("49 1512 3456789", "FR", "+4915123456789", "+49 1512 3456789"),
+    # ... with the legacy Mexican mobile "1"
+    ("5215512345678", "GB", "+525512345678", "+52 55 1234 5678"),
+    ("521 55 1234 5678", "GB", "+525512345678", "+52 55 1234 5678"),
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "e164", "reading"), REPAIRED)
+def test_lost_plus_is_repaired_and_says_so(raw: str, region: str, e164: str, reading: str) -> None:
+    assert normalize_phone(raw, region) == PhoneOk(
+        e164, f"read as the international number {reading}"
+    )
+
+
+# Still ambiguous: the national reading has a possible length for the region (a mistyped
+# national number is as likely as a lost "+"), or a trunk 0 makes it national.
+AMBIGUOUS = [
+    ("1-202-555-0104", "DE", "+1 202-555-0104"),
+    ("12025550104", "DE", "+1 202-555-0104"),
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "reading"), AMBIGUOUS)
+def test_ambiguous_lost_plus_stays_refused_and_says_why(
+    raw: str, region: str, reading: str
+) -> None:
+    result = normalize_phone(raw, region)
+    assert isinstance(result, PhoneBad) and result.rejection is R.INVALID
+    assert result.detail == (
+        f"not a valid number for region {region}; ambiguous: read as international it would "
+        f"be {reading} (write it with + if that is meant)"
+    )
+
+
+@pytest.mark.parametrize("raw", ["0-202-555-0104", "0230 5 2512345", "(0) 1 202 555 0104"])
+def test_a_trunk_zero_is_never_read_as_international(raw: str) -> None:
+    assert isinstance(normalize_phone(raw, "GB"), PhoneBad)
+
+
+# Vectors of Signal's own test suites (Signal-Android: E164UtilTest, PhoneNumberFormatterTest),
+# those whose result is a valid number: the same E.164 here, never marked repaired.
+SIGNAL_ACCEPTED = [
+    ("(020) 7946 0018", "GB", "+442079460018"),
+    ("0049 030 123456", "DE", "+4930123456"),
+    ("0049 (0)30123456", "DE", "+4930123456"),
+    ("0049((0)30)123456", "DE", "+4930123456"),
+    ("+49 (0) 30  1 2  3 45 6 ", "DE", "+4930123456"),
+    ("030 123456", "DE", "+4930123456"),
+    ("+0491601234567", "DE", "+491601234567"),  # "+0" written before the country code
+    ("0115511912345678", "US", "+5511912345678"),
+    ("+551234567890", "US", "+551234567890"),
+    ("+16105880522", "BR", "+16105880522"),
+    ("002214085048577", "BR", "+14085048577"),
+    ("011912345678", "BR", "+5511912345678"),
+    ("02111912345678", "BR", "+5511912345678"),
+    ("22 9 8765 4321", "BR", "+5522987654321"),
+    ("+5521912345678", "BR", "+5521912345678"),
+]
+
+
+@pytest.mark.parametrize(("raw", "region", "e164"), SIGNAL_ACCEPTED)
+def test_signal_vectors_accepted(raw: str, region: str, e164: str) -> None:
+    assert normalize_phone(raw, region) == PhoneOk(e164)
+
+
+# Signal's invalid inputs (and its short codes, which are no WhatsApp recipients).
+SIGNAL_REFUSED = [
+    ("junk@junk.net", "US"),
+    ("__textsecure_group__!foobar", "US"),
+    ("bonbon", "US"),
+    ("44444444441234512312312312312312312312", "US"),
+    ("144444444441234512312312312312312312312", "US"),
+    ("1", "US"),
+    ("55", "US"),
+    ("0", "US"),
+    ("000", "US"),
+    ("0000000", "US"),
+    ("+1555ABC4567", "US"),
+    ("911", "US"),
+    ("40404", "US"),
+    ("+40404", "US"),
+    ("+456-7890", "US"),
+]
+
+
+@pytest.mark.parametrize(("raw", "region"), SIGNAL_REFUSED)
+def test_signal_invalid_vectors_refused(raw: str, region: str) -> None:
+    assert isinstance(normalize_phone(raw, region), PhoneBad)
 
 
 REJECTED = [

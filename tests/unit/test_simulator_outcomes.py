@@ -8,6 +8,7 @@ import pytest
 
 from campaigns.dev.simulator.config import SimulatorConfig, apply_updates
 from campaigns.dev.simulator.outcomes import (
+    ERROR_CATALOGUE,
     Outcome,
     OutcomeKind,
     OutcomeRules,
@@ -15,6 +16,7 @@ from campaigns.dev.simulator.outcomes import (
     error_info,
     outcome_for,
     reads,
+    skips_delivered,
     wa_id_for,
 )
 
@@ -253,3 +255,72 @@ def test_config_validation_and_demo() -> None:
     assert summary["outcomes"]["read_share"] == 0.7
     assert "_table" not in summary["outcomes"]
     assert dataclasses.replace(demo, pair_interval_s=0).pair_interval_s == 0
+
+
+# --------------------------------------------------------------------------- 2026 platform
+
+
+def test_undeliverable_later_is_accepted_then_fails_with_131026() -> None:
+    rules = OutcomeRules(undeliverable_share=0.02, undeliverable_later_share=0.03)
+    assert rules.boundaries()[:2] == [
+        (0, 2, K.UNDELIVERABLE),
+        (2, 5, K.UNDELIVERABLE_LATER),
+    ]
+    later = outcome_for("4915100000003", rules)
+    assert later == Outcome(K.UNDELIVERABLE_LATER, 131026)
+    assert later.accepted  # answered 200: the failure comes by webhook
+    assert outcome_for("4915100000001", rules) == Outcome(K.UNDELIVERABLE, 131026)
+    assert outcome_for("4915100000005", rules) == Outcome(K.SUCCESS)
+    custom = OutcomeRules(undeliverable_later_code=131049, explicit={"1": K.UNDELIVERABLE_LATER})
+    assert outcome_for("1", custom) == Outcome(K.UNDELIVERABLE_LATER, 131049)
+
+
+def test_undeliverable_later_is_placed_after_the_other_shares() -> None:
+    rules = OutcomeRules(accepted_error_share=0.01, undeliverable_later_share=0.01)
+    assert [k for _, _, k in rules.boundaries()] == [
+        K.ACCEPTED_ERROR,
+        K.UNDELIVERABLE_LATER,
+        K.SUCCESS,
+    ]
+    with pytest.raises(ValueError, match="more than 1"):
+        OutcomeRules(undeliverable_share=0.5, undeliverable_later_share=0.6)
+
+
+def test_read_without_delivered_by_digits() -> None:
+    rules = OutcomeRules(read_without_delivered_share=0.3)
+    assert skips_delivered("4915100290099", rules) is True  # digits[-6:-4] = 29 < 30
+    assert skips_delivered("4915100300099", rules) is False
+    assert skips_delivered("4915100000099", OutcomeRules()) is False  # default: never
+    with pytest.raises(ValueError):
+        OutcomeRules(read_without_delivered_share=1.5)
+
+
+def test_catalogue_has_the_2026_codes() -> None:
+    info = error_info(132018)
+    assert info.http_status == 400
+    assert info.details == (
+        "Param text cannot have new-line/tab characters or more than 4 consecutive spaces"
+    )
+    for code in (0, 131005, 131021, 131030, 131037, 131042, 130472, 130497, 132012):
+        assert code in ERROR_CATALOGUE
+
+
+def test_runtime_updates_take_the_new_knobs() -> None:
+    cfg = apply_updates(
+        SimulatorConfig(),
+        {
+            "undeliverable_later_share": 0.05,
+            "read_without_delivered_share": 0.2,
+            "undeliverable_later_code": 131050,
+            "user_ids": {"4915100000001": "DE.123"},
+            "explicit": {"4915100000002": "undeliverable_later", "4915100000003": 131042},
+        },
+    )
+    rules = cfg.outcomes
+    assert (rules.undeliverable_later_share, rules.read_without_delivered_share) == (0.05, 0.2)
+    assert rules.user_ids == {"4915100000001": "DE.123"}
+    assert outcome_for("4915100000002", rules) == Outcome(K.UNDELIVERABLE_LATER, 131050)
+    assert outcome_for("4915100000003", rules) == Outcome(K.ERROR, 131042)
+    summary = cfg.summary()["outcomes"]
+    assert summary["user_ids"] == {"4915100000001": "DE.123"}
+    assert summary["explicit"]["4915100000002"] == "undeliverable_later"

@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from campaigns.clients.whatsapp import (
+    CloudApiTransport,
     WhatsAppClient,
     WhatsAppEndpoint,
     build_template_payload,
     parse_response,
     transport_failure_of,
 )
+from campaigns.domain.dispatch import SendJob
 from campaigns.domain.outcomes import OutcomeKind, SendResult, TransportFailure, classify
 
 T = TypeVar("T")
@@ -206,8 +208,110 @@ def test_request_is_posted_with_bearer_and_json() -> None:
 
 def test_success_parse() -> None:
     result = send(respond(200, SUCCESS))
-    assert result == SendResult(wamid="wamid.HBgNabc", wa_id="491512345678", http_status=200)
+    assert result == SendResult(
+        wamid="wamid.HBgNabc", wa_id="491512345678", message_status="accepted", http_status=200
+    )
     assert classify(result, 1, 3).kind is OutcomeKind.SENT
+
+
+@pytest.mark.parametrize("message_status", ["accepted", "held_for_quality_assessment", "paused"])
+def test_message_status_and_user_id_are_read(message_status: str) -> None:
+    body = {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": "US.13491208655302741918", "user_id": "US.13491208655302741918"}],
+        "messages": [{"id": "wamid.HBgNxyz", "message_status": message_status}],
+    }
+    result = send(respond(200, body))
+    assert (result.wamid, result.wa_id, result.user_id) == (
+        "wamid.HBgNxyz",
+        None,
+        "US.13491208655302741918",
+    )
+    assert result.message_status == message_status
+    assert result.held is (message_status == "held_for_quality_assessment")
+    assert classify(result, 1, 3).kind is OutcomeKind.SENT
+
+
+def test_named_parameters_carry_their_names() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=SUCCESS)
+
+    send(handler, body_params=["Anna", "20%"], param_names=["first_name", "discount"])
+    assert seen[0]["template"]["components"] == [
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "parameter_name": "first_name", "text": "Anna"},
+                {"type": "text", "parameter_name": "discount", "text": "20%"},
+            ],
+        }
+    ]
+    with pytest.raises(ValueError, match="param_names"):
+        build_template_payload(
+            to_e164="+1555",
+            template="t",
+            language="en",
+            body_params=["a", "b"],
+            param_names=["only_one"],
+            callback_data="x",
+        )
+
+
+def test_cloud_transport_passes_the_jobs_parameter_names() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=SUCCESS)
+
+    async def main() -> SendResult:
+        async with WhatsAppClient(transport=httpx.MockTransport(handler)) as client:
+            transport = CloudApiTransport(
+                client, base_url="https://graph.example", api_version="v21.0", token=TOKEN
+            )
+            job = SendJob(
+                sender_id="1234",
+                to_e164="+4915123456789",
+                template="bf_offer",
+                language="en",
+                body_params=("Anna",),
+                callback_data="attempt-9",
+                param_names=("first_name",),
+            )
+            return await transport.send(job)
+
+    assert run(main()).wamid == "wamid.HBgNabc"
+    [param] = seen[0]["template"]["components"][0]["parameters"]
+    assert param == {"type": "text", "parameter_name": "first_name", "text": "Anna"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "sent"),
+    [
+        ("Anna\nMaria", "Anna Maria"),
+        ("Anna\tMaria", "Anna Maria"),
+        ("Anna     Maria", "Anna Maria"),  # five spaces: refused with 132018 as is
+        ("  Anna \r\n\t Maria  ", "Anna Maria"),
+        ("Anna\u00a0\u00a0Maria", "Anna Maria"),
+        ("Anna    Maria", "Anna Maria"),
+        ("Anna", "Anna"),
+    ],
+)
+def test_every_sent_parameter_is_clean(raw: str, sent: str) -> None:
+    payload = build_template_payload(
+        to_e164="+4915123456789",
+        template="t",
+        language="en",
+        body_params=[raw],
+        header_params=[raw],
+        button_url_params=[raw],
+        callback_data="x",
+    )
+    texts = [p["text"] for c in payload["template"]["components"] for p in c["parameters"]]
+    assert texts == [sent, sent, sent]
 
 
 @pytest.mark.parametrize(

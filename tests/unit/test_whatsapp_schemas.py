@@ -12,6 +12,7 @@ from schemas.whatsapp import (
     SendResponse,
     TemplateSendRequest,
     WebhookPayload,
+    WebhookUpdates,
     sign_payload,
     verify_signature,
 )
@@ -282,3 +283,215 @@ def test_verify_signature_accepts_the_right_one() -> None:
 )
 def test_verify_signature_refuses(body: bytes, header: str | None, secret: str) -> None:
     assert verify_signature(body, header, secret) is False
+
+
+# --------------------------------------------------------------------------- 2026 shapes
+# Built from Meta's webhook references (messages, status, user_preferences, business-scoped
+# user ids) and the Message API's send answer; ids as the references write them.
+
+PNID = "106540352242922"
+
+
+def _envelope(field: str, value: dict[str, object]) -> dict[str, object]:
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": field, "value": value}]}],
+    }
+
+
+_META = {"display_phone_number": "15550783881", "phone_number_id": PNID}
+
+USERNAME_ONLY_AND_STATUSES = _envelope(
+    "messages",
+    {
+        "messaging_product": "whatsapp",
+        "metadata": _META,
+        # A user with a username: the contact has the business-scoped user id, no wa_id.
+        "contacts": [
+            {
+                "profile": {"name": "Sheena Nelson", "username": "@sheena"},
+                "user_id": "US.13491208655302741918",
+            }
+        ],
+        "messages": [
+            {
+                "from_user_id": "US.13491208655302741918",
+                "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=",
+                "timestamp": "1749416383",
+                "type": "text",
+                "text": {"body": "STOP"},
+            }
+        ],
+        "statuses": [
+            {
+                "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3MTE5MjVBOTE3MDk5QUVFM0YA",
+                "status": "delivered",
+                "timestamp": "1750263773",
+                "recipient_user_id": "US.13491208655302741918",
+                "biz_opaque_callback_data": "attempt-1",
+                "pricing": {
+                    "billable": True,
+                    "pricing_model": "PMP",
+                    "category": "marketing",
+                    "type": "regular",
+                },
+            },
+            {
+                "id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3MTE5MjVBOTE3MDk5QUVFM0ZA",
+                "status": "read",
+                "timestamp": "1750263774",
+                "recipient_id": "16505551234",
+                "recipient_user_id": "US.13491208655302741918",
+            },
+        ],
+    },
+)
+
+
+def test_message_without_from_parses_beside_statuses() -> None:
+    """One message lacking ``from`` never rejects the body: statuses and a STOP both kept."""
+    for model in (WebhookPayload, WebhookUpdates):
+        payload = model.model_validate_json(json.dumps(USERNAME_ONLY_AND_STATUSES))
+        [(pnid, message)] = payload.inbound_messages()
+        assert pnid == PNID
+        assert message.from_ is None
+        assert message.from_user_id == "US.13491208655302741918"
+        assert message.body == "STOP"
+        delivered, read = (s for _, s in payload.statuses())
+        assert delivered.recipient_id is None
+        assert delivered.recipient_user_id == "US.13491208655302741918"
+        assert (read.recipient_id, read.recipient_user_id) == (
+            "16505551234",
+            "US.13491208655302741918",
+        )
+        [contact] = payload.contacts()
+        assert (contact.wa_id, contact.user_id) == (None, "US.13491208655302741918")
+
+
+def test_contact_with_username_and_pmp_pricing_parse() -> None:
+    payload = WebhookPayload.model_validate(USERNAME_ONLY_AND_STATUSES)
+    [contact] = payload.contacts()
+    assert contact.profile is not None and contact.profile.username == "@sheena"
+    status = payload.statuses()[0][1]
+    assert status.pricing is not None
+    assert (status.pricing.pricing_model, status.pricing.category, status.pricing.type) == (
+        "PMP",
+        "marketing",
+        "regular",
+    )
+    assert status.conversation is None  # PMP statuses carry no conversation object
+
+
+def test_contact_with_both_phone_and_user_id() -> None:
+    data = _envelope(
+        "messages",
+        {
+            "messaging_product": "whatsapp",
+            "metadata": _META,
+            "contacts": [
+                {
+                    "profile": {"name": "Krish"},
+                    "wa_id": "919810218674",
+                    "user_id": "IN.1410018717833190",
+                    "country_code": "IN",
+                }
+            ],
+            "messages": [
+                {
+                    "from": "919810218674",
+                    "from_user_id": "IN.1410018717833190",
+                    "id": "wamid.HBgMOTE5ODEwMjE4Njc0FQIAEhggQUM4",
+                    "timestamp": "1779372805",
+                    "text": {"body": "Hey"},
+                    "type": "text",
+                }
+            ],
+        },
+    )
+    updates = WebhookUpdates.model_validate(data)
+    [contact] = updates.contacts()
+    assert (contact.wa_id, contact.user_id) == ("919810218674", "IN.1410018717833190")
+    message = updates.inbound_messages()[0][1]
+    assert (message.from_, message.from_user_id) == ("919810218674", "IN.1410018717833190")
+
+
+USER_PREFERENCES = _envelope(
+    "user_preferences",
+    {
+        "messaging_product": "whatsapp",
+        "metadata": _META,
+        "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": "16505551234"}],
+        "user_preferences": [
+            {
+                "wa_id": "16505551234",
+                "detail": "User requested to stop marketing messages",
+                "category": "marketing_messages",
+                "value": "stop",
+                "timestamp": 1731705721,
+            }
+        ],
+    },
+)
+
+
+def test_user_preferences_webhook_parses() -> None:
+    for model in (WebhookPayload, WebhookUpdates):
+        payload = model.model_validate(USER_PREFERENCES)
+        [(pnid, pref)] = payload.user_preferences()
+        assert pnid == PNID
+        assert (pref.wa_id, pref.category, pref.value) == (
+            "16505551234",
+            "marketing_messages",
+            "stop",
+        )
+        assert pref.detail == "User requested to stop marketing messages"
+        assert payload.statuses() == [] and payload.inbound_messages() == []
+    # user_preferences of a "messages" change are not read as preferences, nor the reverse
+    assert WebhookUpdates.model_validate(USERNAME_ONLY_AND_STATUSES).user_preferences() == []
+
+
+@pytest.mark.parametrize("status", ["accepted", "held_for_quality_assessment", "paused"])
+def test_send_answer_with_user_id_and_message_status(status: str) -> None:
+    resp = SendResponse.model_validate(
+        {
+            "messaging_product": "whatsapp",
+            "contacts": [
+                {"input": "US.13491208655302741918", "user_id": "US.13491208655302741918"}
+            ],
+            "messages": [
+                {
+                    "id": "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA",
+                    "message_status": status,
+                }
+            ],
+        }
+    )
+    assert resp.wa_id is None
+    assert resp.user_id == "US.13491208655302741918"
+    assert resp.message_status == status
+
+
+def test_send_request_named_parameters_upper_case_and_recipient() -> None:
+    req = TemplateSendRequest.model_validate(
+        {
+            "messaging_product": "whatsapp",
+            "recipient": "US.13491208655302741918",
+            "type": "template",
+            "template": {
+                "name": "order_confirmation",
+                "language": {"code": "en_US"},
+                "components": [
+                    {
+                        "type": "BODY",
+                        "parameters": [
+                            {"type": "text", "parameter_name": "first_name", "text": "Jessica"}
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    assert req.to is None and req.recipient == "US.13491208655302741918"
+    [component] = req.template.components
+    assert component.type == "BODY"
+    assert component.parameters[0].parameter_name == "first_name"

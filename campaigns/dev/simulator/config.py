@@ -111,7 +111,7 @@ class SimulatorConfig:
                             k: str(v) if isinstance(v, OutcomeKind) else v
                             for k, v in getattr(value, g.name).items()
                         }
-                        if g.name in ("explicit", "wa_id_overrides")
+                        if g.name in ("explicit", "wa_id_overrides", "user_ids")
                         else getattr(value, g.name)
                     )
                     for g in dataclasses.fields(value)
@@ -144,14 +144,18 @@ _OUTCOME_FIELDS = frozenset(
         "server_error_share",
         "timeout_share",
         "accepted_error_share",
+        "undeliverable_later_share",
         "read_share",
+        "read_without_delivered_share",
         "explicit",
         "server_error_attempts",
         "timeout_attempts",
         "server_error_code",
         "undeliverable_code",
         "delivery_fail_code",
+        "undeliverable_later_code",
         "wa_id_overrides",
+        "user_ids",
         "mimic_wa_id_quirks",
     }
 )
@@ -188,7 +192,7 @@ def apply_updates(config: SimulatorConfig, updates: Mapping[str, Any]) -> Simula
         elif key in _OUTCOME_FIELDS:
             if key == "explicit":
                 value = _parse_explicit(value)
-            elif key == "wa_id_overrides":
+            elif key in ("wa_id_overrides", "user_ids"):
                 value = {str(k): str(v) for k, v in dict(value).items()}
             rules[key] = value
         else:

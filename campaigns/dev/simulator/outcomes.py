@@ -29,11 +29,15 @@ hit each path. ``outcome_for(recipient_digits, rules, attempt_no)`` decides, in 
                                                       attempts, as an overloaded edge answers for
                                                       a backend that took the message; a retry
                                                       is a second accepted send
-       [u+d+s+t+a,    100)           SUCCESS
+       [u+d+s+t+a,    u+d+s+t+a+l)   UNDELIVERABLE_LATER  accepted; later one ``failed``
+                                                      webhook (no ``sent``) with errors[0].code
+                                                      = ``undeliverable_later_code`` (131026):
+                                                      the platform found out after answering
+       [u+d+s+t+a+l,  100)           SUCCESS
 
    with u = undeliverable_share, d = delivery_fail_share, s = server_error_share,
-   t = timeout_share, a = accepted_error_share (each x100, rounded). All shares default to 0:
-   everything succeeds.
+   t = timeout_share, a = accepted_error_share, l = undeliverable_later_share (each x100,
+   rounded). All shares default to 0: everything succeeds.
 
    The :meth:`OutcomeRules.demo` preset (u=0.03, d=0.03, s=0.02, t=0.01) maps
    ``..00``-``..02`` undeliverable, ``..03``-``..05`` delivery failed, ``..06``-``..07``
@@ -45,6 +49,12 @@ decision (i.e. passed auth, body validation and the rate limit), 2 for the next,
 Whether a delivered message is also **read** is decided by ``reads(digits, rules)``: the two
 digits *before* the last two, ``m = int(digits[-4:-2])``, read iff ``m < round(read_share*100)``
 (default read_share 0.7: ``..0000``-``..6999`` are read, ``..7000``-``..9999`` are not).
+A read message skips its ``delivered`` webhook (the platform's "delivered and read at once")
+when ``skips_delivered(digits, rules)``: ``int(digits[-6:-4]) <
+round(read_without_delivered_share*100)`` (default 0: never).
+
+``rules.user_ids`` maps a recipient's digits to a business-scoped user id: its statuses and
+contacts then carry ``recipient_user_id`` / ``user_id`` beside the phone.
 
 ``wa_id_for(digits, rules)`` gives the ``wa_id`` the platform answers with: the input digits,
 unless ``rules.wa_id_overrides`` names the number, or ``mimic_wa_id_quirks`` is on (Mexico
@@ -69,6 +79,7 @@ __all__ = [
     "error_info",
     "outcome_for",
     "reads",
+    "skips_delivered",
     "wa_id_for",
 ]
 
@@ -80,6 +91,8 @@ class OutcomeKind(enum.StrEnum):
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     ACCEPTED_ERROR = "accepted_error"  # taken, but answered with a server error
+    # Taken (200), then a "failed" webhook with undeliverable_later_code (131026).
+    UNDELIVERABLE_LATER = "undeliverable_later"
     ERROR = "error"  # refused at send with an explicit code (explicit map only)
 
 
@@ -105,6 +118,7 @@ _ACCEPTED = frozenset(
         OutcomeKind.DELIVERY_FAILED,
         OutcomeKind.TIMEOUT,
         OutcomeKind.ACCEPTED_ERROR,
+        OutcomeKind.UNDELIVERABLE_LATER,
     }
 )
 
@@ -116,14 +130,18 @@ class OutcomeRules:
     server_error_share: float = 0.0
     timeout_share: float = 0.0
     accepted_error_share: float = 0.0
+    undeliverable_later_share: float = 0.0
     read_share: float = 0.7
+    read_without_delivered_share: float = 0.0
     explicit: Mapping[str, OutcomeKind | int] = field(default_factory=dict)
     server_error_attempts: int = 1
     timeout_attempts: int = 1
     server_error_code: int = 131000
     undeliverable_code: int = 131026
     delivery_fail_code: int = 131049
+    undeliverable_later_code: int = 131026
     wa_id_overrides: Mapping[str, str] = field(default_factory=dict)
+    user_ids: Mapping[str, str] = field(default_factory=dict)  # digits -> business-scoped id
     mimic_wa_id_quirks: bool = False
     _table: tuple[OutcomeKind, ...] = field(init=False, repr=False, compare=False, default=())
 
@@ -134,8 +152,10 @@ class OutcomeRules:
             self.server_error_share,
             self.timeout_share,
             self.accepted_error_share,
+            self.undeliverable_later_share,
         )
-        if any(not 0.0 <= s <= 1.0 for s in (*shares, self.read_share)):
+        extra = (self.read_share, self.read_without_delivered_share)
+        if any(not 0.0 <= s <= 1.0 for s in (*shares, *extra)):
             raise ValueError("outcome shares must be within [0, 1]")
         if sum(_width(s) for s in shares) > 100:
             raise ValueError("outcome shares add up to more than 1")
@@ -169,6 +189,7 @@ class OutcomeRules:
             (self.server_error_share, OutcomeKind.SERVER_ERROR),
             (self.timeout_share, OutcomeKind.TIMEOUT),
             (self.accepted_error_share, OutcomeKind.ACCEPTED_ERROR),
+            (self.undeliverable_later_share, OutcomeKind.UNDELIVERABLE_LATER),
         ):
             width = _width(share)
             if width:
@@ -198,6 +219,8 @@ def _resolve(kind: OutcomeKind, rules: OutcomeRules, attempt_no: int) -> Outcome
         return Outcome(kind, rules.undeliverable_code)
     if kind is OutcomeKind.DELIVERY_FAILED:
         return Outcome(kind, rules.delivery_fail_code)
+    if kind is OutcomeKind.UNDELIVERABLE_LATER:
+        return Outcome(kind, rules.undeliverable_later_code)
     if kind in (OutcomeKind.SERVER_ERROR, OutcomeKind.ACCEPTED_ERROR):
         if attempt_no <= rules.server_error_attempts:
             return Outcome(kind, rules.server_error_code)
@@ -226,6 +249,13 @@ def reads(recipient_digits: str, rules: OutcomeRules) -> bool:
     return m < _width(rules.read_share)
 
 
+def skips_delivered(recipient_digits: str, rules: OutcomeRules) -> bool:
+    """True when a read message to this number gets no ``delivered`` webhook (digits [-6:-4])."""
+    pair = recipient_digits[-6:-4]
+    m = int(pair) if pair.isdigit() else 0
+    return m < _width(rules.read_without_delivered_share)
+
+
 def wa_id_for(recipient_digits: str, rules: OutcomeRules) -> str:
     """The WhatsApp id the platform reports for the input number."""
     override = rules.wa_id_overrides.get(recipient_digits)
@@ -252,9 +282,14 @@ class ErrorInfo:
     subcode: int | None = None
 
 
+PARAM_TEXT_DETAILS = (
+    "Param text cannot have new-line/tab characters or more than 4 consecutive spaces"
+)
+
 ERROR_CATALOGUE: Mapping[int, ErrorInfo] = {
     1: ErrorInfo(400, "API Unknown", "Invalid request or possible server error."),
     2: ErrorInfo(503, "API Service", "Temporary due to downtime or due to being overloaded."),
+    0: ErrorInfo(401, "AuthException", "We were unable to authenticate the app user."),
     3: ErrorInfo(403, "API Method", "Capability or permissions issue."),
     4: ErrorInfo(429, "API Too Many Calls", "The app has reached its API call rate limit."),
     10: ErrorInfo(403, "Permission Denied", "Permission is either not granted or removed."),
@@ -299,7 +334,39 @@ ERROR_CATALOGUE: Mapping[int, ErrorInfo] = {
         "Unable to deliver message: the recipient is not on WhatsApp or cannot receive it.",
         subcode=2494010,
     ),
+    131005: ErrorInfo(
+        403, "Access denied", "Permission is either not granted or has been removed."
+    ),
+    131021: ErrorInfo(
+        400, "Recipient cannot be sender", "Sender and recipient phone number is the same."
+    ),
+    131030: ErrorInfo(
+        400,
+        "Recipient phone number not in allowed list",
+        "Add the recipient phone number to the allowed list of the test number.",
+    ),
     131031: ErrorInfo(403, "Business Account locked", "The Business Account has been locked."),
+    131037: ErrorInfo(
+        400,
+        "WhatsApp provided number needs display name approval before message can be sent.",
+        "The display name of the sender number is not approved.",
+    ),
+    131042: ErrorInfo(
+        400,
+        "Business eligibility payment issue",
+        "Message failed to send because there were one or more errors related to your payment "
+        "method.",
+    ),
+    130472: ErrorInfo(
+        400,
+        "User's number is part of an experiment",
+        "Message was not sent as part of an experiment.",
+    ),
+    130497: ErrorInfo(
+        400,
+        "Business account is restricted from messaging users in this country",
+        "The business cannot message users in the recipient's country.",
+    ),
     131047: ErrorInfo(
         400,
         "Re-engagement message",
@@ -346,6 +413,16 @@ ERROR_CATALOGUE: Mapping[int, ErrorInfo] = {
     ),
     132015: ErrorInfo(400, "Template is Paused", "The template is paused due to low quality."),
     132016: ErrorInfo(400, "Template is Disabled", "The template has been disabled."),
+    132012: ErrorInfo(
+        400,
+        "Parameter format does not match format in the created template",
+        "Variable parameter values formatted incorrectly.",
+    ),
+    132018: ErrorInfo(
+        400,
+        "There's an issue with the parameters in your template",
+        PARAM_TEXT_DETAILS,
+    ),
     133010: ErrorInfo(
         400,
         "Phone number Not Registered",

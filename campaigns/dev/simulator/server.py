@@ -17,7 +17,13 @@ Endpoints:
   ``POST /_sim/reset`` (``?drop_webhooks=1`` also empties the webhook queue),
   ``GET|POST /_sim/config`` (runtime changes, see :func:`config.apply_updates`),
   ``POST /_sim/inbound`` ``{"from": digits, "text": "STOP", "phone_number_id": "..."}``
-  (posts a user message webhook), ``GET /_sim/health``.
+  (posts a user message webhook; ``from_user_id`` instead of ``from`` for a user known only
+  by a username), ``POST /_sim/user_preferences`` ``{"wa_id": digits, "value": "stop"}``
+  (a user_preferences webhook: stop / resume marketing messages), ``GET /_sim/health``.
+- Any other path or method: HTTP 400 with a Graph error body (code 100, subcode 33).
+
+Template checks: component types are case-insensitive (``"BODY"``); a text parameter with a
+new-line, a tab or 5 consecutive spaces is refused with 132018, as the platform does.
 """
 
 from __future__ import annotations
@@ -37,11 +43,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from campaigns.dev.simulator.config import SimulatorConfig, apply_updates
-from campaigns.dev.simulator.outcomes import OutcomeKind, error_info, outcome_for, reads, wa_id_for
-from campaigns.dev.simulator.webhooks import SentMessage, WebhookDispatcher
+from campaigns.dev.simulator.outcomes import (
+    PARAM_TEXT_DETAILS,
+    Outcome,
+    OutcomeKind,
+    error_info,
+    outcome_for,
+    reads,
+    skips_delivered,
+    wa_id_for,
+)
+from campaigns.dev.simulator.webhooks import Preference, SentMessage, WebhookDispatcher
 from schemas.whatsapp import TemplateSendRequest
 
 __all__ = ["STATE_KEY", "SimulatorState", "TokenBucket", "build_app"]
@@ -193,6 +209,65 @@ def _validation_details(exc: ValidationError) -> str:
 # --------------------------------------------------------------------------- handlers
 
 
+def _text_refused(text: str | None) -> bool:
+    """The platform refuses a text parameter with a new-line, a tab or 5+ spaces (132018)."""
+    return text is not None and ("\n" in text or "\t" in text or "     " in text)
+
+
+def _template_refusal(state: SimulatorState, req: TemplateSendRequest) -> web.Response | None:
+    """The template checks, in order: missing (132001), body parameter count (132000), text
+    the platform refuses (132018). Component types are case-insensitive ("BODY")."""
+    cfg = state.config
+    template = req.template
+    if template.name in cfg.missing_templates:
+        return _error(
+            state,
+            132001,
+            f"template name ({template.name}) does not exist in {template.language.code}",
+        )
+    expected = cfg.template_param_counts.get(template.name)
+    if expected is not None:
+        body = [c for c in template.components if c.type.lower() == "body"]
+        given = sum(len(c.parameters) for c in body)
+        if given != expected:
+            return _error(
+                state,
+                132000,
+                f"body: number of localizable_params ({given}) does not "
+                f"match the expected number of params ({expected})",
+            )
+    params = (p for c in template.components for p in c.parameters)
+    if any(_text_refused(p.text) for p in params):
+        return _error(state, 132018, PARAM_TEXT_DETAILS)
+    return None
+
+
+def _accept(
+    state: SimulatorState, req: TemplateSendRequest, digits: str, pnid: str, outcome: Outcome
+) -> tuple[str, str]:
+    """Counts an accepted send and schedules its webhooks; returns (wamid, wa_id)."""
+    rules = state.config.outcomes
+    state.counts.accepted_total += 1
+    state.accepted_by_recipient[digits] = state.accepted_by_recipient.get(digits, 0) + 1
+    wamid = state.new_wamid()
+    wa_id = wa_id_for(digits, rules)
+    if state.webhooks.enabled:
+        later = outcome.kind is OutcomeKind.UNDELIVERABLE_LATER
+        fail = outcome.code if outcome.kind is OutcomeKind.DELIVERY_FAILED or later else None
+        msg = SentMessage(
+            wamid,
+            wa_id,
+            req.biz_opaque_callback_data,
+            pnid,
+            fail,
+            fail_only=later,
+            user_id=rules.user_ids.get(digits),
+        )
+        skip = skips_delivered(digits, rules)
+        state.webhooks.schedule_message(msg, read=reads(digits, rules), skip_delivered=skip)
+    return wamid, wa_id
+
+
 async def send_message(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     cfg = state.config
@@ -203,33 +278,17 @@ async def send_message(request: web.Request) -> web.Response:
     if scheme.lower() != "bearer" or token.strip() != cfg.access_token:
         return _error(state, 190)
 
-    raw = await request.read()
     try:
-        req = TemplateSendRequest.model_validate_json(raw)
+        req = TemplateSendRequest.model_validate_json(await request.read())
     except ValidationError as exc:
         return _error(state, 100, _validation_details(exc))
-    to = req.to.lstrip("+")
+    to = (req.to or "").lstrip("+")
     digits = to if to.isdigit() else "".join(ch for ch in to if ch.isdigit())
     if not digits:
         return _error(state, 100, "to: the recipient phone number is missing or has no digits")
-
-    template = req.template
-    if template.name in cfg.missing_templates:
-        return _error(
-            state,
-            132001,
-            f"template name ({template.name}) does not exist in {template.language.code}",
-        )
-    expected = cfg.template_param_counts.get(template.name)
-    if expected is not None:
-        given = sum(len(c.parameters) for c in template.components if c.type == "body")
-        if given != expected:
-            return _error(
-                state,
-                132000,
-                f"body: number of localizable_params ({given}) does not "
-                f"match the expected number of params ({expected})",
-            )
+    refused = _template_refusal(state, req)
+    if refused is not None:
+        return refused
 
     pnid = request.match_info["phone_number_id"]
     now = asyncio.get_running_loop().time()
@@ -238,27 +297,17 @@ async def send_message(request: web.Request) -> web.Response:
 
     attempt_no = state.attempts.get(digits, 0) + 1
     state.attempts[digits] = attempt_no
-    rules = cfg.outcomes
-    outcome = outcome_for(digits, rules, attempt_no)
+    outcome = outcome_for(digits, cfg.outcomes, attempt_no)
     if not outcome.accepted:
         assert outcome.code is not None
         return _error(state, outcome.code)
-
     if cfg.pair_interval_s:
         last = state.last_accepted.get(digits)
         if last is not None and now - last < cfg.pair_interval_s:
             return _error(state, 131056)
         state.last_accepted[digits] = now
 
-    state.counts.accepted_total += 1
-    state.accepted_by_recipient[digits] = state.accepted_by_recipient.get(digits, 0) + 1
-    wamid = state.new_wamid()
-    wa_id = wa_id_for(digits, rules)
-    if state.webhooks.enabled:
-        fail = outcome.code if outcome.kind is OutcomeKind.DELIVERY_FAILED else None
-        msg = SentMessage(wamid, wa_id, req.biz_opaque_callback_data, pnid, fail)
-        state.webhooks.schedule_message(msg, read=reads(digits, rules))
-
+    wamid, wa_id = _accept(state, req, digits, pnid, outcome)
     if outcome.kind is OutcomeKind.ACCEPTED_ERROR:
         assert outcome.code is not None
         return _error(state, outcome.code)  # taken and counted above, answered as a failure
@@ -266,7 +315,7 @@ async def send_message(request: web.Request) -> web.Response:
         state.counts.timeouts_total += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.closing.wait(), cfg.timeout_hang_s)
-    return _success(req.to, wa_id, wamid)
+    return _success(req.to or digits, wa_id, wamid)
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -300,20 +349,48 @@ async def post_config(request: web.Request) -> web.Response:
     return web.json_response(new.summary())
 
 
+def _digits_of(value: object) -> str:
+    return "".join(ch for ch in str(value) if ch.isdigit()) if value is not None else ""
+
+
 async def post_inbound(request: web.Request) -> web.Response:
+    """A user writes: ``{"from": digits, "text": "STOP", "phone_number_id": ...}``; a user
+    known only by a username: ``{"from_user_id": "US.1234", ...}`` without ``from``."""
     state = request.app[STATE_KEY]
     try:
         data = await request.json()
-        from_ = "".join(ch for ch in str(data["from"]) if ch.isdigit())
+        from_ = _digits_of(data.get("from"))
+        user_id = str(data["from_user_id"]) if data.get("from_user_id") else None
         text = str(data.get("text", "STOP"))
         pnid = str(data.get("phone_number_id", "0"))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return web.json_response({"error": f"bad inbound body: {exc}"}, status=400)
-    if not from_:
-        return web.json_response({"error": "from: no digits"}, status=400)
+    if not from_ and not user_id:
+        return web.json_response({"error": "from: no digits (and no from_user_id)"}, status=400)
     wamid = state.new_wamid()
-    state.webhooks.schedule_inbound(from_, text, pnid, wamid, data.get("name"))
+    state.webhooks.schedule_inbound(from_ or None, text, pnid, wamid, data.get("name"), user_id)
     return web.json_response({"id": wamid, "webhooks": state.webhooks.enabled})
+
+
+async def post_user_preferences(request: web.Request) -> web.Response:
+    """A user stops or resumes marketing messages:
+    ``{"wa_id": digits, "user_id": "US.1234", "value": "stop" | "resume", "phone_number_id"}``
+    (``wa_id`` or ``user_id`` or both)."""
+    state = request.app[STATE_KEY]
+    try:
+        data = await request.json()
+        wa_id = _digits_of(data.get("wa_id")) or None
+        user_id = str(data["user_id"]) if data.get("user_id") else None
+        value = str(data.get("value", "stop"))
+        pnid = str(data.get("phone_number_id", "0"))
+    except (ValueError, TypeError, AttributeError) as exc:
+        return web.json_response({"error": f"bad user_preferences body: {exc}"}, status=400)
+    if value not in ("stop", "resume") or not (wa_id or user_id):
+        return web.json_response(
+            {"error": "need value stop or resume, and wa_id or user_id"}, status=400
+        )
+    state.webhooks.schedule_preference(Preference(wa_id, user_id, value, pnid))
+    return web.json_response({"ok": True, "webhooks": state.webhooks.enabled})
 
 
 async def get_health(request: web.Request) -> web.Response:
@@ -323,9 +400,30 @@ async def get_health(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- app
 
 
+@web.middleware
+async def graph_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods answer as the Graph API does: a JSON error body."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        message = (
+            f"Unsupported {request.method.lower()} request. Object with ID "
+            f"'{request.path.strip('/')}' does not exist, cannot be loaded due to missing "
+            "permissions, or does not support this operation"
+        )
+        err = {
+            "message": message,
+            "type": "GraphMethodException",
+            "code": 100,
+            "error_subcode": 33,
+            "fbtrace_id": secrets.token_urlsafe(16),
+        }
+        return web.json_response({"error": err}, status=400)
+
+
 def build_app(config: SimulatorConfig) -> web.Application:
     """The simulator application; webhook tasks start and stop with the app."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[graph_errors])
     app[STATE_KEY] = SimulatorState(config)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -345,5 +443,6 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_get("/_sim/config", get_config)
     app.router.add_post("/_sim/config", post_config)
     app.router.add_post("/_sim/inbound", post_inbound)
+    app.router.add_post("/_sim/user_preferences", post_user_preferences)
     app.router.add_get("/_sim/health", get_health)
     return app

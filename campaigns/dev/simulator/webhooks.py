@@ -24,15 +24,29 @@ import aiohttp
 from campaigns.dev.simulator.config import SimulatorConfig
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload
 
-__all__ = ["SentMessage", "WebhookCounters", "WebhookDispatcher"]
+__all__ = ["Preference", "SentMessage", "WebhookCounters", "WebhookDispatcher"]
 
 log = logging.getLogger(__name__)
 
 
 class SentMessage:
-    """An accepted message: the data all its status webhooks share."""
+    """An accepted message: the data all its status webhooks share.
 
-    __slots__ = ("_tail", "biz", "fail_code", "pnid", "recipient_id", "wamid")
+    ``fail_code``: the message fails later with this code, after a ``sent`` status, or with
+    ``fail_only`` as the only status (the platform found the recipient undeliverable after
+    answering). ``user_id``: the recipient's business-scoped user id, shown beside the phone.
+    """
+
+    __slots__ = (
+        "_tails",
+        "biz",
+        "fail_code",
+        "fail_only",
+        "pnid",
+        "recipient_id",
+        "user_id",
+        "wamid",
+    )
 
     def __init__(
         self,
@@ -41,46 +55,122 @@ class SentMessage:
         biz: str | None,
         pnid: str,
         fail_code: int | None,
+        *,
+        fail_only: bool = False,
+        user_id: str | None = None,
     ) -> None:
         self.wamid = wamid  # base64url: safe inside a JSON string as is
         self.recipient_id = recipient_id
         self.biz = biz
         self.pnid = pnid
         self.fail_code = fail_code
-        self._tail: str | None = None
+        self.fail_only = fail_only
+        self.user_id = user_id
+        self._tails: tuple[str, str] | None = None
 
     @property
     def conversation_id(self) -> str:
         key = (self.pnid + ":" + self.recipient_id).encode()
         return hashlib.blake2b(key, digest_size=16).hexdigest()
 
-    def tail(self) -> str:
-        """The JSON members every status of this message repeats (escaped once)."""
-        if self._tail is None:
+    def tail(self, *, biz: bool = True) -> str:
+        """The JSON members every status of this message repeats (escaped once); the callback
+        data only with ``biz`` (the platform echoes it on sent, delivered and read only)."""
+        if self._tails is None:
             tail = ',"recipient_id":' + json.dumps(self.recipient_id)
+            if self.user_id is not None:
+                tail += ',"recipient_user_id":' + json.dumps(self.user_id)
+            with_biz = tail
             if self.biz is not None:
-                tail += ',"biz_opaque_callback_data":' + json.dumps(self.biz)
-            self._tail = tail
-        return self._tail
+                with_biz += ',"biz_opaque_callback_data":' + json.dumps(self.biz)
+            self._tails = (with_biz, tail)
+        return self._tails[0] if biz else self._tails[1]
+
+    def contact(self) -> dict[str, object]:
+        out: dict[str, object] = {"profile": {"name": "Simulated User"}, "wa_id": self.recipient_id}
+        if self.user_id is not None:
+            out["user_id"] = self.user_id
+        return out
 
 
 class _Inbound:
-    """A user's message to the business (e.g. a STOP reply)."""
+    """A user's message to the business (e.g. a STOP reply). A user known only by a username
+    has no ``from_``: only ``user_id`` (``from_user_id``)."""
 
-    __slots__ = ("body", "from_", "name", "pnid", "wamid")
+    __slots__ = ("body", "from_", "name", "pnid", "user_id", "wamid")
 
-    def __init__(self, from_: str, body: str, pnid: str, wamid: str, name: str | None) -> None:
+    def __init__(
+        self,
+        from_: str | None,
+        body: str,
+        pnid: str,
+        wamid: str,
+        name: str | None,
+        user_id: str | None = None,
+    ) -> None:
         self.from_ = from_
         self.body = body
         self.pnid = pnid
         self.wamid = wamid
         self.name = name
+        self.user_id = user_id
+
+    def contact(self) -> dict[str, object]:
+        out: dict[str, object] = {"profile": {"name": self.name or "Simulated User"}}
+        if self.from_:
+            out["wa_id"] = self.from_
+        if self.user_id:
+            out["user_id"] = self.user_id
+        return out
+
+    def message(self, ts: int) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.from_:
+            out["from"] = self.from_
+        if self.user_id:
+            out["from_user_id"] = self.user_id
+        out |= {"id": self.wamid, "timestamp": str(ts), "type": "text", "text": {"body": self.body}}
+        return out
+
+
+class Preference:
+    """A user stopping or resuming marketing messages (a ``user_preferences`` webhook)."""
+
+    __slots__ = ("pnid", "user_id", "value", "wa_id")
+
+    def __init__(self, wa_id: str | None, user_id: str | None, value: str, pnid: str) -> None:
+        self.wa_id = wa_id
+        self.user_id = user_id
+        self.value = value  # "stop" or "resume"
+        self.pnid = pnid
+
+    def item(self, ts: int) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.wa_id:
+            out["wa_id"] = self.wa_id
+        if self.user_id:
+            out["user_id"] = self.user_id
+        verb = "stop" if self.value == "stop" else "resume"
+        return out | {
+            "detail": f"User requested to {verb} marketing messages",
+            "category": "marketing_messages",
+            "value": self.value,
+            "timestamp": ts,
+        }
+
+    def contact(self) -> dict[str, object]:
+        out: dict[str, object] = {"profile": {"name": "Simulated User"}}
+        if self.wa_id:
+            out["wa_id"] = self.wa_id
+        if self.user_id:
+            out["user_id"] = self.user_id
+        return out
 
 
 class _Event:
     __slots__ = ("item", "status", "tries", "ts")
 
-    def __init__(self, item: SentMessage | _Inbound, status: str, ts: int) -> None:
+    def __init__(self, item: SentMessage | _Inbound | Preference, status: str, ts: int) -> None:
         self.item = item
         self.status = status  # "sent" / "delivered" / "read" / "failed" / "" for inbound
         self.ts = ts
@@ -175,21 +265,19 @@ class WebhookDispatcher:
         if new:
             self.counters.scheduled += 1
 
-    def schedule_message(self, msg: SentMessage, read: bool) -> None:
+    def schedule_message(self, msg: SentMessage, read: bool, skip_delivered: bool = False) -> None:
         """Schedule the statuses of an accepted message.
 
-        Delivered: ``sent``, ``delivered`` and (if ``read``) ``read``; delivery failed
-        (``msg.fail_code`` set): ``sent`` then ``failed``.
+        Delivered: ``sent``, ``delivered`` and (if ``read``) ``read`` (with ``skip_delivered``
+        a read message gets no ``delivered``, as when both happen at once); delivery failed
+        (``msg.fail_code`` set): ``sent`` then ``failed``, or only ``failed`` with
+        ``msg.fail_only``.
         """
         if not self.enabled:
             return
         cfg = self.config
         rng = self._rng
-        names = (
-            ("sent", "failed")
-            if msg.fail_code is not None
-            else (("sent", "delivered", "read") if read else ("sent", "delivered"))
-        )
+        names = _status_names(msg, read, skip_delivered)
         lo, hi = cfg.webhook_delay_min_s, cfg.webhook_delay_max_s
         span = hi - lo
         rand = rng.random
@@ -208,16 +296,27 @@ class WebhookDispatcher:
         self._wake.set()
 
     def schedule_inbound(
-        self, from_: str, body: str, pnid: str, wamid: str, name: str | None = None
+        self,
+        from_: str | None,
+        body: str,
+        pnid: str,
+        wamid: str,
+        name: str | None = None,
+        user_id: str | None = None,
     ) -> None:
         """Schedule an inbound text message webhook (a user writing to the business)."""
+        self._schedule_one(_Inbound(from_, body, pnid, wamid, name, user_id))
+
+    def schedule_preference(self, preference: Preference) -> None:
+        """Schedule a ``user_preferences`` webhook (marketing messages stopped / resumed)."""
+        self._schedule_one(preference)
+
+    def _schedule_one(self, item: _Inbound | Preference) -> None:
         if not self.enabled:
             return
         now = asyncio.get_running_loop().time()
         delay = self._rng.uniform(self.config.webhook_delay_min_s, self.config.webhook_delay_max_s)
-        self._push(
-            now + delay, _Event(_Inbound(from_, body, pnid, wamid, name), "", int(time.time()))
-        )
+        self._push(now + delay, _Event(item, "", int(time.time())))
         self._wake.set()
 
     # ------------------------------------------------------------------ loops
@@ -318,46 +417,71 @@ class WebhookDispatcher:
 
         Assembled from pre-escaped pieces: at thousands of statuses per second a generic
         ``json.dumps`` of nested dicts would cost the simulator more than the sends.
+        Statuses and messages share a ``messages`` change (with ``value.contacts``);
+        preferences come in a ``user_preferences`` change of the same entry.
         """
         cfg = self.config
-        pnid = batch[0].item.pnid
-        parts = [
-            '{"object":"whatsapp_business_account","entry":[{"id":',
-            json.dumps(cfg.waba_id),
-            ',"changes":[{"field":"messages","value":{"messaging_product":"whatsapp",'
-            '"metadata":{"display_phone_number":',
-            json.dumps(cfg.display_phone_number),
-            ',"phone_number_id":',
-            json.dumps(pnid),
-            "}",
-        ]
-        statuses = [_status_json(e) for e in batch if e.status]
-        if statuses:
-            parts += [',"statuses":[', ",".join(statuses), "]"]
-        inbound = [e.item for e in batch if isinstance(e.item, _Inbound)]
-        if inbound:
-            stamps = [str(e.ts) for e in batch if isinstance(e.item, _Inbound)]
-            contacts = [
-                {"profile": {"name": m.name or "Simulated User"}, "wa_id": m.from_} for m in inbound
-            ]
-            messages = [
-                {
-                    "from": m.from_,
-                    "id": m.wamid,
-                    "timestamp": ts,
-                    "type": "text",
-                    "text": {"body": m.body},
-                }
-                for m, ts in zip(inbound, stamps, strict=True)
-            ]
-            parts += [',"contacts":', json.dumps(contacts), ',"messages":', json.dumps(messages)]
-        parts.append("}}]}]}")
-        return "".join(parts).encode()
+        head = (
+            '{"messaging_product":"whatsapp","metadata":{"display_phone_number":'
+            + json.dumps(cfg.display_phone_number)
+            + ',"phone_number_id":'
+            + json.dumps(batch[0].item.pnid)
+            + "}"
+        )
+        changes = []
+        messages = _messages_value(batch)
+        if messages:
+            changes.append('{"field":"messages","value":' + head + messages + "}}")
+        prefs = [(e.item, e.ts) for e in batch if isinstance(e.item, Preference)]
+        if prefs:
+            contacts = json.dumps([p.contact() for p, _ in prefs])
+            items = json.dumps([p.item(ts) for p, ts in prefs])
+            value = head + ',"contacts":' + contacts + ',"user_preferences":' + items + "}"
+            changes.append('{"field":"user_preferences","value":' + value + "}")
+        return (
+            '{"object":"whatsapp_business_account","entry":[{"id":'
+            + json.dumps(cfg.waba_id)
+            + ',"changes":['
+            + ",".join(changes)
+            + "]}]}"
+        ).encode()
 
 
+def _status_names(msg: SentMessage, read: bool, skip_delivered: bool) -> tuple[str, ...]:
+    if msg.fail_code is not None:
+        return ("failed",) if msg.fail_only else ("sent", "failed")
+    if not read:
+        return ("sent", "delivered")
+    return ("sent", "read") if skip_delivered else ("sent", "delivered", "read")
+
+
+def _messages_value(batch: list[_Event]) -> str:
+    """The members after ``metadata`` of a ``messages`` change: statuses, inbound messages
+    and the contacts they name (every status webhook carries ``value.contacts``)."""
+    parts = []
+    contacts: dict[str, dict[str, object]] = {}
+    statuses = []
+    for e in batch:
+        if e.status and isinstance(e.item, SentMessage):
+            statuses.append(_status_json(e))
+            contacts.setdefault(e.item.recipient_id, e.item.contact())
+    inbound = [(e.item, e.ts) for e in batch if isinstance(e.item, _Inbound)]
+    for m, _ in inbound:
+        contacts.setdefault(m.from_ or m.user_id or m.wamid, m.contact())
+    if not statuses and not inbound:
+        return ""
+    parts.append(',"contacts":' + json.dumps(list(contacts.values())))
+    if statuses:
+        parts += [',"statuses":[', ",".join(statuses), "]"]
+    if inbound:
+        parts.append(',"messages":' + json.dumps([m.message(ts) for m, ts in inbound]))
+    return "".join(parts)
+
+
+# Per-message pricing (PMP), the only model since 2025-07-01: category and type.
 _PRICED = (
     '"origin":{"type":"marketing"}},'
-    '"pricing":{"billable":true,"pricing_model":"CBP","category":"marketing"}'
+    '"pricing":{"billable":true,"pricing_model":"PMP","category":"marketing","type":"regular"}'
 )
 _ERROR_HREF = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 
@@ -387,7 +511,8 @@ def _status_json(event: _Event) -> str:
             "error_data": {"details": f"Simulated delivery failure ({code})."},
             "href": _ERROR_HREF,
         }
-        extra = ',"errors":' + json.dumps([error])
+        # A failed status may lack the callback data: the simulator never echoes it there.
+        return head + msg.tail(biz=False) + ',"errors":' + json.dumps([error]) + "}"
     else:
         extra = ""
     return head + msg.tail() + extra + "}"

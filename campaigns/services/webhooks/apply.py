@@ -34,13 +34,12 @@ from campaigns.domain.webhooks import (
     StatusKind,
     give_up_retry,
     is_opt_out,
-    opt_out_numbers,
     opt_out_words,
     retry_delay_s,
     settle,
     status_time,
 )
-from campaigns.storage import opt_outs as opt_outs_db
+from campaigns.services.webhooks.people import SOURCE_REPLY, PeopleFacts, apply_people
 from campaigns.storage import webhooks as webhooks_db
 from schemas.whatsapp import StatusUpdate, WebhookUpdates
 
@@ -89,7 +88,9 @@ class ApplyStats:
     retried: int = 0  # parked statuses tried again
     unmatched: int = 0  # parked statuses given up on (reported to operators)
     inbound: int = 0  # new inbound messages stored
-    opt_outs: int = 0  # phones opted out by a reply
+    opt_outs: int = 0  # opt-outs written (STOP replies, 131050 statuses, user_preferences)
+    opt_ins: int = 0  # user_preferences opt-outs lifted by a "resume"
+    user_ids: int = 0  # user id -> phone pairs learnt (new or changed)
     failed_rows: int = 0  # bodies whose apply raised (tried again later)
     more: bool = False  # work was left when the call returned
     # For metrics: matched statuses by kind, and each one's lag from its event to now.
@@ -333,6 +334,7 @@ def _apply_rows(
     """Everything of these inbox rows in the current transaction."""
     incoming: list[_Incoming] = []
     inbound: list[webhooks_db.InboundRow] = []
+    facts = PeopleFacts()
     finals: dict[int, tuple[str, str | None, int]] = {}
     for row in rows:
         parsed = _parse(row)
@@ -343,19 +345,8 @@ def _apply_rows(
             continue
         statuses = parsed.statuses()
         incoming.extend(_incoming(row.id, s, row.received_at) for _, s in statuses)
-        for pnid, message in parsed.inbound_messages():
-            inbound.append(
-                webhooks_db.InboundRow(
-                    inbox_id=row.id,
-                    wamid=message.id,
-                    from_wa_id=message.from_,
-                    phone_number_id=pnid,
-                    type=message.type,
-                    text=message.body,
-                    sent_at=status_time(message.timestamp, row.received_at),
-                    raw=message.model_dump(mode="json", by_alias=True),
-                )
-            )
+        inbound.extend(_inbound_rows(row, parsed))
+        facts.note(parsed)
         finals[row.id] = ("applied", None, len(statuses))
 
     unmatched = _apply_statuses(conn, incoming, stats) if incoming else []
@@ -364,18 +355,42 @@ def _apply_rows(
 
     new_messages = webhooks_db.insert_inbound(conn, inbound)
     stats.inbound += len(new_messages)
-    opting_out = {
-        phone
-        for sender, body in new_messages
-        if is_opt_out(body, policy.opt_out_words)
-        for phone in opt_out_numbers(sender)
-    }
-    if opting_out:
-        stats.opt_outs += opt_outs_db.insert_opt_outs(conn, opting_out, source="whatsapp reply")
+    for sender, user_id, body in new_messages:
+        if is_opt_out(body, policy.opt_out_words):
+            facts.stop(SOURCE_REPLY, sender, user_id)
+    people = apply_people(conn, facts)
+    stats.opt_outs += people.opted_out
+    stats.opt_ins += people.resumed
+    stats.user_ids += people.mapped
 
     webhooks_db.finish_inbox(conn, [(i, *final) for i, final in finals.items()])
     if unmatched and policy.give_up(1, 0.0):
         webhooks_db.mark_inbox_unmatched(conn, (s.inbox_id for s in unmatched))
+
+
+def _inbound_rows(
+    row: webhooks_db.InboxRow, parsed: WebhookUpdates
+) -> list[webhooks_db.InboundRow]:
+    out = []
+    for pnid, message in parsed.inbound_messages():
+        if not message.from_ and not message.from_user_id:
+            # Neither a phone nor a user id: nobody to attribute it to. The body keeps it.
+            log.warning("webhook %s: message %s names no sender", row.id, message.id)
+            continue
+        out.append(
+            webhooks_db.InboundRow(
+                inbox_id=row.id,
+                wamid=message.id,
+                from_wa_id=message.from_,
+                from_user_id=message.from_user_id,
+                phone_number_id=pnid,
+                type=message.type,
+                text=message.body,
+                sent_at=status_time(message.timestamp, row.received_at),
+                raw=message.model_dump(mode="json", by_alias=True),
+            )
+        )
+    return out
 
 
 def _park(
