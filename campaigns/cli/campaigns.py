@@ -81,15 +81,24 @@ def create(
 
 
 @campaign_group.command("list")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Page size."
+)
+@click.option("--after-id", type=int, help="The page after this id (the last one shown).")
 @output.json_option
-def list_() -> None:
-    """List campaigns."""
+def list_(limit: int, after_id: int | None) -> None:
+    """List campaigns, newest first, a page at a time."""
     from campaigns.runtime.stores import resolve
     from campaigns.services import campaigns as campaign_service
 
-    campaigns = campaign_service.list_campaigns(resolve().engine)
+    campaigns = campaign_service.list_campaigns(resolve().engine, limit=limit, after_id=after_id)
+    # A full page may have more after it (the service caps a page at MAX_PAGE).
+    more = bool(campaigns) and len(campaigns) == min(limit, campaign_service.MAX_PAGE)
     output.emit(
-        {"campaigns": [c.model_dump(mode="json") for c in campaigns]},
+        {
+            "campaigns": [c.model_dump(mode="json") for c in campaigns],
+            "next_after_id": campaigns[-1].id if more else None,
+        },
         [f"{c.id:>5}  {c.status.value:<10} {c.total:>9} contacts  {c.name}" for c in campaigns],
     )
 

@@ -98,18 +98,22 @@ def serve(host: str, port: int) -> None:
     """Run the HTTP service."""
     import uvicorn
 
+    from campaigns.api.server import uvicorn_config
     from campaigns.runtime.config import get_settings
     from campaigns.runtime.logs import configure_logging
 
     _resolve_stores()
-    configure_logging(json=get_settings().log_json)
+    settings = get_settings()
+    configure_logging(json=settings.log_json)
     uvicorn.run(
         "campaigns.api.app:create_app",
         factory=True,
         host=host,
         port=port,
         log_level="info",
-        log_config=None,  # keep our handler: uvicorn's own would bypass the phone mask
+        # Bounded requests and concurrency, no server header, and our log handler (uvicorn's
+        # own would bypass the phone mask): the service's settings, in one place.
+        **uvicorn_config(settings),
     )
 
 

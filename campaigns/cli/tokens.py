@@ -1,4 +1,4 @@
-"""API bearer tokens: ``token create``."""
+"""API bearer tokens: ``token create``, ``token list``, ``token revoke``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,39 @@ def create(name: str) -> None:
 
     created = tokens.create_api_token(resolve().engine, name)
     output.emit(created, created.token)
+
+
+@token_group.command("list")
+@output.json_option
+def list_() -> None:
+    """List the tokens made here, revoked ones included (never the token itself)."""
+    from campaigns.runtime.stores import resolve
+    from campaigns.services import tokens
+
+    found = tokens.list_tokens(resolve().engine)
+    output.emit(
+        {"tokens": [t.model_dump(mode="json") for t in found]},
+        [
+            f"{t.id:>5}  {t.name:<24} created {t.created_at:%Y-%m-%d %H:%M}"
+            + (f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "")
+            for t in found
+        ],
+    )
+
+
+@token_group.command("revoke")
+@click.argument("name")
+@output.json_option
+def revoke(name: str) -> None:
+    """Revoke every live token of NAME: its next request gets a 401."""
+    from campaigns.runtime.stores import resolve
+    from campaigns.services import tokens
+
+    revoked = tokens.revoke_token(resolve().engine, name)
+    output.emit(
+        {"revoked": [t.model_dump(mode="json") for t in revoked]},
+        f"revoked {len(revoked)} token(s) named {name!r}",
+    )
 
 
 COMMANDS: tuple[click.Command, ...] = (token_group,)

@@ -50,6 +50,7 @@ def upload(
         filename=file.name,
         phone_column=phone_column,
         region=region,
+        max_columns=settings.max_csv_columns,
     )
     ingest_upload.delay(queued.id)
     if no_wait:

@@ -144,11 +144,36 @@ def test_upload_retry_queues_a_failed_upload_again(
     )
 
 
-def test_token_create(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_campaign_list_pages_newest_first(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [create_campaign(capsys) for _ in range(3)]
+    code, first = run(capsys, "campaign", "list", "--limit", "2", "--json")
+    assert code == 0
+    assert [c["id"] for c in first["campaigns"]] == [ids[2], ids[1]]
+    assert first["next_after_id"] == ids[1]
+    code, last = run(
+        capsys, "campaign", "list", "--limit", "2", "--after-id", str(ids[1]), "--json"
+    )
+    assert ([c["id"] for c in last["campaigns"]], last["next_after_id"]) == ([ids[0]], None)
+
+
+def test_token_create_list_revoke(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
     code, created = run(capsys, "token", "create", "--name", "ops", "--json")
     assert code == 0 and created["token"].startswith("wac_") and created["name"] == "ops"
     assert main(["token", "create", "--name", "plain"]) == 0
     assert capsys.readouterr().out.startswith("wac_")
+    code, listed = run(capsys, "token", "list", "--json")
+    assert [(t["name"], t["revoked_at"]) for t in listed["tokens"]] == [
+        ("ops", None),
+        ("plain", None),
+    ]
+    assert set(listed["tokens"][0]) == {"id", "name", "created_at", "revoked_at"}
+    assert created["token"] not in json.dumps(listed)  # never the secret itself
+    code, revoked = run(capsys, "token", "revoke", "ops", "--json")
+    assert (code, [t["id"] for t in revoked["revoked"]]) == (0, [created["id"]])
+    assert run(capsys, "token", "revoke", "ops", "--json") == (0, {"revoked": []})
+    assert main(["token", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "revoked" in lines[0] and "ops" in lines[0] and "revoked" not in lines[1]
 
 
 def test_migrate_is_idempotent(db: Engine, capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,6 +219,7 @@ def refusal_cases(campaign_id: int, done_upload: int, empty: Path) -> list[tuple
         ("pause_not_allowed", "pause", c),
         ("resume_not_allowed", "resume", c),
         ("nothing_to_remove", "remove", c),
+        ("token_not_found", "token", "revoke", "nobody"),
     ]
 
 
