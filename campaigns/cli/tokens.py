@@ -27,7 +27,7 @@ def create(name: str) -> None:
 @token_group.command("list")
 @output.json_option
 def list_() -> None:
-    """List the tokens made here, revoked ones included (never the token itself)."""
+    """List tokens, revoked ones too (never the secret)."""
     from campaigns.runtime.stores import resolve
     from campaigns.services import tokens
 
