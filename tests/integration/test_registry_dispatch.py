@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
@@ -39,6 +40,7 @@ from tests.integration.dispatch_support import (
 )
 from tests.integration.registry_support import learn
 from tests.integration.test_registry import read_person
+from tests.integration.test_metrics import listener_url
 from tests.integration.test_uploads import upload_bytes
 
 
@@ -184,7 +186,7 @@ def test_the_check_answers_in_order_and_caches(checking: RunningSimulator) -> No
         assert checking.stats()["contacts_checked_total"] == 3  # all from the registry
         check(client, inputs[:1], blocking="wait", force_check=True)
         assert checking.stats()["contacts_checked_total"] == 4
-        metrics = client.get("/metrics").text
+        metrics = httpx.get(listener_url(client)).text
     assert 'wa_contact_checks_total{cached="true",status="valid"} 2.0' in metrics
     person = read_person(resolve().engine, "+4915123456702")
     assert person is not None and person.check_status == "invalid"
