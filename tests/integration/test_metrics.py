@@ -126,6 +126,13 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
     }
     assert samples(found["wa_webhook_lag_seconds"], "wa_webhook_lag_seconds_count") == {(): 2.0}
     assert samples(found["wa_ratelimiter_waits_total"], "wa_ratelimiter_waits_total") == {(): 3.0}
+    suppressed = samples(found["wa_contacts_suppressed_total"], "wa_contacts_suppressed_total")
+    assert suppressed[(("reason", "opted_out"),)] == 2.0
+    assert suppressed[(("reason", "blocked"),)] == 0.0
+    assert samples(found["wa_contact_checks_total"], "wa_contact_checks_total") == {
+        (("cached", "true"), ("status", "valid")): 2.0,
+        (("cached", "false"), ("status", "invalid")): 1.0,
+    }
 
     contacts = samples(found["wa_contacts"], "wa_contacts")
     assert contacts == {

@@ -39,8 +39,8 @@ from tests.integration.dispatch_support import (
     sync_flags,
 )
 from tests.integration.registry_support import learn
-from tests.integration.test_registry import read_person
 from tests.integration.test_metrics import listener_url
+from tests.integration.test_registry import read_person
 from tests.integration.test_uploads import upload_bytes
 
 
