@@ -65,6 +65,7 @@ def child_upload(path: Path) -> None:
 
     from campaigns.runtime.stores import resolve
     from campaigns.services import campaigns as campaign_service
+    from campaigns.services import uploads
     from schemas.api import CampaignCreate
 
     runtime = resolve()
@@ -74,11 +75,11 @@ def child_upload(path: Path) -> None:
     )
     start = time.perf_counter()
     with path.open("rb") as handle:
-        spooled = campaign_service.spool_upload(
+        spooled = uploads.spool_upload(
             iter(lambda: handle.read(1 << 20), b""), runtime.settings.spool_dir, max_bytes=1 << 34
         )
-    upload = campaign_service.register_upload(engine, campaign.id, spooled, filename=path.name)
-    final = campaign_service.run_ingest(
+    upload = uploads.register_upload(engine, campaign.id, spooled, filename=path.name)
+    final = uploads.run_ingest(
         engine,
         upload.id,
         max_rows=runtime.settings.max_upload_rows,
@@ -100,8 +101,23 @@ def child_upload(path: Path) -> None:
         ),
         flush=True,
     )
-    # Untimed: leave the database as it was (runs add a million rows each otherwise).
+    # Untimed: leave the database as it was (runs add a million rows each otherwise), the
+    # registry's people this upload made included, so the next run makes them again.
     with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                DELETE FROM people p USING (
+                    SELECT DISTINCT person_id FROM contacts WHERE campaign_id = :id
+                ) mine
+                WHERE p.id = mine.person_id AND p.status IS NULL AND NOT p.opted_out
+                  AND NOT p.opted_in AND NOT EXISTS (
+                      SELECT 1 FROM contacts o WHERE o.person_id = p.id AND o.campaign_id <> :id
+                  )
+                """
+            ),
+            {"id": campaign.id},
+        )
         conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign.id})
 
 

@@ -302,23 +302,32 @@ def _store_chunks(
         )
         chunks = _stage_chunks(stream, layout, spec, limits, run.last_line)
         for chunk in chunks:
-            with engine.begin() as conn:
-                result = uploads_db.ingest_chunk(
-                    conn,
-                    campaign_id=run.campaign_id,
-                    upload_id=run.upload_id,
-                    chunk=chunk,
-                    require_opt_in=run.require_opt_in,
-                )
-                uploads_db.add_upload_progress(
-                    conn,
-                    run.upload_id,
-                    rows_read=len(chunk.lines),
-                    last_line=chunk.last_line,
-                    chunk=result,
-                )
+            try:
+                _store_chunk(engine, run, chunk, racing=False)
+            except uploads_db.PeopleRaced:  # nothing stored: again, sharing its people
+                _store_chunk(engine, run, chunk, racing=True)
             if on_progress is not None:
                 on_progress(get_upload(engine, run.upload_id))
+
+
+def _store_chunk(engine: Engine, run: _Run, chunk: StagedChunk, *, racing: bool) -> None:
+    """One chunk and the upload's counters and resume point, in one transaction."""
+    with engine.begin() as conn:
+        result = uploads_db.ingest_chunk(
+            conn,
+            campaign_id=run.campaign_id,
+            upload_id=run.upload_id,
+            chunk=chunk,
+            require_opt_in=run.require_opt_in,
+            racing=racing,
+        )
+        uploads_db.add_upload_progress(
+            conn,
+            run.upload_id,
+            rows_read=len(chunk.lines),
+            last_line=chunk.last_line,
+            chunk=result,
+        )
 
 
 def _opt_in_index(columns: tuple[str, ...]) -> int | None:

@@ -26,6 +26,7 @@ from campaigns.domain.registry import (
     Learned,
     Person,
     Suppression,
+    is_e164,
     person_id,
 )
 from campaigns.domain.states import ContactState
@@ -155,6 +156,7 @@ def apply(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> Applied:
     other changes make the record of an unknown number. Changes of one number apply in
     their order (one statement per round, normally one)."""
     done = Applied()
+    facts = [(phone, fact) for phone, fact in facts if is_e164(phone)]  # no key, no record
     for round_ in _rounds(facts):
         pending = {r["id"]: r for r in (_row(phone, fact) for phone, fact in round_)}
         for _ in range(3):  # a number another transaction inserted meanwhile: once more
