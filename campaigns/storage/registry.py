@@ -429,14 +429,22 @@ _REASON_TEXT = (
     + " END"
 )
 
-# The refusal rule of domain.registry.SUPPRESSION in SQL, over people p.
-REFUSAL_CODE = f"""CASE
+def refusal_code(require_opt_in: str) -> str:
+    """The refusal rule of ``domain.registry.SUPPRESSION`` in SQL, over people ``p``: the
+    reason code, NULL when the person may be messaged. ``require_opt_in``: an SQL boolean
+    (a bind parameter, or ``k.require_opt_in`` of a joined campaign)."""
+    return f"""CASE
     WHEN p.status = 'BLOCKED' THEN '{Suppression.BLOCKED.value}'
     WHEN p.status = 'UNAVAILABLE' THEN '{Suppression.UNAVAILABLE.value}'
     WHEN p.opted_out THEN '{Suppression.OPTED_OUT.value}'
-    WHEN :require_opt_in AND NOT p.opted_in THEN '{Suppression.NOT_OPTED_IN.value}'
+    WHEN {require_opt_in} AND NOT p.opted_in THEN '{Suppression.NOT_OPTED_IN.value}'
 END"""
-REFUSED = "(p.status IS NOT NULL OR p.opted_out OR (:require_opt_in AND NOT p.opted_in))"
+
+
+def refused(require_opt_in: str) -> str:
+    """Whether ``p`` is refused (the same rule as :func:`refusal_code`, index-friendly)."""
+    return f"(p.status IS NOT NULL OR p.opted_out OR ({require_opt_in} AND NOT p.opted_in))"
+
 
 # One statement per gate group, right after the group opened: the attempts whose person the
 # registry refuses now move to Sending failed with the reason code (no request is made);
@@ -446,10 +454,10 @@ WITH g AS (
     SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]))
         AS g(id, attempt_id)
 ), r AS (
-    SELECT c.id, {REFUSAL_CODE} AS code
+    SELECT c.id, {refusal_code(":require_opt_in")} AS code
     FROM g JOIN contacts c ON c.id = g.id AND c.attempt_id = g.attempt_id
     JOIN people p ON p.id = c.person_id
-    WHERE c.state = 'in_progress' AND {REFUSED}
+    WHERE c.state = 'in_progress' AND {refused(":require_opt_in")}
     ORDER BY c.id FOR UPDATE OF c
 ), moved AS (
     UPDATE contacts c SET state = '{ContactState.SENDING_FAILED.value}',

@@ -22,6 +22,8 @@ from campaigns.domain.registry import (
     Person,
     learn,
     person_id,
+    standing_of,
+    suppression,
 )
 from campaigns.storage import registry as registry_db
 from schemas.api import CampaignCreate
@@ -113,6 +115,29 @@ def test_a_wa_id_that_is_no_number_is_left_out(db: Engine) -> None:
             ],
         )
     assert done.changed == {DE}
+
+
+def test_the_sql_refuses_whom_the_rules_refuse(db: Engine) -> None:
+    """``storage.registry.refusal_code`` (upload and send time) against ``suppression``."""
+    starts = [
+        replace(KNOWN, unavailable_since=unavailable, blocked_at=blocked, opted_out=out, opted_in=opted)
+        for unavailable, blocked, out, opted in itertools.product((None, T0), (None, T0), (False, True), (False, True))
+    ]  # fmt: skip
+    for n, person in enumerate(starts):
+        insert_person(db, replace(person, phone_e164=f"+4915188{n:06d}"))
+    with db.connect() as conn:
+        for n, person in enumerate(starts):
+            for require in (False, True):
+                row = conn.execute(
+                    text(
+                        f"SELECT {registry_db.refusal_code(':r')} AS code, "
+                        f"{registry_db.refused(':r')} AS refused FROM people p WHERE id = :id"
+                    ),
+                    {"r": require, "id": person_id(f"+4915188{n:06d}")},
+                ).one()
+                expected = suppression(standing_of(person), require_opt_in=require)
+                assert row.code == (expected.value if expected else None), (person, require)
+                assert row.refused is (expected is not None)
 
 
 def test_changes_of_one_number_apply_in_order(db: Engine) -> None:
