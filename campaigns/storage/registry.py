@@ -11,6 +11,7 @@ the ``user_ids`` map knows it. Functions take a Connection and never commit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -84,7 +85,8 @@ _SET: Mapping[str, str] = {
     "removed_at": f"""CASE WHEN {_REMOVED} THEN coalesce(p.removed_at, i.at)
         WHEN i.change IN ({_CREATING}) THEN NULL ELSE p.removed_at END""",
 }
-# A new person: the same expressions over an empty record.
+# A new person: the same expressions over an empty record ``e`` instead of the row ``p``.
+_ROW = re.compile(r"\bp\.")
 _EMPTY = (
     "SELECT NULL::timestamptz AS unavailable_since, NULL::int AS unavailable_code, "
     "NULL::timestamptz AS blocked_at, NULL::text AS blocked_reason, false AS opted_in, "
@@ -113,7 +115,7 @@ locked AS (
     RETURNING p.id
 ), added AS (
     INSERT INTO people (id, phone_e164, {", ".join(_SET)})
-    SELECT i.id, i.phone, {", ".join(f"{expr.replace('p.', 'e.')}" for expr in _SET.values())}
+    SELECT i.id, i.phone, {", ".join(_ROW.sub("e.", expr) for expr in _SET.values())}
     FROM i CROSS JOIN LATERAL ({_EMPTY}) e
     WHERE i.change IN ({_CREATING}) AND NOT EXISTS (SELECT 1 FROM people x WHERE x.id = i.id)
     ORDER BY i.id
