@@ -431,6 +431,7 @@ _REASON_TEXT = (
     + " END"
 )
 
+
 def refusal_code(require_opt_in: str) -> str:
     """The refusal rule of ``domain.registry.SUPPRESSION`` in SQL, over people ``p``: the
     reason code, NULL when the person may be messaged. ``require_opt_in``: an SQL boolean
