@@ -200,6 +200,41 @@ class UploadOut(BaseModel):
     finished_at: datetime | None
 
 
+class PreviewProblemOut(BaseModel):
+    code: str = Field(description="the refusal code the upload would answer with")
+    message: str
+
+
+class PreviewRowOut(BaseModel):
+    line: int = Field(description="record number as a spreadsheet shows it (header: line 1)")
+    cells: list[str] = Field(description="the record's fields, in the header's order")
+    phone_e164: str | None = None
+    valid: bool | None = Field(
+        None, description="false: it would be stored invalid_record; null: no phone column"
+    )
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class UploadPreview(BaseModel):
+    """The file's first records as the upload will read them; nothing is stored."""
+
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str]
+    phone_column: str | None = Field(description="null: none found (or the one named is absent)")
+    variables: dict[str, str | None] = Field(
+        description="each template variable of the campaign and the column that fills it "
+        "(null: no column; the upload would be refused)"
+    )
+    rows: list[PreviewRowOut]
+    problems: list[PreviewProblemOut] = Field(
+        description="why the upload would be refused as it is (empty: it would be accepted); "
+        "rows that would be invalid_record are not problems, see rows[].valid"
+    )
+    bytes_read: int = Field(description="how much of the body was read (the file's head)")
+
+
 class ContactOut(BaseModel):
     id: int
     line: int

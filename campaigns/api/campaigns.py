@@ -12,6 +12,7 @@ from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
 from campaigns.api.multipart import spool_multipart
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
 from campaigns.domain.states import ContactState
+from campaigns.domain.upload_preview import MAX_PREVIEW_ROWS, PREVIEW_ROWS
 from campaigns.services import admin, campaign_contacts, uploads
 from campaigns.services import campaigns as campaign_service
 from schemas.api import (
@@ -25,6 +26,7 @@ from schemas.api import (
     RemoveReport,
     StartBody,
     UploadOut,
+    UploadPreview,
 )
 
 router = APIRouter()
@@ -186,6 +188,53 @@ async def upload_contacts(
     return upload
 
 
+@router.post(
+    "/campaigns/{campaign_id}/uploads/preview",
+    response_model=UploadPreview,
+    responses={404: {"model": Problem}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    summary="Preview a CSV from its first bytes, as an upload would read it; stores nothing",
+)
+async def preview_upload(
+    campaign_id: int,
+    request: Request,
+    runtime: RuntimeDep,
+    phone_column: OneLine = None,
+    region: Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")] = None,
+    rows: Annotated[int, Query(ge=1, le=MAX_PREVIEW_ROWS)] = PREVIEW_ROWS,
+    truncated: Annotated[
+        bool, Query(description="the body is only the file's head (its last record may be cut)")
+    ] = False,
+) -> UploadPreview:
+    """The body is the file, or its first 64 KiB (`truncated=true`); past 64 KiB the rest of
+    the body is not read. Answers the detected encoding, delimiter and phone column, the
+    column of each template variable, the first records with what the upload would make of
+    each, and the problems that would refuse the upload."""
+    head = bytearray()
+    cut = truncated
+    async for block in request.stream():
+        head += block
+        if len(head) > uploads.HEAD_BYTES:
+            cut = True
+            break
+    return await run_in_threadpool(
+        uploads.preview_upload,
+        runtime.engine,
+        campaign_id,
+        bytes(head[: uploads.HEAD_BYTES]),
+        complete=not cut,
+        phone_column=phone_column,
+        region=region,
+        rows=rows,
+        max_columns=runtime.settings.max_csv_columns,
+    )
+
+
 # A multipart body wraps the file in boundaries and part headers: this much slack over
 # MAX_UPLOAD_BYTES is allowed in its Content-Length (the file part itself is counted exactly).
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -230,9 +279,18 @@ def list_contacts(
     state: StateFilter = None,
     after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    phone: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=CONTROL_CHARS_PATTERN,
+            description="one number in any format (read with the campaign's region), or the "
+            "exact phone cell of a rejected row",
+        ),
+    ] = None,
 ) -> ContactPage:
     return campaign_contacts.page_contacts(
-        engine, campaign_id, states=state or (), after_id=after_id, limit=limit
+        engine, campaign_id, states=state or (), after_id=after_id, limit=limit, phone=phone
     )
 
 
