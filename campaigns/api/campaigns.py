@@ -35,6 +35,9 @@ StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
 # A query value stored as text: no NUL or other control character (Postgres refuses NUL).
 OneLine = Annotated[str | None, Query(max_length=255, pattern=CONTROL_CHARS_PATTERN)]
 AfterId = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="the last id of the page before")]
+UploadFilter = Annotated[
+    int | None, Query(ge=0, le=BIGINT_MAX, description="only the rows of this upload")
+]
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
@@ -288,9 +291,16 @@ def list_contacts(
             "exact phone cell of a rejected row",
         ),
     ] = None,
+    upload_id: UploadFilter = None,
 ) -> ContactPage:
     return campaign_contacts.page_contacts(
-        engine, campaign_id, states=state or (), after_id=after_id, limit=limit, phone=phone
+        engine,
+        campaign_id,
+        states=state or (),
+        after_id=after_id,
+        limit=limit,
+        phone=phone,
+        upload_id=upload_id,
     )
 
 
@@ -300,9 +310,11 @@ def list_contacts(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def export_contacts(
-    campaign_id: int, engine: EngineDep, state: StateFilter = None
+    campaign_id: int, engine: EngineDep, state: StateFilter = None, upload_id: UploadFilter = None
 ) -> StreamingResponse:
-    rows = campaign_contacts.export_contacts_csv(engine, campaign_id, states=state or ())
+    rows = campaign_contacts.export_contacts_csv(
+        engine, campaign_id, states=state or (), upload_id=upload_id
+    )
     return StreamingResponse(
         rows,
         media_type="text/csv; charset=utf-8",

@@ -103,7 +103,8 @@ def test_a_missing_phone_column_lists_the_columns_and_a_chosen_one_is_used(
 def test_a_variable_without_a_column_is_a_problem(api: TestClient) -> None:
     campaign = create_campaign(api, body_variables=["first_name", "code"])
     body = api.post(
-        f"/campaigns/{campaign['id']}/uploads/preview", content=b"phone,First Name\n+4915123456701,A\n"
+        f"/campaigns/{campaign['id']}/uploads/preview",
+        content=b"phone,First Name\n+4915123456701,A\n",
     ).json()
     assert body["variables"] == {"first_name": None, "code": None}
     [problem] = body["problems"]
@@ -192,3 +193,27 @@ def test_contacts_are_found_by_phone_in_any_format(
     rejected = api.get(url, params={"phone": "nope"}).json()["items"]
     assert [(c["line"], c["reason_code"]) for c in rejected] == [(4, "not_a_number")]
     assert api.get(url, params={"phone": "+4915999999999"}).json()["items"] == []
+
+
+def test_contacts_and_their_export_narrow_to_one_upload(
+    api: TestClient, db: Engine, ingest_worker: Any
+) -> None:
+    # The console's upload report: the first rejected rows of this upload, and all of them.
+    campaign = create_campaign(api, body_variables=["first_name"])
+    url = f"/campaigns/{campaign['id']}"
+    first = api.post(f"{url}/uploads", content=GOOD_AND_BAD).json()["id"]
+    wait_for_upload(db, first)
+    second_file = b"phone,first_name\n+4915123456709,Z\nbroken,Y\n"
+    second = api.post(f"{url}/uploads", content=second_file).json()["id"]
+    wait_for_upload(db, second)
+    rejected = {"state": "invalid_record"}
+    every = api.get(f"{url}/contacts", params=rejected).json()["items"]
+    assert len(every) == 4
+    mine = api.get(f"{url}/contacts", params={**rejected, "upload_id": second}).json()["items"]
+    assert [(c["line"], c["phone_raw"], c["reason_code"]) for c in mine] == [
+        (3, "broken", "not_a_number")
+    ]
+    exported = api.get(f"{url}/contacts.csv", params={**rejected, "upload_id": first}).text
+    assert len(exported.strip().splitlines()) == 1 + 3  # the header and the first's 3 rows
+    assert "broken" not in exported
+    assert api.get(f"{url}/contacts", params={"upload_id": -1}).status_code == 422
