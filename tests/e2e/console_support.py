@@ -1,0 +1,101 @@
+"""Helpers of the console's browser tests: pages that record their errors, screenshots in the
+artifacts directory, axe-core run in the page, and a slow upload link."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("WA_E2E_ARTIFACTS") or ROOT / "tests" / "e2e" / "artifacts")
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+AXE_VERSION = "4.14.1"
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+class ConsolePage:
+    """A browser page that keeps every page error, console error and CSP report."""
+
+    def __init__(self, browser: Any, *, width: int = 1280, height: int = 900) -> None:
+        self.page = browser.new_page(viewport={"width": width, "height": height})
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        self.page.on("console", self._console)
+        self.page.on("dialog", self._accept)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and "Failed to load resource" not in msg.text:
+            self.errors.append(f"console: {msg.text}")
+        if "Content Security Policy" in msg.text:
+            self.errors.append(f"csp: {msg.text}")
+
+    def _accept(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.accept()
+
+
+def screenshot(page: Any, test: str, name: str) -> Path:
+    """A full-page screenshot under ``ARTIFACTS/<test>/<name>.png``."""
+    folder = ARTIFACTS / test
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """The serious and critical violations axe-core finds on the page as it is now.
+
+    The vendored file is evaluated through the DevTools protocol (``page.evaluate``), which
+    the page's Content-Security-Policy does not govern: the page under test keeps its CSP,
+    and no inline script is added to it."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text(encoding="utf-8") + "\n;undefined")
+    assert page.evaluate("axe.version") == AXE_VERSION
+    results = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+    )
+    return [
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "help": v["help"],
+            "nodes": [n["target"] for n in v["nodes"]][:5],
+        }
+        for v in results
+        if v["impact"] in BLOCKING_IMPACTS
+    ]
+
+
+def assert_accessible(page: Any, what: str) -> None:
+    found = axe_violations(page)
+    assert found == [], f"axe on {what}:\n{json.dumps(found, indent=1)}"
+
+
+def slow_uploads(page: Any, bytes_per_s: int) -> None:
+    """Chromium's network emulation: request bodies leave at ``bytes_per_s``."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_s,
+        },
+    )
+
+
+def csv_file(rows: int, *, bad: int = 0, start: int = 0, pad: int = 0) -> bytes:
+    """``rows`` valid German mobile numbers with a first name (and ``pad`` characters of
+    note per row, to make a large file), then ``bad`` rows that are no phone number."""
+    note = "x" * pad
+    lines = ["phone,first_name,note"]
+    lines += [f"+4915123{start + i:06d},Guest{i},{note}" for i in range(rows)]
+    lines += [f"not-a-phone-{i},Broken{i}," for i in range(bad)]
+    return ("\n".join(lines) + "\n").encode()
