@@ -1,5 +1,6 @@
-"""One batch's database steps: claim it (one statement) and record its outcomes (one
-transaction), with what the outcomes do to the campaign (auto-pause, waits, completion)."""
+"""Dispatch's database steps around the sends: claim a batch (one statement), and record
+outcomes (one transaction for every campaign of a flush), with what the outcomes do to each
+campaign (auto-pause, waits, completion)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class BatchReport:
     deferred: int = 0  # released unsent because their send window is closed
     window_opens_at: datetime | None = None  # the earliest opening among those
     completed: bool = False
+    cancelled: bool = False  # the campaign is cancelled (its chains stop)
+    held: int = 0  # accepted but held for a quality assessment
 
 
 def claim_batch(
@@ -107,6 +110,7 @@ def recorded_outcome(attempt: Attempt) -> RecordedOutcome:
         reason=decision.reason if target is not C.SENT else None,
         wamid=result.wamid,
         wa_id=result.wa_id,
+        message_status=result.message_status,
         error_code=result.error_code,
         error_detail=detail,
         retry_after_s=decision.retry_after_s,
@@ -142,11 +146,23 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
             report.latencies_s.append(attempt.latency_s)
         if decision.kind is OutcomeKind.SENT and attempt.answered_at is not None:
             report.accepted_at.append(attempt.answered_at.timestamp())
+        if result.held:
+            report.held += 1
         if decision.pause_campaign and tally.pause_reason is None:
             tally.pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
         if decision.opted_out:
             tally.opted_out.append(attempt.contact.phone_e164)
     return tally
+
+
+@dataclass(frozen=True)
+class CampaignOutcomes:
+    """What one flush records for one campaign: its attempts, and a pause decided outside
+    them (a streak of answers, ``AnswerStreak``)."""
+
+    plan: CampaignPlan
+    attempts: Sequence[Attempt]
+    pause_reason: str | None = None
 
 
 def record_batch(
@@ -157,29 +173,68 @@ def record_batch(
     tier_limit: int = 0,
     tier_window_s: float = TIER_WINDOW_S,
 ) -> BatchReport:
-    """Writes the batch's outcomes. With a messaging limit, a batch the tier cut short shows
-    the wait in the campaign's ``status_reason``; a batch that sent clears that wait, and a
-    send window's wait too (the chain that stops with contacts waiting shows it)."""
-    tally = _tally(plan.id, attempts)
-    report = tally.report
+    """One campaign's outcomes (``record_outcomes`` for one)."""
+    (report,) = record_outcomes(
+        engine,
+        [CampaignOutcomes(plan, attempts)],
+        tier_limit=tier_limit,
+        tier_window_s=tier_window_s,
+    )
+    return report
+
+
+def record_outcomes(
+    engine: Engine,
+    flush: Sequence[CampaignOutcomes],
+    *,
+    tier_limit: int = 0,
+    tier_window_s: float = TIER_WINDOW_S,
+) -> list[BatchReport]:
+    """Writes the outcomes of one or more campaigns in one transaction: one statement for
+    every contact, then per campaign (rows locked in id order) what its outcomes do to it.
+    With a messaging limit, outcomes the tier cut short show the wait in the campaign's
+    ``status_reason``; outcomes that sent clear that wait, and a send window's wait too (the
+    chain that stops with contacts waiting shows it)."""
+    ordered = sorted(flush, key=lambda f: f.plan.id)
+    tallies = [_tally(f.plan.id, f.attempts) for f in ordered]
     with engine.begin() as conn:
-        dispatch_db.record_outcomes(conn, [recorded_outcome(a) for a in attempts])
-        opt_outs_db.insert_opt_outs(conn, tally.opted_out, source="platform 131050")
-        row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
-        status = CampaignStatus(row["status"]) if row else plan.status
-        if tally.pause_reason and status is CampaignStatus.RUNNING:
-            _auto_pause(conn, plan.id, tally.pause_reason)
-            report.paused_reason = tally.pause_reason
-            status = CampaignStatus.PAUSED
-        if status is CampaignStatus.RUNNING and row is not None:
-            _show_waits(conn, plan, row["status_reason"], report, tier_limit, tier_window_s)
-        if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
+        dispatch_db.record_outcomes(
+            conn, [recorded_outcome(a) for f in ordered for a in f.attempts]
+        )
+        opted_out = [phone for t in tallies for phone in t.opted_out]
+        opt_outs_db.insert_opt_outs(conn, opted_out, source="platform 131050")
+        for outcomes, tally in zip(ordered, tallies, strict=True):
+            pause = tally.pause_reason or outcomes.pause_reason
+            _after_outcomes(conn, outcomes.plan, tally.report, pause, tier_limit, tier_window_s)
+    return [t.report for t in tallies]
+
+
+def _after_outcomes(
+    conn: Connection,
+    plan: CampaignPlan,
+    report: BatchReport,
+    pause_reason: str | None,
+    tier_limit: int,
+    tier_window_s: float,
+) -> None:
+    """What one campaign's recorded outcomes do to it: auto-pause, waits, cancelled claims,
+    completion."""
+    row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
+    status = CampaignStatus(row["status"]) if row else plan.status
+    if pause_reason and status is CampaignStatus.RUNNING:
+        _auto_pause(conn, plan.id, pause_reason)
+        report.paused_reason = pause_reason
+        status = CampaignStatus.PAUSED
+    if status is CampaignStatus.RUNNING and row is not None:
+        _show_waits(conn, plan, row["status_reason"], report, tier_limit, tier_window_s)
+    if status is CampaignStatus.CANCELLED:
+        report.cancelled = True
+        if report.outcomes["released"]:
             # Claims given back after a cancel are cancelled like every other unsent contact.
             admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
-        if status is CampaignStatus.RUNNING and not dispatch_db.has_pending(conn, plan.id):
-            mark_completed(conn, plan.id)
-            report.completed = True
-    return report
+    if status is CampaignStatus.RUNNING and not dispatch_db.has_pending(conn, plan.id):
+        mark_completed(conn, plan.id)
+        report.completed = True
 
 
 def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:

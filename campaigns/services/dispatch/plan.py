@@ -31,6 +31,7 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=int(row["max_attempts"]),
         window=window,
+        named_variables=bool(row["named_variables"]),
     )
 
 

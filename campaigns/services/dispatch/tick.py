@@ -73,3 +73,11 @@ def chains_due(
         if plan is not None and not tier_blocked(plan.sender_id):
             due.append((campaign_id, plan.sender_id))
     return due
+
+
+def running_due(engine: Engine, default_sender: str) -> list[tuple[int, str, float]]:
+    """(campaign id, sender number id, configured rate) of every running campaign with work
+    due now, in one statement."""
+    with engine.connect() as conn:
+        rows = dispatch_db.running_with_due_work(conn)
+    return [(cid, sender or default_sender, rate) for cid, sender, rate in rows]
