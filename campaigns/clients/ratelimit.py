@@ -140,6 +140,7 @@ end
 return {taken, math.ceil(wait)}
 """
 
+
 def default_burst(rate_per_s: float) -> float:
     """A tenth of a second of tokens (at least one).
 

@@ -34,10 +34,10 @@ from campaigns.domain.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
 
 __all__ = [
     "WAKE_CHANNEL",
-    "WakeListener",
     "ChainKeys",
     "RedisSendGate",
     "SyncPauseFlags",
+    "WakeListener",
     "publish_wake",
     "tier_blocked",
 ]
@@ -99,6 +99,7 @@ local free_at = tonumber(oldest[2]) + window
 redis.call('SET', KEYS[2], free_at, 'PX', math.max(1, free_at - now))
 return {0, free_at}
 """
+
 
 def tier_key(sender_id: str) -> str:
     return f"{TIER_PREFIX}:{sender_id}"
@@ -346,4 +347,4 @@ class WakeListener:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -8,11 +8,12 @@ dispatch use cases stay free of Celery and HTTP libraries.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from campaigns.domain.dispatch import GroupGrant, SendJob, TierRoom
-from campaigns.domain.outcomes import SendResult
+from campaigns.domain.dispatch import Attempt, CampaignPlan, GroupGrant, SendJob, TierRoom
+from campaigns.domain.outcomes import Decision, SendResult
 
 
 class MessageTransport(Protocol):
@@ -70,3 +71,26 @@ class Wakeup(Protocol):
     """A bounded wait that start/resume can cut short (``WakeListener``)."""
 
     async def wait(self, timeout_s: float) -> bool: ...
+
+
+class Starter(Protocol):
+    """The send ledger's start statement (``ledger.StartLedger``)."""
+
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+        """Marks (contact id, attempt id) pairs started (durably); the ids that may be
+        sent. Raises when it could not tell (then none may be sent)."""
+        ...
+
+
+class OutcomeSink(Protocol):
+    """Where answers and releases go as they happen (``recorder.Recorder``)."""
+
+    def add(self, plan: CampaignPlan, attempt: Attempt) -> None: ...
+
+    def halted(self, campaign_id: int) -> bool:
+        """The campaign's chains must stop (paused, cancelled, stopped by its answers)."""
+        ...
+
+    def note_answer(self, plan: CampaignPlan, decision: Decision, result: SendResult) -> bool:
+        """Counts an answer; True when it stops the campaign now (raise the pause flag)."""
+        ...

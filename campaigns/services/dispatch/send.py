@@ -21,9 +21,7 @@ from campaigns.domain.dispatch import (
 )
 from campaigns.domain.outcomes import classify
 from campaigns.domain.send_window import openings
-from campaigns.services.dispatch.ledger import StartLedger
-from campaigns.services.dispatch.ports import MessageTransport, SendGate
-from campaigns.services.dispatch.recorder import Recorder
+from campaigns.services.dispatch.ports import MessageTransport, OutcomeSink, SendGate, Starter
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,8 @@ class Sender:
         plan: CampaignPlan,
         gate: SendGate,
         transport: MessageTransport,
-        ledger: StartLedger,
-        recorder: Recorder,
+        ledger: Starter,
+        recorder: OutcomeSink,
         *,
         concurrency: int = 200,
         rate: Callable[[], float] | None = None,
