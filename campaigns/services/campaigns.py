@@ -115,6 +115,7 @@ def _campaign_out(
         finished_at=row["finished_at"],
         counts=counts,
         total=sum(counts.values()),
+        held=contacts_db.held_count(conn, campaign_id),
         rate_now_per_s=round(rate, 1),
         eta_seconds=eta_seconds(status, pending, rate, float(row["rate_per_s"])),
     )

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from sqlalchemy import Connection, RowMapping, func, select
 
+from campaigns.domain.outcomes import HELD_FOR_QUALITY_ASSESSMENT
 from campaigns.domain.states import (
     ContactState,
 )
@@ -22,6 +23,17 @@ def counts_by_state(conn: Connection, campaign_id: int) -> dict[str, int]:
     )
     found = {str(state): int(n) for state, n in conn.execute(query)}
     return {state.value: found.get(state.value, 0) for state in ContactState}
+
+
+def held_count(conn: Connection, campaign_id: int) -> int:
+    """Contacts whose send the platform accepted but held for a quality assessment."""
+    query = (
+        select(func.count())
+        .select_from(contacts_t)
+        .where(contacts_t.c.campaign_id == campaign_id)
+        .where(contacts_t.c.message_status == HELD_FOR_QUALITY_ASSESSMENT)
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 EXPORT_COLUMNS = (

@@ -24,7 +24,8 @@ def open_group(paused: bool) -> tuple[GroupGrant, list[bytes], float]:
                 await flags.set_paused(7)
             before = asyncio.get_running_loop().time()
             grant = await gate.open_group(7, "s", 80.0, len(ATTEMPTS))
-            return grant, sorted(await r.keys("*")), before
+            keys = [k if isinstance(k, bytes) else k.encode() for k in await r.keys("*")]
+            return grant, sorted(keys), before
         finally:
             await r.aclose()
 
