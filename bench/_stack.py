@@ -14,13 +14,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -28,10 +26,15 @@ from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The project first, before this folder (the script's own): bench/campaigns.py must never
+# shadow the campaigns package, even when ROOT is already on the path further down.
+if str(ROOT) in sys.path:
+    sys.path.remove(str(ROOT))
+sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, text  # noqa: E402
+
+from campaigns.dev.processes import Child, Supervisor, cli_argv  # noqa: E402
 
 SIM_TOKEN = "sim-token"
 DEFAULT_SENDER = "555"
@@ -43,13 +46,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -59,7 +55,8 @@ class Stack:
         self.name = name
         self.keep = keep
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"wa-bench-{name}-"))
-        self.procs: list[Proc] = []
+        # Every process of the run, in its own process group: stopped as one at the end.
+        self.supervisor = Supervisor(self.data_dir, cwd=ROOT, stop_timeout_s=10.0)
         self.sim_url = ""
         self.database_url = ""
         self.redis_url = ""
@@ -110,9 +107,7 @@ class Stack:
         runtime.reset()
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            self._kill(proc)
-        self.procs.clear()
+        self.supervisor.stop_all()
         if self._services_up:
             from campaigns.runtime import embedded
 
@@ -124,28 +119,12 @@ class Stack:
         else:
             log(f"kept {self.data_dir}")
 
-    @staticmethod
-    def _kill(proc: Proc) -> None:
-        popen = proc.popen
-        if popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=10)
-        # Prefork children left behind by a worker that died first: same process group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGKILL)
-
     def stop(self, name: str) -> None:
-        for proc in list(self.procs):
-            if proc.name == name:
-                self._kill(proc)
-                self.procs.remove(proc)
+        self.supervisor.stop(name)
+
+    @property
+    def procs(self) -> list[Child]:
+        return self.supervisor.children
 
     # ------------------------------------------------------------------ processes
 
@@ -162,22 +141,8 @@ class Stack:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path = ROOT,
-    ) -> Proc:
-        log_path = self.data_dir / f"{name}.log"
-        full_env = {**os.environ, **(env or {})}
-        with log_path.open("wb") as handle:
-            popen = subprocess.Popen(
-                list(argv),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=full_env,
-                cwd=cwd,
-                start_new_session=True,  # its own process group: killed as one at the end
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
-        return proc
+    ) -> Child:
+        return self.supervisor.start(name, argv, env=env, cwd=cwd)
 
     def start_simulator(
         self,
@@ -216,7 +181,7 @@ class Stack:
         os.environ["WHATSAPP_API_URL"] = self.sim_url
         return self.sim_url
 
-    def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Proc:
+    def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Child:
         """``wa-campaigns worker -Q dispatch --beat -c 2`` exactly as the CLI runs it."""
         from campaigns.cli.main import worker_argv
 
@@ -225,7 +190,7 @@ class Stack:
         self.wait_ready(proc)
         return proc
 
-    def start_worker(self, name: str, queues: str, *, concurrency: int, beat: bool) -> Proc:
+    def start_worker(self, name: str, queues: str, *, concurrency: int, beat: bool) -> Child:
         """``wa-campaigns worker -Q queues`` as the CLI runs it, in its own process group."""
         from campaigns.cli.main import worker_argv
 
@@ -239,8 +204,7 @@ class Stack:
         from campaigns.runtime.embedded import free_port
 
         port = free_port()
-        cli = str(Path(sys.executable).with_name("wa-campaigns"))
-        proc = self.spawn("api", [cli, "serve", "--port", str(port)])
+        proc = self.spawn("api", cli_argv("serve", "--port", str(port)))
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -255,7 +219,7 @@ class Stack:
                 raise RuntimeError(f"the API did not start: {proc.log_path.read_text()[-2000:]}")
             time.sleep(0.2)
 
-    def wait_ready(self, proc: Proc, *, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, proc: Child, *, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while b" ready." not in proc.log_path.read_bytes():
             if proc.popen.poll() is not None or time.monotonic() > deadline:

@@ -25,29 +25,20 @@ given_up_unsent (Error "outcome unknown" that the simulator never received), giv
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-from _stack import Proc, Stack, log, machine_load
+from _stack import Stack, log, machine_load
 from sqlalchemy import text
+
+from campaigns.dev.processes import Child, cli_argv
 
 APP_SECRET = "crash-bench-app-secret-0123456789"
 SETTLED = ("sent", "delivered", "read", "delivery_failed")
 PENDING = ("initial", "in_progress", "retry_scheduled")
-
-
-def kill_group(proc: Proc) -> None:
-    """kill -9 of a worker's whole process group (main process and pool)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-    proc.popen.wait(timeout=10)
 
 
 def crash_redis(stack: Stack) -> None:
@@ -55,11 +46,10 @@ def crash_redis(stack: Stack) -> None:
     from campaigns.runtime.embedded import EmbeddedRedis
 
     EmbeddedRedis(stack.data_dir / "redis").kill()
-    cli = str(Path(sys.executable).with_name("wa-campaigns"))
     env = {**os.environ, "DATA_DIR": str(stack.data_dir)}
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
-    subprocess.run([cli, "dev", "up"], env=env, check=True, capture_output=True)
+    subprocess.run(cli_argv("dev", "up"), env=env, check=True, capture_output=True)
 
 
 def crash_postgres(stack: Stack) -> None:
@@ -68,11 +58,11 @@ def crash_postgres(stack: Stack) -> None:
     EmbeddedPostgres(stack.data_dir / "pg").restart(mode="immediate")
 
 
-def chaos(stack: Stack, worker: Proc, kills: int, every: tuple[float, float]) -> Proc:
+def chaos(stack: Stack, worker: Child, kills: int, every: tuple[float, float]) -> Child:
     rng = random.Random(16)
     for n in range(1, kills + 1):
         time.sleep(rng.uniform(*every))
-        kill_group(worker)
+        worker.kill9()  # the whole process group: the master and its pool
         stack.procs.remove(worker)
         if n == max(1, kills // 3):
             log(f"kill {n}: and Redis")

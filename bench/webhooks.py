@@ -35,7 +35,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from sqlalchemy import Engine, create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from campaigns.dev.processes import Supervisor  # noqa: E402
 from campaigns.domain.states import ContactState  # noqa: E402
 from campaigns.domain.webhooks import Delivery, StatusEvent, StatusKind, settle  # noqa: E402
 from campaigns.runtime import embedded  # noqa: E402
@@ -365,6 +365,16 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(os.environ.get("DATA_DIR", ROOT / ".data")).resolve()
+    configured = {"postgres": "DATABASE_URL", "redis": "REDIS_URL"}
+    ours = {s for s, var in configured.items() if not os.environ.get(var)}
+    ours -= embedded.running(data_dir)  # already running: not ours to stop
+    try:
+        run(args, data_dir)
+    finally:
+        embedded.down(data_dir, only=ours)
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> None:
     database_url, redis_url = services(data_dir)
     engine = create_engine(database_url, pool_size=2)
     rng = random.Random(7)
@@ -384,11 +394,10 @@ def main() -> None:
     if args.apply_batch:
         env["WEBHOOK_APPLY_BATCH"] = str(args.apply_batch)
     logs = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    with (logs / "serve.log").open("wb") as serve_log, (logs / "worker.log").open("wb") as wlog:
-        server = subprocess.Popen(
-            [cli, "serve", "--port", str(port)], env=env, stdout=serve_log, stderr=serve_log
-        )
-        worker = subprocess.Popen(
+    with Supervisor(logs, env=env, stop_timeout_s=30.0) as processes:
+        server = processes.start("serve", [cli, "serve", "--port", str(port)])
+        worker = processes.start(
+            "worker",
             [
                 "nice",
                 "-n",
@@ -400,47 +409,34 @@ def main() -> None:
                 "-c",
                 str(args.worker_concurrency),
             ],
-            env=env,
-            stdout=wlog,
-            stderr=wlog,
         )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            embedded.wait_until(
-                lambda: _healthy(base), timeout_s=60, what="the HTTP service (wa-campaigns serve)"
-            )
-            # Warm-up: empty envelopes (nothing to apply) for about two seconds at the POST
-            # rate of the run, so connections and code paths are warm; the worker applying
-            # them proves the whole path is up.
-            empty = b'{"object":"whatsapp_business_account","entry":[]}'
-            rate_posts = args.rate / args.per_post if args.rate else 100.0
-            warm = [(empty, 1)] * max(1, int(2 * rate_posts))
-            asyncio.run(post_paced(f"{base}/webhooks/whatsapp", warm, rate_posts, 256))
-            wait_applied(engine, 120)
+        base = f"http://127.0.0.1:{port}"
+        embedded.wait_until(
+            lambda: _healthy(base), timeout_s=60, what="the HTTP service (wa-campaigns serve)"
+        )
+        # Warm-up: empty envelopes (nothing to apply) for about two seconds at the POST
+        # rate of the run, so connections and code paths are warm; the worker applying
+        # them proves the whole path is up.
+        empty = b'{"object":"whatsapp_business_account","entry":[]}'
+        rate_posts = args.rate / args.per_post if args.rate else 100.0
+        warm = [(empty, 1)] * max(1, int(2 * rate_posts))
+        asyncio.run(post_paced(f"{base}/webhooks/whatsapp", warm, rate_posts, 256))
+        wait_applied(engine, 120)
 
-            url = f"{base}/webhooks/whatsapp"
-            start, latencies = asyncio.run(
-                post_paced(url, payloads, args.rate, 256)
-                if args.rate
-                else post_all(url, payloads, args.concurrency)
-            )
-            posted = time.perf_counter()
-            done = wait_applied(engine, 600)
-            cpu = {
-                "server": round(cpu_seconds(server.pid), 1),
-                "worker": round(cpu_seconds(worker.pid), 1),
-                "postgres": round(backend_cpu_seconds(engine), 1),
-                "bench_client": round(time.process_time(), 1),
-            }
-        finally:
-            for proc in (server, worker):
-                proc.terminate()
-            for proc in (server, worker):
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
+        url = f"{base}/webhooks/whatsapp"
+        start, latencies = asyncio.run(
+            post_paced(url, payloads, args.rate, 256)
+            if args.rate
+            else post_all(url, payloads, args.concurrency)
+        )
+        posted = time.perf_counter()
+        done = wait_applied(engine, 600)
+        cpu = {
+            "server": round(cpu_seconds(server.pid), 1),
+            "worker": round(cpu_seconds(worker.pid), 1),
+            "postgres": round(backend_cpu_seconds(engine), 1),
+            "bench_client": round(time.process_time(), 1),
+        }
     with engine.connect() as conn:
         states = dict(
             conn.execute(

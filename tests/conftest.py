@@ -1,4 +1,9 @@
-"""Session-wide embedded Postgres and Redis; one database and one Redis db per xdist worker."""
+"""Session-wide embedded Postgres and Redis; one database and one Redis db per xdist worker.
+
+The servers (under ``.data/test``, or ``WA_TEST_DATA_DIR``) are stopped when the last test
+session using them ends; ``WA_TEST_KEEP_SERVERS=1`` leaves them running for the next run
+(local speed; ``wa-campaigns dev down`` with ``DATA_DIR=.data/test`` stops them).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,13 @@ from sqlalchemy import Engine, text
 pytest_plugins = ["tests.fixtures.live"]
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DATA = ROOT / ".data" / "test"
+TEST_DATA = Path(os.environ.get("WA_TEST_DATA_DIR") or ROOT / ".data" / "test").resolve()
 API_TOKEN = "test-token-0123456789"
+KEEP_SERVERS = os.environ.get("WA_TEST_KEEP_SERVERS", "") == "1"
+# Anything that resolves the stores before the ``stack`` fixture exported their URLs (an import
+# that builds the Celery app) starts or finds the test servers, which the session stops: never
+# a development stack under .data that would outlive the session.
+os.environ.setdefault("DATA_DIR", str(TEST_DATA))
 
 
 def _worker_index() -> int:
@@ -94,6 +104,55 @@ def db(stack: dict[str, str]) -> object:
     truncate_all(engine)
     redis.Redis.from_url(stack["REDIS_URL"]).flushdb()
     return engine
+
+
+# --------------------------------------------------------------------------- server hygiene
+# Every session (the xdist controller, or a plain run) holds a lease file while it runs; the
+# last one to end stops the servers. Workers start the servers lazily (the ``stack``
+# fixture) and never stop them: other workers may still be using them.
+
+
+def _lease(config: pytest.Config) -> Path | None:
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller holds the lease
+        return None
+    return TEST_DATA / "sessions" / str(os.getpid())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    lease = _lease(config)
+    if lease is not None:
+        lease.parent.mkdir(parents=True, exist_ok=True)
+        lease.touch()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    lease = _lease(config)
+    if lease is None:
+        return
+    lease.unlink(missing_ok=True)
+    if KEEP_SERVERS or _live_leases(lease.parent):
+        return
+    from campaigns.runtime import embedded
+
+    embedded.down(TEST_DATA)
+
+
+def _live_leases(sessions: Path) -> list[Path]:
+    """Leases of sessions still running (a killed session's lease is dropped)."""
+    import psutil
+
+    live = []
+    for lease in sessions.iterdir():
+        try:
+            # The same pid started after the lease was written is another process.
+            alive = psutil.Process(int(lease.name)).create_time() <= lease.stat().st_mtime + 1
+        except (ValueError, OSError, psutil.Error):
+            alive = False
+        if alive:
+            live.append(lease)
+        else:
+            lease.unlink(missing_ok=True)
+    return live
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,7 +6,6 @@ import logging
 import os
 from typing import Any
 
-import redis
 from celery import Celery
 from celery.signals import (
     celeryd_after_setup,
@@ -17,14 +16,13 @@ from celery.signals import (
     worker_shutting_down,
 )
 from kombu import Queue
-from kombu.transport import redis as redis_transport
 
 from campaigns.runtime.config import get_settings
 from campaigns.runtime.logs import configure_logging
+from campaigns.runtime.queues import QUEUES
 from campaigns.runtime.stores import resolve
 from campaigns.storage.engine import dispose_after_fork
 
-QUEUES = ("ingest", "dispatch", "webhooks")
 TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks"]
 
 # Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
@@ -37,32 +35,6 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Deletes applied webhook bodies older than WEBHOOK_INBOX_RETENTION_H.
     "webhooks-prune": {"task": "workers.webhooks.prune_inbox", "schedule": 60.0},
 }
-
-
-class _RedisChannel(redis_transport.Channel):  # type: ignore[misc]
-    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        transport = self.connection
-        if transport is None or transport.client is None:
-            raise redis.exceptions.ConnectionError("channel of a lost broker connection")
-        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
-        return params
-
-
-class RedisTransport(redis_transport.Transport):  # type: ignore[misc]
-    """kombu's Redis transport, minus two crashes when the broker connection drops.
-
-    On a lost connection Celery 5.7 drops the connection's transport and then closes it; a
-    closed channel has no client left. Two things then still use such a channel: closing it
-    restores the unacked acks-late messages, and a task still running when the connection
-    dropped acks its message when it ends. Both reached kombu as ``AttributeError`` ("'NoneType'
-    object has no attribute 'hostname'" / "'client'"), which Celery does not expect, and the
-    worker died ("Unrecoverable error") instead of reconnecting (a Redis restart took down
-    every worker with a batch running). As a connection error Celery logs it and goes on. The
-    message stays in Redis's unacked set and comes back after the visibility timeout; our
-    tasks carry ids only, so a late duplicate costs nothing.
-    """
-
-    Channel = _RedisChannel
 
 
 def make_app() -> Celery:
@@ -91,7 +63,7 @@ def make_app() -> Celery:
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
         # Reconnects after a broker restart instead of dying (see the class).
-        broker_transport="workers.app:RedisTransport",
+        broker_transport="workers.broker:RedisTransport",
         worker_hijack_root_logger=False,
         timezone="UTC",
     )

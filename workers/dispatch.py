@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from celery import shared_task
 
+from campaigns.clients import redis_keys
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import (
     ChainKeys,
@@ -29,7 +30,6 @@ from campaigns.clients.send_gate import (
     WakeListener,
     publish_wake,
     tier_blocked,
-    tier_blocked_key,
 )
 from campaigns.clients.telemetry import Telemetry
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
@@ -40,10 +40,6 @@ from campaigns.services.dispatch.recovery import recover_expired_leases
 from campaigns.services.dispatch.tick import complete_finished, start_due_scheduled
 
 log = logging.getLogger(__name__)
-
-# Set in a dispatch worker's main process before its pool starts (workers.app): its pool
-# processes each run a dispatcher.
-DISPATCHER_ENV = "WA_DISPATCHER"  # see workers.app
 
 
 @dataclass
@@ -112,7 +108,7 @@ async def _serve(stop: asyncio.Event, preferred_slot: int) -> None:
     telemetry = _Telemetry(Telemetry(client), gate.limiter)
 
     async def blocked(sender_id: str) -> bool:
-        return bool(await client.exists(tier_blocked_key(sender_id)))
+        return bool(await client.exists(redis_keys.tier_blocked(sender_id)))
 
     config = DispatcherConfig(
         default_sender=settings.whatsapp_phone_number_id,
@@ -220,7 +216,6 @@ def wake_dispatch() -> None:
 
 
 __all__ = [
-    "DISPATCHER_ENV",
     "send_batch",
     "start_dispatcher",
     "stop_dispatcher",

@@ -11,14 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from campaigns.api import metrics
 from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
-from campaigns.api.metrics import QUEUES, queue_stats, reserved_count
+from campaigns.api.metrics import queue_stats, reserved_count
 from campaigns.clients import telemetry
+from campaigns.domain.refusals import Refusal, RefusalKind
+from campaigns.runtime.queues import QUEUES
 from campaigns.services import monitoring
 
 STATIC = Path(__file__).parent / "static"
@@ -57,7 +59,7 @@ def dashboard_campaign(campaign_id: int) -> FileResponse:
 def dashboard_asset(name: str) -> FileResponse:
     media_type = _ASSETS.get(name)
     if media_type is None:  # a fixed list: no path from the URL ever reaches the disk
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail={"code": "not_found"})
+        raise Refusal("not_found", "no such dashboard asset", kind=RefusalKind.NOT_FOUND)
     return FileResponse(STATIC / name, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 

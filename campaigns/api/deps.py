@@ -6,11 +6,12 @@ from functools import lru_cache
 from typing import Annotated
 
 import redis
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
+from campaigns.api.errors import BearerRefused
 from campaigns.clients import telemetry
 from campaigns.clients.send_gate import SyncPauseFlags
 from campaigns.runtime.stores import Runtime, resolve
@@ -35,11 +36,7 @@ async def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail={"code": "unauthenticated", "message": "a bearer token is required"},
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise BearerRefused("unauthenticated", "a bearer token is required")
     valid = await run_in_threadpool(
         tokens.token_is_valid,
         runtime.engine,
@@ -47,11 +44,7 @@ async def require_token(
         credentials.credentials,
     )
     if not valid:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail={"code": "invalid_token", "message": "the bearer token is not valid"},
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise BearerRefused("invalid_token", "the bearer token is not valid")
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

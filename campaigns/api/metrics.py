@@ -35,17 +35,15 @@ from prometheus_client.core import (
 from sqlalchemy import Engine
 
 from campaigns.api.deps import EngineDep, RedisDep
-from campaigns.clients import telemetry
+from campaigns.clients import redis_keys, telemetry
 from campaigns.domain.states import CampaignStatus
+from campaigns.runtime.queues import QUEUES
 from campaigns.services import monitoring
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-# Celery's queues (workers.app.QUEUES); repeated here so that importing this module does not
-# build the Celery app. tests/unit/test_deploy_manifests.py checks the two agree.
-QUEUES = ("ingest", "dispatch", "webhooks")
 # kombu's Redis transport: a message with priority p > 0 waits in "{queue}\x06\x16{step}".
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
@@ -131,9 +129,7 @@ def queue_stats(
         depths[name] = sum(int(n) for n in chunk[0::2])
         heads[name] = [tid for tid in map(_task_id, chunk[1::2]) if tid]
     stamp = client.pipeline(transaction=False)
-    seen_keys = [
-        (name, f"{telemetry.DEFAULT_PREFIX}:qseen:{tid}") for name in names for tid in heads[name]
-    ]
+    seen_keys = [(name, redis_keys.queue_head_seen(tid)) for name in names for tid in heads[name]]
     for _, key in seen_keys:
         stamp.set(key, repr(now), nx=True, ex=_SEEN_TTL_S)
         stamp.get(key)

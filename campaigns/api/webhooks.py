@@ -19,14 +19,17 @@ import time
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from campaigns.api.deps import EngineDep, RuntimeDep, require_token
+from campaigns.clients import redis_keys
+from campaigns.domain.refusals import Refusal, RefusalKind
 from campaigns.runtime.stores import Runtime
 from campaigns.services.webhooks import receive as webhooks_in
 from campaigns.services.webhooks import report as webhooks_report
+from schemas.api import Problem
 from schemas.whatsapp import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,6 @@ router = APIRouter(tags=["webhooks"])
 _operators = APIRouter(tags=["webhooks"], dependencies=[Depends(require_token)])
 
 PATH = "/webhooks/whatsapp"
-KICK_KEY = "wa:webhooks:kick"
 APPLY_TASK = "workers.webhooks.apply_inbox"
 KICK_MARGIN_S = 0.05
 # Platform bodies are a few KB to a few hundred KB; anything far larger is not one of them
@@ -43,15 +45,11 @@ KICK_MARGIN_S = 0.05
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
 
-def _problem(http_status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=http_status)
-
-
 @router.get(
     PATH,
     response_class=PlainTextResponse,
     summary="Webhook subscription handshake (hub.challenge echoed for the right verify token)",
-    responses={403: {"description": "wrong or missing verify token"}},
+    responses={403: {"model": Problem, "description": "wrong or missing verify token"}},
 )
 def verify_subscription(
     runtime: RuntimeDep,
@@ -68,49 +66,51 @@ def verify_subscription(
         and challenge is not None
     ):
         return PlainTextResponse(challenge)
-    return PlainTextResponse("forbidden", status_code=status.HTTP_403_FORBIDDEN)
+    raise Refusal(
+        "subscription_refused",
+        "a handshake needs hub.mode=subscribe, the configured hub.verify_token and hub.challenge",
+        kind=RefusalKind.FORBIDDEN,
+    )
 
 
 @router.post(
     PATH,
     summary="Status and message webhooks: signature checked, stored raw, applied by a worker",
     responses={
-        401: {"description": "no X-Hub-Signature-256 header"},
-        403: {"description": "the signature does not match the body"},
-        413: {"description": "body larger than any platform webhook"},
-        503: {"description": "WHATSAPP_APP_SECRET is not configured"},
+        401: {"model": Problem, "description": "no X-Hub-Signature-256 header"},
+        403: {"model": Problem, "description": "the signature does not match the body"},
+        413: {"model": Problem, "description": "body larger than any platform webhook"},
+        503: {"model": Problem, "description": "WHATSAPP_APP_SECRET is not configured"},
     },
 )
 async def receive_webhook(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    try:  # refused POSTs never wait for (or reach) the database
+        body = await _read_body(request)
+        webhooks_in.verify_webhook(
+            body,
+            request.headers.get(SIGNATURE_HEADER),
+            runtime.settings.whatsapp_app_secret.get_secret_value(),
+        )
+    except webhooks_in.WebhookRefused as exc:
+        log.warning("webhook refused: %s", exc.message)
+        raise
+    received = await _receipts(request, runtime).submit(body)
+    return JSONResponse({"status": received.status})
+
+
+async def _read_body(request: Request) -> bytes:
+    """The raw body, refused as soon as it is larger than any platform webhook."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return _too_large()
+        raise webhooks_in.BodyTooLarge(MAX_BODY_BYTES)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            return _too_large()
+            raise webhooks_in.BodyTooLarge(MAX_BODY_BYTES)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    signature = request.headers.get(SIGNATURE_HEADER)
-    try:  # refused POSTs never wait for (or reach) the database
-        webhooks_in.verify_webhook(
-            body, signature, runtime.settings.whatsapp_app_secret.get_secret_value()
-        )
-    except webhooks_in.WebhookRefused as exc:
-        return _refused(exc)
-    received = await _receipts(request, runtime).submit(body)
-    return JSONResponse({"status": received.status})
-
-
-def _refused(exc: webhooks_in.WebhookRefused) -> JSONResponse:
-    log.warning("webhook refused: %s", exc.message)
-    return _problem(exc.http_status, exc.code, exc.message)
-
-
-def _too_large() -> JSONResponse:
-    return _problem(413, "body_too_large", f"webhook bodies are limited to {MAX_BODY_BYTES} bytes")
+    return b"".join(chunks)
 
 
 Post = tuple[bytes, "asyncio.Future[webhooks_in.Received]"]
@@ -200,7 +200,7 @@ class _Kicker:
             now = time.monotonic()
             if now < self._covered_until:
                 return
-            if self._redis.set(KICK_KEY, b"1", nx=True, px=debounce_ms):
+            if self._redis.set(redis_keys.WEBHOOK_KICK, b"1", nx=True, px=debounce_ms):
                 # The app itself, not the task proxy: Celery's current app is per thread,
                 # and in a threadpool thread the proxy would be Celery's default AMQP app.
                 from workers.app import app
@@ -209,7 +209,7 @@ class _Kicker:
                 app.send_task(APPLY_TASK, countdown=debounce_ms / 1000 + KICK_MARGIN_S)
                 self._covered_until = now + debounce_ms / 1000
             else:
-                left_ms = self._redis.pttl(KICK_KEY)
+                left_ms = self._redis.pttl(redis_keys.WEBHOOK_KICK)
                 if isinstance(left_ms, int) and left_ms > 0:
                     self._covered_until = now + left_ms / 1000
 

@@ -4,15 +4,15 @@ The bucket is one Lua script (one round trip per call) over one hash per sender
 (``tokens``, ``ts``, plus the last ``rate``/``burst``), timed by the Redis server clock
 (``TIME``) so worker clocks do not matter.
 
-Why ``acquire`` may *book* a token: with hundreds of concurrent acquirers per sender, a
-plain "take a token or come back when the next one is due" bucket wakes every waiter for
-every token (1,000 waiters x 1,000 tokens/s = 10^6 round trips/s). Instead the script lets
-a caller take a token that becomes due within ``reserve_ahead_s`` (the balance goes
-negative: a queue of booked slots) and says how long to sleep; when that queue is full it
-says when it will have room. Inside a process only one coroutine per sender talks to
-Redis at a time, so Redis sees about ``rate + processes / reserve_ahead_s`` calls/s. The
-rate stays exact because the balance is charged at booking time. A booked slot cannot be
-revoked: after ``penalize`` at most ``rate * reserve_ahead_s`` booked sends still go out.
+Why ``reserve`` *books* tokens: with hundreds of concurrent senders per number, a plain
+"take a token or come back when the next one is due" bucket wakes every waiter for every
+token (1,000 waiters x 1,000 tokens/s = 10^6 round trips/s). Instead the script lets a caller
+take tokens that become due within a booking horizon (the balance goes negative: a queue of
+booked slots) and says when they are due; when that queue is full it says when it will have
+room. Inside a process only one coroutine per sender talks to Redis at a time, so Redis sees
+about ``rate + processes / horizon`` calls/s. The rate stays exact because the balance is
+charged at booking time. A booked slot cannot be revoked: after ``penalize`` the tokens
+already booked still go out.
 
 ``reserve`` books a *group* of ``cost`` tokens in one call (dispatch sends ~50 ms of messages
 per group): the balance is charged ``cost`` at once and the answer says when the last of
@@ -30,10 +30,12 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from campaigns.clients import redis_keys
+
 __all__ = ["Booking", "LimiterStats", "PauseFlags", "RateLimiter", "default_burst"]
 
 # KEYS[1] bucket hash. ARGV: rate (tokens/s), burst, cost, horizon_s, penalty_s.
-# Acquire (penalty_s = 0) returns {taken, wait_us}:
+# Booking (penalty_s = 0) returns {taken, wait_us}:
 #   {1, 0}  taken now;  {1, w}  taken (booked), due in w us: sleep, then go;
 #   {0, w}  not taken, retry in w us (horizon 0: until a token is due).
 # Penalty (penalty_s > 0, rate/burst "0": use the stored ones): no tokens until
@@ -194,27 +196,27 @@ class RateLimiter:
         self,
         redis: aioredis.Redis,
         *,
-        key_prefix: str = "wa:rl",
         reserve_ahead_s: float = 0.1,
         rng: random.Random | None = None,
     ) -> None:
         if reserve_ahead_s < 0:
             raise ValueError("reserve_ahead_s must be >= 0")
         self._redis = redis
-        self._prefix = key_prefix
         self._horizon = reserve_ahead_s
         self._rng = rng or random.Random()
         # EVALSHA, falling back to SCRIPT LOAD after a Redis restart (NoScriptError).
         self._script = redis.register_script(_BUCKET_LUA)
         self._pair = redis.register_script(_PAIR_LUA)
-        self._gates: dict[str, asyncio.Lock] = {}  # per sender; see acquire()
+        self._gates: dict[str, asyncio.Lock] = {}  # per bucket; see _book()
         self.stats = LimiterStats()
 
-    def key(self, sender_id: str) -> str:
-        return f"{self._prefix}:{sender_id}"
+    @staticmethod
+    def key(sender_id: str) -> str:
+        return redis_keys.rate_bucket(sender_id)
 
-    def campaign_key(self, campaign_id: int) -> str:
-        return f"{self._prefix}:campaign:{campaign_id}"
+    @staticmethod
+    def campaign_key(campaign_id: int) -> str:
+        return redis_keys.campaign_bucket(campaign_id)
 
     async def _call(
         self,
@@ -242,17 +244,6 @@ class RateLimiter:
             raise ValueError("burst must be >= 1 (one message costs one token)")
         return burst
 
-    async def try_acquire(
-        self, sender_id: str, rate_per_s: float, *, burst: float | None = None
-    ) -> float:
-        """One round trip: 0.0 if a token was taken, else seconds until one is due."""
-        burst = self._check(rate_per_s, burst)
-        taken, wait = await self._call(sender_id, rate_per_s, burst, 0.0)
-        if taken:
-            self.stats.acquired += 1
-            return 0.0
-        return max(wait, 1e-6)  # never 0.0 when nothing was taken
-
     def _gate(self, sender_id: str) -> asyncio.Lock:
         gate = self._gates.get(sender_id)
         if gate is None:
@@ -277,31 +268,6 @@ class RateLimiter:
                 started = time.monotonic()
                 await asyncio.sleep(pause)
                 slept += time.monotonic() - started
-
-    async def acquire(
-        self, sender_id: str, rate_per_s: float, *, burst: float | None = None
-    ) -> float:
-        """Wait for one token of ``sender_id``; returns the seconds the script made it wait.
-
-        Each loop is one script call that either takes (or books) a token or says how long
-        until the booking horizon has room; the sleep is that time, never a fixed poll.
-        Within a process, one coroutine per sender talks to Redis at a time (a FIFO lock
-        held only while booking), so Redis sees about ``rate + processes / horizon`` calls
-        per second however many coroutines wait. Time queued on that lock is not a limiter
-        wait. Cancellation while sleeping on a booked slot wastes that one slot, nothing more.
-        """
-        burst = self._check(rate_per_s, burst)
-        due_in, slept = await self._book(sender_id, rate_per_s, burst, 1, self._horizon)
-        waited = slept
-        if due_in > 0:
-            started = time.monotonic()
-            await asyncio.sleep(due_in)  # the booked slot; outside the gate
-            waited += time.monotonic() - started
-        self.stats.acquired += 1
-        if waited > 0:
-            self.stats.waits += 1
-            self.stats.waited_s += waited
-        return waited
 
     async def reserve(
         self, sender_id: str, rate_per_s: float, cost: int, *, burst: float | None = None
@@ -377,11 +343,8 @@ class RateLimiter:
         """
         if not seconds > 0:
             return
-        # rate/burst "0": the script refills with the ones stored by the last acquire.
+        # rate/burst "0": the script refills with the ones stored by the last booking.
         await self._call(sender_id, 0.0, 0.0, 0.0, penalty=seconds)
-
-    async def reset(self, sender_id: str) -> None:
-        await self._redis.delete(self.key(sender_id))
 
 
 class PauseFlags:
@@ -391,12 +354,12 @@ class PauseFlags:
     what stops sends already claimed. No TTL: a pause lasts until cleared.
     """
 
-    def __init__(self, redis: aioredis.Redis, key_prefix: str = "wa:paused") -> None:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._prefix = key_prefix
 
-    def key(self, campaign_id: int) -> str:
-        return f"{self._prefix}:{campaign_id}"
+    @staticmethod
+    def key(campaign_id: int) -> str:
+        return redis_keys.paused(campaign_id)
 
     async def set_paused(self, campaign_id: int) -> None:
         await self._redis.set(self.key(campaign_id), b"1")

@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from campaigns.clients import redis_keys
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.domain.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
 
@@ -42,11 +43,8 @@ __all__ = [
     "tier_blocked",
 ]
 
-TIER_PREFIX = "wa:tier"
-TIER_BLOCKED_PREFIX = "wa:tier:blocked"
-
 # Start and resume publish here; every dispatcher listens and refreshes at once.
-WAKE_CHANNEL = "wa:dispatch:wake"
+WAKE_CHANNEL = redis_keys.DISPATCH_WAKE
 
 # The group script with the messaging tier. KEYS[1] pause flag, KEYS[2] tier set, KEYS[3]
 # blocked key; ARGV[1] limit, ARGV[2] window ms, ARGV[3..] the recipients.
@@ -99,14 +97,6 @@ local free_at = tonumber(oldest[2]) + window
 redis.call('SET', KEYS[2], free_at, 'PX', math.max(1, free_at - now))
 return {0, free_at}
 """
-
-
-def tier_key(sender_id: str) -> str:
-    return f"{TIER_PREFIX}:{sender_id}"
-
-
-def tier_blocked_key(sender_id: str) -> str:
-    return f"{TIER_BLOCKED_PREFIX}:{sender_id}"
 
 
 class RedisSendGate:
@@ -191,7 +181,11 @@ class RedisSendGate:
     ) -> GroupGrant:
         if len(recipients) != len(due_at):
             raise ValueError("with a messaging limit every attempt needs its recipient")
-        keys = [self._flags.key(campaign_id), tier_key(sender_id), tier_blocked_key(sender_id)]
+        keys = [
+            self._flags.key(campaign_id),
+            redis_keys.tier(sender_id),
+            redis_keys.tier_blocked(sender_id),
+        ]
         args: list[str | int] = [self._messaging_limit, self._tier_window_ms, *recipients]
         reply = await self._go_tier(keys=keys, args=args)
         if not int(reply[0]):
@@ -207,7 +201,7 @@ class RedisSendGate:
         if not self._messaging_limit:
             return TierRoom(room=1 << 30)
         reply = await self._tier_room(
-            keys=[tier_key(sender_id), tier_blocked_key(sender_id)],
+            keys=[redis_keys.tier(sender_id), redis_keys.tier_blocked(sender_id)],
             args=[self._messaging_limit, self._tier_window_ms],
         )
         room, free_at_ms = int(reply[0]), int(reply[1])
@@ -226,12 +220,12 @@ class RedisSendGate:
 class SyncPauseFlags:
     """The same flags as ``PauseFlags``, for admin commands in synchronous code."""
 
-    def __init__(self, client: redis.Redis, key_prefix: str = "wa:paused") -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._prefix = key_prefix
 
-    def key(self, campaign_id: int) -> str:
-        return f"{self._prefix}:{campaign_id}"
+    @staticmethod
+    def key(campaign_id: int) -> str:
+        return redis_keys.paused(campaign_id)
 
     def set_paused(self, campaign_id: int) -> None:
         self._redis.set(self.key(campaign_id), b"1")
@@ -246,7 +240,7 @@ class SyncPauseFlags:
 def tier_blocked(client: redis.Redis, sender_id: str) -> bool:
     """The sender's messaging tier is full and refused a send (or a claim found no room):
     chains of its campaigns wait until the key expires with the oldest entry's window."""
-    return bool(client.exists(tier_blocked_key(sender_id)))
+    return bool(client.exists(redis_keys.tier_blocked(sender_id)))
 
 
 def publish_wake(client: redis.Redis) -> None:
@@ -282,18 +276,16 @@ class ChainKeys:
     dies lets its keys expire after ``ttl_s``; another one takes them at its next refresh.
     """
 
-    def __init__(
-        self, client: aioredis.Redis, owner: str, *, ttl_s: float = 30, prefix: str = "wa:loop"
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, owner: str, *, ttl_s: float = 30) -> None:
         self._redis = client
         self._owner = owner
         self._ttl_ms = max(1, round(ttl_s * 1000))
-        self._prefix = prefix
         self._renew = client.register_script(_RENEW_LUA)
         self._release = client.register_script(_RELEASE_LUA)
 
-    def key(self, campaign_id: int, slot: int) -> str:
-        return f"{self._prefix}:{campaign_id}:{slot}"
+    @staticmethod
+    def key(campaign_id: int, slot: int) -> str:
+        return redis_keys.loop(campaign_id, slot)
 
     async def try_take(self, campaign_id: int, slot: int) -> bool:
         key = self.key(campaign_id, slot)

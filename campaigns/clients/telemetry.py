@@ -5,16 +5,16 @@ API, so per-process prometheus_client counters would show only the API's own sha
 writer adds to Redis counters instead (one pipelined round trip per batch, never per
 message) and the API reads them back when scraped (:func:`read_snapshot`).
 
-Keys, all under ``prefix`` (default ``wa:m``):
+Keys (named in :mod:`campaigns.clients.redis_keys`, all under ``wa:m``):
 
-- ``{p}:msg``            hash ``"{campaign_id}|{outcome}"`` -> messages
-- ``{p}:err``            hash ``"{code}"`` -> provider errors
-- ``{p}:lat``            histogram of send latency (see below)
-- ``{p}:wh``             hash ``"{status}"`` -> webhook status events
-- ``{p}:whlag``          histogram of webhook lag (event timestamp -> received)
-- ``{p}:lim``            hash ``waits`` (count), ``wait_s`` (float seconds)
-- ``{p}:upl``            hash ``valid`` / ``invalid`` -> upload rows validated
-- ``{p}:rate:{cid}:{s}`` accepted sends of campaign ``cid`` in unix second ``s`` (TTL ~1 h)
+- ``MESSAGES``           hash ``"{campaign_id}|{outcome}"`` -> messages
+- ``PROVIDER_ERRORS``    hash ``"{code}"`` -> provider errors
+- ``SEND_LATENCY``       histogram of send latency (see below)
+- ``WEBHOOK_EVENTS``     hash ``"{status}"`` -> webhook status events
+- ``WEBHOOK_LAG``        histogram of webhook lag (event timestamp -> received)
+- ``LIMITER``            hash ``waits`` (count), ``wait_s`` (float seconds)
+- ``UPLOAD_ROWS``        hash ``valid`` / ``invalid`` -> upload rows validated
+- ``rate_second(c, s)``  accepted sends of campaign ``c`` in unix second ``s`` (TTL ~1 h)
 
 A histogram hash holds non-cumulative bucket counts ``b0..bN`` (``bN`` is +Inf), ``sum``
 and ``count``; the reader makes them cumulative. Counters live as long as Redis does
@@ -34,6 +34,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from campaigns.clients import redis_keys as keys
+
 __all__ = [
     "LATENCY_BUCKETS",
     "OUTCOMES",
@@ -47,7 +49,6 @@ __all__ = [
     "read_snapshot",
 ]
 
-DEFAULT_PREFIX = "wa:m"
 OUTCOMES = ("sent", "retry", "sending_failed", "error", "unknown", "released")
 # Upper bounds in seconds. A Cloud API send takes ~100-500 ms; the tail shows throttling.
 LATENCY_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -68,9 +69,8 @@ def _hist_fields(values: Sequence[float], bounds: Sequence[float]) -> Counter[st
 class Telemetry:
     """The dispatch worker's writer (async). Each call is one pipelined round trip."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._p = prefix
 
     async def record_send_batch(
         self,
@@ -83,23 +83,22 @@ class Telemetry:
         limiter_waits: int,
         limiter_wait_s: float,
     ) -> None:
-        p = self._p
         pipe = self._redis.pipeline(transaction=False)
         for outcome, n in outcomes.items():
             if n:
-                pipe.hincrby(f"{p}:msg", f"{campaign_id}|{outcome}", n)
+                pipe.hincrby(keys.MESSAGES, f"{campaign_id}|{outcome}", n)
         for code, n in error_codes.items():
             if n:
-                pipe.hincrby(f"{p}:err", str(code), n)
-        _add_histogram(pipe, f"{p}:lat", latencies_s, LATENCY_BUCKETS)
+                pipe.hincrby(keys.PROVIDER_ERRORS, str(code), n)
+        _add_histogram(pipe, keys.SEND_LATENCY, latencies_s, LATENCY_BUCKETS)
         for second, n in Counter(int(t) for t in accepted_at).items():
-            key = f"{p}:rate:{campaign_id}:{second}"
+            key = keys.rate_second(campaign_id, second)
             pipe.incrby(key, n)
             pipe.expire(key, RATE_TTL_S)
         if limiter_waits:
-            pipe.hincrby(f"{p}:lim", "waits", limiter_waits)
+            pipe.hincrby(keys.LIMITER, "waits", limiter_waits)
         if limiter_wait_s > 0:
-            pipe.hincrbyfloat(f"{p}:lim", "wait_s", limiter_wait_s)
+            pipe.hincrbyfloat(keys.LIMITER, "wait_s", limiter_wait_s)
         if len(pipe):
             await pipe.execute()
 
@@ -107,39 +106,36 @@ class Telemetry:
 class SyncTelemetry:
     """The same writes from synchronous code (the webhook applier, ingest threads)."""
 
-    def __init__(self, redis_sync: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, redis_sync: redis.Redis) -> None:
         self._redis = redis_sync
-        self._p = prefix
 
     def record_webhook_events(
         self, *, by_status: Mapping[str, int], lags_s: Sequence[float]
     ) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        _queue_webhook_events(pipe, self._p, by_status, lags_s)
+        _queue_webhook_events(pipe, by_status, lags_s)
         if len(pipe):
             pipe.execute()
 
     def record_upload_rows(self, *, valid: int, invalid: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        _queue_upload_rows(pipe, self._p, valid, invalid)
+        _queue_upload_rows(pipe, valid, invalid)
         if len(pipe):
             pipe.execute()
 
 
-def _queue_webhook_events(
-    pipe: Any, p: str, by_status: Mapping[str, int], lags_s: Sequence[float]
-) -> None:
+def _queue_webhook_events(pipe: Any, by_status: Mapping[str, int], lags_s: Sequence[float]) -> None:
     for status, n in by_status.items():
         if n:
-            pipe.hincrby(f"{p}:wh", status, n)
-    _add_histogram(pipe, f"{p}:whlag", lags_s, WEBHOOK_LAG_BUCKETS)
+            pipe.hincrby(keys.WEBHOOK_EVENTS, status, n)
+    _add_histogram(pipe, keys.WEBHOOK_LAG, lags_s, WEBHOOK_LAG_BUCKETS)
 
 
-def _queue_upload_rows(pipe: Any, p: str, valid: int, invalid: int) -> None:
+def _queue_upload_rows(pipe: Any, valid: int, invalid: int) -> None:
     if valid:
-        pipe.hincrby(f"{p}:upl", "valid", valid)
+        pipe.hincrby(keys.UPLOAD_ROWS, "valid", valid)
     if invalid:
-        pipe.hincrby(f"{p}:upl", "invalid", invalid)
+        pipe.hincrby(keys.UPLOAD_ROWS, "invalid", invalid)
 
 
 def _add_histogram(pipe: Any, key: str, values: Sequence[float], bounds: Sequence[float]) -> None:
@@ -168,13 +164,12 @@ def rate_series(
     *,
     seconds: int = 300,
     now: float | None = None,
-    prefix: str = DEFAULT_PREFIX,
 ) -> list[tuple[int, int]]:
     """Accepted sends per second for the last ``seconds`` complete seconds, oldest first."""
     if seconds <= 0:
         return []
     span = _complete_seconds(min(seconds, RATE_TTL_S), now)
-    values = redis_sync.mget([f"{prefix}:rate:{campaign_id}:{s}" for s in span])
+    values = redis_sync.mget([keys.rate_second(campaign_id, s) for s in span])
     return [(s, int(v or 0)) for s, v in zip(span, values, strict=True)]
 
 
@@ -184,12 +179,11 @@ def rate_now(
     *,
     window_s: int = 10,
     now: float | None = None,
-    prefix: str = DEFAULT_PREFIX,
 ) -> float:
     """Mean accepted sends per second over the last ``window_s`` complete seconds."""
     if window_s <= 0:
         raise ValueError("window_s must be > 0")
-    series = rate_series(redis_sync, campaign_id, seconds=window_s, now=now, prefix=prefix)
+    series = rate_series(redis_sync, campaign_id, seconds=window_s, now=now)
     return sum(n for _, n in series) / window_s
 
 
@@ -234,11 +228,19 @@ def _histogram(raw: Mapping[Any, Any], bounds: tuple[float, ...]) -> HistogramDa
     return HistogramData(bounds, tuple(cumulative), float(fields.get("sum", 0.0)), running)
 
 
-def read_snapshot(redis_sync: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> Snapshot:
-    p = prefix
+def read_snapshot(redis_sync: redis.Redis) -> Snapshot:
     pipe = redis_sync.pipeline(transaction=False)
-    for suffix in ("msg", "err", "lat", "wh", "whlag", "lim", "upl"):
-        pipe.hgetall(f"{p}:{suffix}")
+    hashes = (
+        keys.MESSAGES,
+        keys.PROVIDER_ERRORS,
+        keys.SEND_LATENCY,
+        keys.WEBHOOK_EVENTS,
+        keys.WEBHOOK_LAG,
+        keys.LIMITER,
+        keys.UPLOAD_ROWS,
+    )
+    for key in hashes:
+        pipe.hgetall(key)
     msg, err, lat, wh, whlag, lim, upl = pipe.execute()
     messages: dict[tuple[int, str], int] = {}
     for key, value in msg.items():

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import redis
 
+from campaigns.clients import redis_keys
 from schemas.api import UploadOut
 
 
 def channel(client: redis.Redis, upload_id: int) -> str:
-    """The upload's progress channel. Pub/sub channels are server-wide (SELECT does not
-    apply to them), so the name carries the client's db: deployments (or test runs) on
-    other dbs of the same Redis server reuse upload ids and must not hear each other."""
-    db = client.connection_pool.connection_kwargs.get("db", 0)
-    return f"wa:upload:{db}:{upload_id}"
+    """The upload's progress channel, named with the client's db: deployments (or test runs)
+    on other dbs of the same Redis server reuse upload ids and must not hear each other."""
+    db = int(client.connection_pool.connection_kwargs.get("db", 0))
+    return redis_keys.upload_progress(db, upload_id)
 
 
 class UploadProgressPublisher:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,16 +89,6 @@ def write_csv(path: Path, count: int, *, seed: int = 7, home_region: str = "DE")
         writer.writerow(("phone", "first_name", "code"))
         writer.writerows(generate_rows(count, seed=seed, home_region=home_region))
     return path
-
-
-def csv_bytes(
-    rows: list[tuple[str, ...]], header: tuple[str, ...] = ("phone", "first_name")
-) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
 
 
 EXAMPLE_CSV = Path(__file__).parent / "examples" / "contacts-10k.csv"

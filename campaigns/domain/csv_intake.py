@@ -1,13 +1,15 @@
-"""Streaming CSV intake: sniff the layout from the file's head, then read and validate records.
+"""Streaming CSV intake: sniff the layout from the file's head, then read records in batches.
 
 Nothing here holds the whole file. :func:`sniff_layout` looks only at the first
-:data:`HEAD_BYTES`; :func:`iter_records` decodes the binary stream incrementally and hands it to
-``csv.reader`` (newline="" semantics, so quoted fields may contain newlines, delimiters and
-doubled quotes).
+:data:`HEAD_BYTES`; :func:`iter_record_batches` decodes the binary stream incrementally and
+hands it to ``csv.reader`` (newline="" semantics, so quoted fields may contain newlines,
+delimiters and doubled quotes). The row rules (phone, template variables, duplicates) are
+applied to each batch by :func:`campaigns.domain.uploads.stage_chunk`.
 
-:class:`UploadRefused` means the whole file is refused. :func:`iter_records` can raise it late
-(too many rows, a NUL byte, broken quoting) after it has yielded records, so callers must store
-records in a way they can discard (one transaction, or a staging area) until the stream ends.
+:class:`UploadRefused` means the whole file is refused. :func:`iter_record_batches` can raise it
+late (too many rows, a NUL byte, broken quoting) after it has yielded batches, so callers must
+store records in a way they can discard (one transaction, or a staging area) until the stream
+ends.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO, NamedTuple
 
-from campaigns.domain.phones import PhoneOk, normalize_phone
 from campaigns.domain.refusals import Refusal, RefusalKind
 
 HEAD_BYTES = 64 * 1024
@@ -86,30 +87,6 @@ class CsvLayout:
     variable_columns: tuple[str, ...]  # every other non-empty header name, in order
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    line: int  # record number; the header is line 1
-    phone_raw: str
-    variables: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ValidRow:
-    line: int
-    phone_raw: str
-    phone_e164: str
-    variables: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidRow:
-    line: int
-    phone_raw: str
-    reason: str  # operator text, e.g. "not a valid number for region DE"
-    variables: dict[str, str]
-    code: str  # stable machine code: a PhoneRejection value or MISSING_VARIABLE
-
-
 # --- header names ---------------------------------------------------------------------------
 
 _HEADER_DROP = str.maketrans("", "", " _-.\t\xa0\u200b\ufeff")
@@ -143,7 +120,6 @@ _STRONG_PHONE_ALIASES = frozenset(
         "contactnumber",
     }
 )
-PHONE_COLUMN_ALIASES: frozenset[str] = _STRONG_PHONE_ALIASES | _WEAK_PHONE_ALIASES
 _ALIASES_FOR_HUMANS = "phone, phone_number, mobile, msisdn, wa_id, whatsapp, telefon, cell, ..."
 
 
@@ -389,23 +365,6 @@ class _NulGuard(io.BufferedIOBase):
         return self.read(size)
 
 
-def iter_records(
-    stream: BinaryIO, layout: CsvLayout, *, max_rows: int, start_after_line: int = 0
-) -> Iterator[RawRecord]:
-    """Yield the data records of ``stream`` (read from its start, header included).
-
-    Records with ``line <= start_after_line`` are skipped (resuming an interrupted upload) but
-    still count toward ``max_rows``. Blank records are skipped and count toward nothing but the
-    line numbers.
-    """
-    names = layout.variable_columns
-    indices = [layout.columns.index(name) for name in names]  # first column of that name
-    phone_index = layout.phone_index
-    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
-        variables = {name: row[i] for name, i in zip(names, indices, strict=True)}
-        yield RawRecord(line, row[phone_index], variables)
-
-
 class RecordBatch(NamedTuple):
     """Consecutive records in columns: cheap to pickle to a parse process.
 
@@ -425,7 +384,13 @@ def iter_record_batches(
     batch_rows: int,
     start_after_line: int = 0,
 ) -> Iterator[RecordBatch]:
-    """The records of :func:`iter_records`, ``batch_rows`` at a time, in columns."""
+    """The data records of ``stream`` (read from its start, header included),
+    ``batch_rows`` at a time, in columns.
+
+    Records with ``line <= start_after_line`` are skipped (resuming an interrupted upload) but
+    still count toward ``max_rows``. Blank records are skipped and count toward nothing but the
+    line numbers.
+    """
     indices = [layout.columns.index(name) for name in layout.variable_columns]
     phone_index = layout.phone_index
     # Columns are filled value by value so that each row list dies at once: keeping the rows
@@ -514,35 +479,3 @@ def _malformed(exc: csv.Error, line: int) -> UploadRefused:
     return UploadRefused(
         RefusalCode.MALFORMED, f"malformed CSV at line {line}: {reason}", line=line
     )
-
-
-# --- validation ------------------------------------------------------------------------------
-
-MISSING_VARIABLE = "missing_variable"
-
-
-def validate_record(
-    rec: RawRecord, default_region: str, required_variables: Sequence[str]
-) -> ValidRow | InvalidRow:
-    """Normalise the phone and check that every required template variable has a value."""
-    result = normalize_phone(rec.phone_raw, default_region)
-    if not isinstance(result, PhoneOk):
-        return InvalidRow(rec.line, rec.phone_raw, result.detail, rec.variables, result.rejection)
-    variables = rec.variables
-    for name in required_variables:
-        value = variables.get(name)
-        if not value or value.isspace():
-            # Rare path: collect every missing name for one complete reason.
-            missing = [n for n in required_variables if not _has_value(variables.get(n))]
-            reason = missing_variables_reason(missing)
-            return InvalidRow(rec.line, rec.phone_raw, reason, variables, MISSING_VARIABLE)
-    return ValidRow(rec.line, rec.phone_raw, result.e164, variables)
-
-
-def missing_variables_reason(missing: Sequence[str]) -> str:
-    noun = "variable" if len(missing) == 1 else "variables"
-    return f"missing template {noun}: {', '.join(missing)}"
-
-
-def _has_value(value: str | None) -> bool:
-    return value is not None and value.strip() != ""

@@ -31,7 +31,7 @@ __all__ = [
     "TransportFailure",
     "backoff_seconds",
     "classify",
-    "describe_error",
+    "meaning_of",
 ]
 
 HELD_FOR_QUALITY_ASSESSMENT = "held_for_quality_assessment"
@@ -316,12 +316,10 @@ _STATUS_WITHOUT_CODE: Mapping[int, ErrorClass] = MappingProxyType(
 )
 
 
-def describe_error(code: int) -> str:
-    """Operator-facing meaning of a platform error code (dashboard, exports)."""
+def meaning_of(code: int) -> str:
+    """Operator-facing meaning of a platform error code (dashboard, reports)."""
     cls = ERROR_CLASSES.get(code)
-    if cls is None:
-        return f"{code}: unknown platform error"
-    return f"{code}: {cls.meaning}"
+    return cls.meaning if cls is not None else "unknown platform error"
 
 
 def backoff_seconds(

@@ -154,7 +154,3 @@ def campaign_transition(current: CampaignStatus, target: CampaignStatus) -> Camp
 def contact_sources(target: ContactState) -> frozenset[ContactState]:
     """States from which ``target`` may be reached: the guard of a set-based UPDATE."""
     return frozenset(s for s, targets in CONTACT_TRANSITIONS.items() if target in targets)
-
-
-def campaign_sources(target: CampaignStatus) -> frozenset[CampaignStatus]:
-    return frozenset(s for s, targets in CAMPAIGN_TRANSITIONS.items() if target in targets)

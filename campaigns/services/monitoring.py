@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from campaigns.domain.outcomes import ERROR_CLASSES
+from campaigns.domain.outcomes import meaning_of
 from campaigns.domain.refusals import NotFound
 from campaigns.domain.states import ContactState
 from campaigns.storage import monitoring as monitoring_db
 from campaigns.storage.monitoring import Gauges
 
-__all__ = ["ERROR_STATES", "ErrorCodeCount", "Gauges", "error_codes", "gauges", "meaning_of"]
+__all__ = ["ERROR_STATES", "ErrorCodeCount", "Gauges", "error_codes", "gauges"]
 
 # States whose error_code says why the contact is where it is (a retried contact keeps the
 # code of its last failure).
@@ -33,11 +33,6 @@ class ErrorCodeCount:
     code: int
     meaning: str
     count: int
-
-
-def meaning_of(code: int) -> str:
-    cls = ERROR_CLASSES.get(code)
-    return cls.meaning if cls is not None else "unknown platform error"
 
 
 def require_campaign(engine: Engine, campaign_id: int) -> None:

@@ -203,6 +203,19 @@ def run_ingest(
             lock_conn.commit()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one ingest run of an upload needs, read when it starts."""
+
+    upload_id: int
+    campaign_id: int
+    spool_path: Path
+    phone_column: str | None
+    region: str
+    required: tuple[str, ...]  # the campaign's template variables
+    last_line: int  # resume after this line (a previous run committed up to it)
+
+
 def _ingest_locked(
     engine: Engine,
     upload_id: int,
@@ -211,6 +224,29 @@ def _ingest_locked(
     parse_workers: int,
     on_progress: ProgressCallback | None,
 ) -> UploadOut:
+    run = _start_run(engine, upload_id)
+    if isinstance(run, UploadOut):  # finished by an earlier run
+        return run
+    try:
+        _store_chunks(engine, run, max_rows, chunk_rows, parse_workers, on_progress)
+    except UploadRefused as refused:
+        _mark_refused(engine, upload_id, refused)
+        run.spool_path.unlink(missing_ok=True)
+        return _finish(engine, upload_id, on_progress)
+    except Exception as exc:
+        with engine.begin() as conn:
+            uploads_db.update_upload(
+                conn, upload_id, status="failed", error=f"{type(exc).__name__}: {exc}"
+            )
+        raise
+    with engine.begin() as conn:
+        uploads_db.update_upload(conn, upload_id, status="completed", finished_at=sql.now(conn))
+    run.spool_path.unlink(missing_ok=True)
+    return _finish(engine, upload_id, on_progress)
+
+
+def _start_run(engine: Engine, upload_id: int) -> _Run | UploadOut:
+    """Marks the upload processing and reads what the run needs; a finished upload as is."""
     with engine.begin() as conn:
         upload = uploads_db.get_upload(conn, upload_id)
         if upload is None:
@@ -222,71 +258,75 @@ def _ingest_locked(
         uploads_db.update_upload(
             conn, upload_id, status="processing", error=None, started_at=sql.now(conn)
         )
-    region = upload["region"] or campaign["default_region"]
-    required: list[str] = list(campaign["body_variables"])
-    spool_path = Path(upload["spool_path"])
-    try:
-        with spool_path.open("rb") as stream:
-            layout = sniff_layout(
-                stream.read(HEAD_BYTES),
-                phone_column=upload["phone_column"],
-                required_variables=required,
-            )
-            stream.seek(0)
-            spec = ChunkSpec(
-                campaign_id=int(upload["campaign_id"]),
-                upload_id=upload_id,
-                region=region,
-                variable_names=layout.variable_columns,
-                required=tuple(required),
-            )
-            for chunk in _stage_chunks(
-                stream,
-                layout,
-                spec,
-                max_rows,
-                chunk_rows,
-                int(upload["last_line"]),
-                parse_workers,
-            ):
-                with engine.begin() as conn:
-                    rows_read, last_line = len(chunk.lines), chunk.last_line
-                    result = uploads_db.ingest_chunk(
-                        conn, campaign_id=spec.campaign_id, upload_id=upload_id, chunk=chunk
-                    )
-                    uploads_db.add_upload_progress(
-                        conn, upload_id, rows_read=rows_read, last_line=last_line, chunk=result
-                    )
-                if on_progress is not None:
-                    on_progress(get_upload(engine, upload_id))
-    except UploadRefused as refused:
-        # Refused whole: nothing of it stays, even the chunks stored before the refusal.
-        with engine.begin() as conn:
-            uploads_db.delete_upload_contacts(conn, upload_id)
-            uploads_db.update_upload(
-                conn,
-                upload_id,
-                status="refused",
-                error=refused.message,
-                rows_read=0,
-                valid_rows=0,
-                invalid_rows=0,
-                last_line=0,
-                reasons={},
-                finished_at=sql.now(conn),
-            )
-        spool_path.unlink(missing_ok=True)
-        return _finish(engine, upload_id, on_progress)
-    except Exception as exc:
-        with engine.begin() as conn:
-            uploads_db.update_upload(
-                conn, upload_id, status="failed", error=f"{type(exc).__name__}: {exc}"
-            )
-        raise
+    return _Run(
+        upload_id=upload_id,
+        campaign_id=int(upload["campaign_id"]),
+        spool_path=Path(upload["spool_path"]),
+        phone_column=upload["phone_column"],
+        region=upload["region"] or campaign["default_region"],
+        required=tuple(campaign["body_variables"]),
+        last_line=int(upload["last_line"]),
+    )
+
+
+def _store_chunks(
+    engine: Engine,
+    run: _Run,
+    max_rows: int,
+    chunk_rows: int,
+    parse_workers: int,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Reads the spooled file and stores it a validated chunk per transaction."""
+    with run.spool_path.open("rb") as stream:
+        layout = sniff_layout(
+            stream.read(HEAD_BYTES),
+            phone_column=run.phone_column,
+            required_variables=run.required,
+        )
+        stream.seek(0)
+        spec = ChunkSpec(
+            campaign_id=run.campaign_id,
+            upload_id=run.upload_id,
+            region=run.region,
+            variable_names=layout.variable_columns,
+            required=run.required,
+        )
+        chunks = _stage_chunks(
+            stream, layout, spec, max_rows, chunk_rows, run.last_line, parse_workers
+        )
+        for chunk in chunks:
+            with engine.begin() as conn:
+                result = uploads_db.ingest_chunk(
+                    conn, campaign_id=run.campaign_id, upload_id=run.upload_id, chunk=chunk
+                )
+                uploads_db.add_upload_progress(
+                    conn,
+                    run.upload_id,
+                    rows_read=len(chunk.lines),
+                    last_line=chunk.last_line,
+                    chunk=result,
+                )
+            if on_progress is not None:
+                on_progress(get_upload(engine, run.upload_id))
+
+
+def _mark_refused(engine: Engine, upload_id: int, refused: UploadRefused) -> None:
+    """Refused whole: nothing of it stays, even the chunks stored before the refusal."""
     with engine.begin() as conn:
-        uploads_db.update_upload(conn, upload_id, status="completed", finished_at=sql.now(conn))
-    spool_path.unlink(missing_ok=True)
-    return _finish(engine, upload_id, on_progress)
+        uploads_db.delete_upload_contacts(conn, upload_id)
+        uploads_db.update_upload(
+            conn,
+            upload_id,
+            status="refused",
+            error=refused.message,
+            rows_read=0,
+            valid_rows=0,
+            invalid_rows=0,
+            last_line=0,
+            reasons={},
+            finished_at=sql.now(conn),
+        )
 
 
 def _finish(engine: Engine, upload_id: int, on_progress: ProgressCallback | None) -> UploadOut:

@@ -9,7 +9,6 @@ download is never used. A missing browser fails the test: it is never skipped.
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from campaigns.runtime.embedded import free_port
 from campaigns.services import uploads
 from tests.conftest import API_TOKEN
 
@@ -43,12 +43,6 @@ CSV = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(db: Engine) -> Iterator[str]:
     """The real app under uvicorn in a thread (same process: same test database and Redis)."""
@@ -56,7 +50,7 @@ def server(db: Engine) -> Iterator[str]:
 
     from campaigns.api.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)

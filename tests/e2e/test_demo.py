@@ -1,4 +1,7 @@
-"""The README's main job, small: every part started as a process, one JSON summary out."""
+"""The README's main job, small: every part started as a process, one JSON summary out.
+
+Here on the session's stores (configured by URL): the demo leaves them running. That it stops
+embedded stores it started itself is checked in tests/integration/test_devenv.py."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine
+import redis
+from sqlalchemy import Engine, text
 
 
 def test_demo_runs_end_to_end(db: Engine, tmp_path: Path) -> None:
@@ -20,6 +24,10 @@ def test_demo_runs_end_to_end(db: Engine, tmp_path: Path) -> None:
         env={**os.environ, "DATA_DIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "stopped the stores" not in result.stderr and "left running" not in result.stderr
+    with db.connect() as conn:  # configured stores are not the demo's to stop
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+    assert redis.Redis.from_url(os.environ["REDIS_URL"]).ping()
     summary = json.loads(result.stdout)
     assert set(summary) >= {
         "campaign_id",

@@ -8,12 +8,14 @@ from typing import Any
 
 import httpx
 
-from tests.fixtures.processes import ServiceProcess, free_port, start_api, start_worker, wait_for
+from campaigns.dev.processes import Child
+from campaigns.runtime.embedded import free_port
+from tests.fixtures.processes import start_api, start_worker, wait_for
 
 PHONE = "4915123456789"
 
 
-def json_lines(proc: ServiceProcess) -> list[dict[str, Any]]:
+def json_lines(proc: Child) -> list[dict[str, Any]]:
     out = []
     for line in proc.log_path.read_text(errors="replace").splitlines():
         if line.startswith("{"):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from campaigns.runtime.embedded import EmbeddedRedis
@@ -45,3 +46,29 @@ def test_dev_up_is_idempotent_and_down_stops_both(tmp_path: Path) -> None:
         "postgres" in dev(data_dir, "down")
         and EmbeddedRedis(data_dir / "redis").running_pid() is None
     )
+
+
+def test_the_demo_stops_only_the_stores_it_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from campaigns.dev import demo
+    from campaigns.runtime.config import Settings
+
+    data_dir = tmp_path / "d"
+    settings = Settings(
+        database_url="postgresql+psycopg://configured/db", redis_url=None, data_dir=data_dir
+    )
+    assert demo._stores_it_starts(settings) == {"redis"}  # a configured URL is not its own
+    store = EmbeddedRedis(data_dir / "redis")
+    store.start()
+    try:
+        assert demo._stores_it_starts(settings) == set()  # running already: not its own
+        demo._leave_stores(data_dir, {"redis"}, keep=True, say=print)
+        assert store.running_pid() is not None
+        said = capsys.readouterr().err
+        assert "left running: embedded redis" in said and "wa-campaigns dev down" in said
+        demo._leave_stores(data_dir, {"redis"}, keep=False, say=print)
+        assert store.running_pid() is None
+        assert "stopped the stores the demo started: redis" in capsys.readouterr().out
+    finally:
+        store.stop()

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from campaigns.api import webhooks as webhooks_api
+from campaigns.clients import redis_keys
 from campaigns.clients.telemetry import read_snapshot
 from campaigns.clients.whatsapp import WhatsAppClient, WhatsAppEndpoint
 from campaigns.dev.simulator import OutcomeRules, RunningSimulator, SimulatorConfig
@@ -851,8 +852,8 @@ def test_the_applier_is_queued_once_per_window_across_processes(
         second.kick(500)
     assert sent == [("workers.webhooks.apply_inbox", 0.5 + webhooks_api.KICK_MARGIN_S)]
     redis_client = first._redis
-    assert 0 < redis_client.pttl(webhooks_api.KICK_KEY) <= 500
-    redis_client.delete(webhooks_api.KICK_KEY)  # the window closed
+    assert 0 < redis_client.pttl(redis_keys.WEBHOOK_KICK) <= 500
+    redis_client.delete(redis_keys.WEBHOOK_KICK)  # the window closed
     second._covered_until = 0.0  # (and this process's own memory of it)
     second.kick(500)
     assert len(sent) == 2

@@ -88,7 +88,7 @@ def private(stores: Stores, tmp_path: Path) -> Iterator[tuple[LiveStack, Engine,
             try:
                 yield stack, engine, stores
             finally:
-                if stack.worker is not None and stack.worker.proc.poll() is None:
+                if stack.worker is not None and stack.worker.alive():
                     stack.worker.kill9()  # its work is checked; a warm shutdown costs seconds
 
 
@@ -135,8 +135,8 @@ def finish(stack: LiveStack, engine: Engine, campaign_id: int) -> dict[str, int]
 
     def done() -> bool:
         for process in (stack.worker, stack.webhooks, stack.api):
-            if process is not None and process.proc.poll() is not None:
-                raise AssertionError(f"{process.args} exited:\n" + process.log_tail())
+            if process is not None and not process.alive():
+                raise AssertionError(f"{process.argv} exited:\n" + process.log_tail())
         return campaign_status(engine, campaign_id)[0] == "completed"
 
     wait_for(done, timeout=60, what="the campaign to complete")

@@ -1,30 +1,54 @@
+"""Sniffing and reading CSV files, through the functions ingest runs (sniff_layout, then
+iter_record_batches); the row rules applied to the batches are tested in
+test_ingest_staging.py."""
+
 from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Generator, Sequence
-from typing import cast
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO, NamedTuple
 
 import pytest
 
 from campaigns.domain.csv_intake import (
     FALLBACK_ERRORS,
     HEAD_BYTES,
-    PHONE_COLUMN_ALIASES,
     CsvLayout,
-    InvalidRow,
-    RawRecord,
     RefusalCode,
     UploadRefused,
-    ValidRow,
     iter_record_batches,
-    iter_records,
     normalise_header,
     sniff_layout,
-    validate_record,
 )
 
 PHONE = "+4915123456789"
+
+
+class RawRecord(NamedTuple):
+    """One record of a batch, as the tests compare them."""
+
+    line: int
+    phone_raw: str
+    variables: dict[str, str]
+
+
+def iter_records(
+    stream: BinaryIO,
+    layout: CsvLayout,
+    *,
+    max_rows: int,
+    start_after_line: int = 0,
+    batch_rows: int = 3,
+) -> Iterator[RawRecord]:
+    """The records of ``iter_record_batches`` one by one (small batches: every test crosses
+    batch boundaries)."""
+    names = layout.variable_columns
+    for batch in iter_record_batches(
+        stream, layout, max_rows=max_rows, batch_rows=batch_rows, start_after_line=start_after_line
+    ):
+        for line, phone, *values in zip(batch.lines, batch.phones, *batch.values, strict=True):
+            yield RawRecord(line, phone, dict(zip(names, values, strict=True)))
 
 
 def sniff(
@@ -255,35 +279,44 @@ def test_normalise_header() -> None:
     assert normalise_header("Teléfono") == "telefono"
 
 
-def test_phone_column_aliases_are_normalised_names() -> None:
-    assert {
-        "phone",
-        "phonenumber",
-        "phoneno",
-        "mobile",
-        "mobilephone",
-        "mobilenumber",
-        "msisdn",
-        "waid",
-        "whatsapp",
-        "whatsappnumber",
-        "whatsappphone",
-        "guestphonenumber",
-        "telefon",
-        "telefonnummer",
-        "telephone",
-        "tel",
-        "cell",
-        "cellphone",
-        "handy",
-        "numero",
-        "telefono",
-        "celular",
-        "number",
-        "contact",
-        "contactnumber",
-    } == PHONE_COLUMN_ALIASES
-    assert all(normalise_header(a) == a for a in PHONE_COLUMN_ALIASES)
+ALIASES = (
+    "phone",
+    "phonenumber",
+    "phoneno",
+    "mobile",
+    "mobilephone",
+    "mobilenumber",
+    "msisdn",
+    "waid",
+    "whatsapp",
+    "whatsappnumber",
+    "whatsappphone",
+    "guestphonenumber",
+    "telefon",
+    "telefonnummer",
+    "telephone",
+    "tel",
+    "cell",
+    "cellphone",
+    "handy",
+    "numero",
+    "telefono",
+    "celular",
+    "number",
+    "contact",
+    "contactnumber",
+)
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_every_alias_names_the_phone_column(alias: str) -> None:
+    assert normalise_header(alias) == alias
+    assert sniff(f"name,{alias}\nAnna,{PHONE}\n".encode()).phone_index == 1
+
+
+def test_other_names_are_no_phone_column() -> None:
+    for name in ("numbers", "phones", "contact_person", "e-mail"):
+        assert sniff_refusal(f"{name}\nx\n".encode()).code is RefusalCode.NO_PHONE_COLUMN
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -445,9 +478,10 @@ def test_too_many_rows() -> None:
     data = b"phone\n+4915123456781\n+4915123456782\n+4915123456783\n"
     layout = sniff(data)
     seen: list[int] = []
+    records = iter_records(io.BytesIO(data), layout, max_rows=2, batch_rows=1)
     with pytest.raises(UploadRefused) as info:
-        seen.extend(r.line for r in iter_records(io.BytesIO(data), layout, max_rows=2))
-    assert seen == [2, 3]
+        seen.extend(r.line for r in records)
+    assert seen == [2, 3]  # refused late: what came before was read
     assert info.value.code is RefusalCode.TOO_MANY_ROWS
     assert info.value.message == (
         "too many rows: more than 2 records (line 4 is record 3); split the file"
@@ -542,36 +576,38 @@ class CountingStream(io.BytesIO):
 def test_reads_the_stream_incrementally_and_leaves_it_open() -> None:
     data = b"phone\n" + b"".join(b"+4915123%06d\n" % i for i in range(200_000))
     stream = CountingStream(data)
-    records = cast(
-        Generator[RawRecord, None, None], iter_records(stream, sniff(data), max_rows=1_000_000)
-    )
-    assert next(records).line == 2
+    batches = iter_record_batches(stream, sniff(data), max_rows=1_000_000, batch_rows=10_000)
+    assert next(batches).lines[0] == 2
     assert 0 < stream.bytes_read < 1024 * 1024 < len(data)
-    records.close()
+    batches.close()  # type: ignore[attr-defined]
     assert not stream.closed
     stream.seek(0)
-    assert sum(1 for _ in iter_records(stream, sniff(data), max_rows=1_000_000)) == 200_000
+    again = iter_record_batches(stream, sniff(data), max_rows=1_000_000, batch_rows=10_000)
+    assert sum(len(b.lines) for b in again) == 200_000
     assert not stream.closed
 
 
-def test_batches_hold_the_same_records_in_columns() -> None:
+def test_batches_hold_the_records_in_columns_whatever_their_size() -> None:
     data = (
         b"name,phone,city,name\nAnna\n\nBen,+4930123456\n"
         b'Carl,+4940123456,"Bonn\nBeuel",x,extra\n,,,\nDora,+4950123456,Ulm,y\n'
     )
     layout = sniff(data)
-    records = read(data, layout)
+    expected = [
+        RawRecord(2, "", {"name": "Anna", "city": ""}),
+        RawRecord(4, "+4930123456", {"name": "Ben", "city": ""}),
+        RawRecord(5, "+4940123456", {"name": "Carl", "city": "Bonn\nBeuel"}),
+        RawRecord(7, "+4950123456", {"name": "Dora", "city": "Ulm"}),
+    ]
     for size in (1, 2, 3, 10):
         batches = list(
             iter_record_batches(io.BytesIO(data), layout, max_rows=1000, batch_rows=size)
         )
         assert [len(b.lines) for b in batches[:-1]] == [size] * (len(batches) - 1)
-        regrouped = [
-            RawRecord(line, phone, dict(zip(layout.variable_columns, values, strict=True)))
-            for b in batches
-            for line, phone, *values in zip(b.lines, b.phones, *b.values, strict=True)
-        ]
-        assert regrouped == records
+        assert batches[0].values[0][0] == "Anna"  # values[column][record]
+        assert list(iter_records(io.BytesIO(data), layout, max_rows=1000, batch_rows=size)) == (
+            expected
+        )
 
 
 def test_batches_resume_and_refuse_like_records() -> None:
@@ -584,61 +620,3 @@ def test_batches_resume_and_refuse_like_records() -> None:
     with pytest.raises(UploadRefused) as info:
         list(iter_record_batches(io.BytesIO(data), layout, max_rows=2, batch_rows=1))
     assert info.value.code is RefusalCode.TOO_MANY_ROWS
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-def rec(phone: str, **variables: str) -> RawRecord:
-    return RawRecord(7, phone, variables)
-
-
-def test_validate_valid_row() -> None:
-    vars_ = {"first_name": "Anna", "code": "X1"}
-    assert validate_record(rec("0151 23456789", **vars_), "DE", ["first_name"]) == ValidRow(
-        7, "0151 23456789", PHONE, vars_
-    )
-
-
-ANNA = {"first_name": "Anna", "code": "X"}
-
-
-@pytest.mark.parametrize(
-    ("phone", "variables", "reason", "code"),
-    [
-        ("", ANNA, "empty phone", "empty_phone"),
-        ("  ", ANNA, "empty phone", "empty_phone"),
-        ("call me", ANNA, "not a phone number", "not_a_number"),
-        ("0151", ANNA, "not a valid number for region DE", "invalid_number"),
-        ("+1 555 0100", ANNA, "not a valid number for region US", "invalid_number"),
-        (
-            PHONE,
-            {"first_name": "", "code": "X"},
-            "missing template variable: first_name",
-            "missing_variable",
-        ),
-        (
-            PHONE,
-            {"first_name": " \t", "code": "X"},
-            "missing template variable: first_name",
-            "missing_variable",
-        ),
-        (PHONE, {"code": "X"}, "missing template variable: first_name", "missing_variable"),
-        (PHONE, {"first_name": "Anna"}, "missing template variable: code", "missing_variable"),
-        (PHONE, {}, "missing template variables: first_name, code", "missing_variable"),
-    ],
-)
-def test_validate_invalid_row(
-    phone: str, variables: dict[str, str], reason: str, code: str
-) -> None:
-    result = validate_record(rec(phone, **variables), "DE", ["first_name", "code"])
-    assert result == InvalidRow(7, phone, reason, variables, code)
-
-
-def test_phone_reason_comes_before_missing_variables() -> None:
-    result = validate_record(rec("abc"), "DE", ["first_name"])
-    assert result == InvalidRow(7, "abc", "not a phone number", {}, "not_a_number")
-
-
-def test_validate_without_required_variables() -> None:
-    assert validate_record(rec(PHONE, note=""), "DE", []) == ValidRow(7, PHONE, PHONE, {"note": ""})

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from campaigns.api.metrics import METRIC_NAMES, QUEUES
+from campaigns.api.metrics import METRIC_NAMES
 from campaigns.runtime.config import Settings
+from campaigns.runtime.queues import QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -111,16 +112,25 @@ def kustomization(directory: Path) -> dict[str, Any]:
 
 
 def celery_queues() -> tuple[str, ...]:
-    # Read workers/app.py without importing it (the import builds the Celery app).
+    """The queues the Celery app declares: campaigns.runtime.queues.QUEUES, which
+    workers/app.py imports rather than spelling its own (read without importing it: the
+    import builds the Celery app)."""
     tree = ast.parse((ROOT / "workers" / "app.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "QUEUES" for t in node.targets
-        ):
-            value = ast.literal_eval(node.value)
-            assert isinstance(value, tuple)
-            return value
-    raise AssertionError("workers/app.py defines no QUEUES")
+    own = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "QUEUES" for t in node.targets)
+    ]
+    assert not own, "workers/app.py spells its own QUEUES"
+    imported = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "campaigns.runtime.queues"
+        and any(alias.name == "QUEUES" for alias in node.names)
+        for node in tree.body
+    )
+    assert imported, "workers/app.py does not declare campaigns.runtime.queues.QUEUES"
+    return QUEUES
 
 
 def _interpolate(value: str) -> str:

@@ -3,6 +3,11 @@ without I/O."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+from campaigns.domain.dispatch import GroupGrant, SendJob
+from campaigns.domain.outcomes import SendResult
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, StartAll, contacts, plan, send
 
 
@@ -34,3 +39,38 @@ def test_nothing_the_ledger_did_not_start_is_sent() -> None:
     assert transport.sent == [] and stopped
     assert gate.groups == [50]  # the next group is never opened
     assert all(a.result is None for a in attempts)
+
+
+class SlowGate(RecordingGate):
+    """A gate that takes a moment per group, as Redis and the token wait do."""
+
+    async def open_group(
+        self,
+        campaign_id: int,
+        sender_id: str,
+        rate: float,
+        count: int,
+        recipients: Sequence[str] = (),
+    ) -> GroupGrant:
+        await asyncio.sleep(0.01)
+        return await super().open_group(campaign_id, sender_id, rate, count, recipients)
+
+
+class MissingTemplate(AcceptAll):
+    async def send(self, job: SendJob) -> SendResult:
+        self.sent.append(job.to_e164)
+        return SendResult(http_status=404, error_code=132001, error_title="Template missing")
+
+
+def test_every_claimed_contact_is_accounted_for_when_an_answer_stops_the_campaign() -> None:
+    """The first answer pauses the campaign: what was not sent yet (the rest of the group
+    loop, a group that had not opened) goes back unsent; nothing is left In progress."""
+    transport = MissingTemplate()
+    claimed = contacts(30)
+    attempts, stopped = send(plan(20.0), claimed, SlowGate(), transport)
+    assert stopped
+    assert 1 <= len(transport.sent) < 30
+    assert [a.contact.id for a in attempts] == [c.id for c in claimed]  # one each
+    answered = [a for a in attempts if a.result is not None]
+    assert len(answered) == len(transport.sent)
+    assert all(a.decision is not None and a.decision.pause_campaign for a in answered)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from campaigns.domain.csv_intake import RecordBatch
 from campaigns.domain.uploads import COPY_COLUMNS, ChunkResult, ChunkSpec, StagedChunk, stage_chunk
 
@@ -256,3 +258,77 @@ def test_a_template_variable_over_the_platform_limit_is_an_invalid_record() -> N
     assert first["variables"] == {"first_name": long_name, "code": "X1"}  # kept as uploaded
     assert [r["state"] for r in rows[1:]] == ["initial", "initial"]
     assert rows[1]["variables"] == {"first_name": spaced, "code": long_code}
+
+
+# --------------------------------------------------------------------------- row rules
+
+
+def stage_one(
+    phone: str, variables: dict[str, str], required: tuple[str, ...] = ("first_name", "code")
+) -> dict[str, object]:
+    """The COPY row ``stage_chunk`` makes of one record (line 7)."""
+    names = ("first_name", "code", "note")
+    spec = ChunkSpec(
+        campaign_id=1, upload_id=1, region="DE", variable_names=names, required=required
+    )
+    values = tuple((variables.get(name, ""),) for name in names)
+    _, rows = settle(stage_chunk(RecordBatch([7], (phone,), values), spec))
+    (row,) = rows
+    return row
+
+
+def test_valid_row_is_normalised() -> None:
+    row = stage_one("0151 23456789", {"first_name": "Anna", "code": "X1"}, ("first_name",))
+    assert (row["line_no"], row["phone_raw"], row["phone_e164"]) == (
+        "7",
+        "0151 23456789",
+        "+4915123456789",
+    )
+    assert (row["state"], row["reason_code"], row["reason"]) == ("initial", None, None)
+    assert row["variables"] == {"first_name": "Anna", "code": "X1", "note": ""}
+
+
+ANNA = {"first_name": "Anna", "code": "X"}
+PHONE = "+4915123456789"
+
+
+@pytest.mark.parametrize(
+    ("phone", "variables", "reason", "code"),
+    [
+        ("", ANNA, "empty phone", "empty_phone"),
+        ("  ", ANNA, "empty phone", "empty_phone"),
+        ("call me", ANNA, "not a phone number", "not_a_number"),
+        ("0151", ANNA, "not a valid number for region DE", "invalid_number"),
+        ("+1 555 0100", ANNA, "not a valid number for region US", "invalid_number"),
+        (
+            PHONE,
+            {"first_name": "", "code": "X"},
+            "missing template variable: first_name",
+            "missing_variable",
+        ),
+        (
+            PHONE,
+            {"first_name": " \t", "code": "X"},
+            "missing template variable: first_name",
+            "missing_variable",
+        ),
+        (PHONE, {"first_name": "Anna"}, "missing template variable: code", "missing_variable"),
+        (PHONE, {}, "missing template variables: first_name, code", "missing_variable"),
+    ],
+)
+def test_invalid_rows_say_why(
+    phone: str, variables: dict[str, str], reason: str, code: str
+) -> None:
+    row = stage_one(phone, variables)
+    assert (row["state"], row["reason_code"], row["reason"]) == ("invalid_record", code, reason)
+    assert (row["phone_raw"], row["phone_e164"]) == (phone, None)
+
+
+def test_phone_reason_comes_before_missing_variables() -> None:
+    row = stage_one("abc", {}, ("first_name",))
+    assert (row["reason_code"], row["reason"]) == ("not_a_number", "not a phone number")
+
+
+def test_without_required_variables_empty_values_are_fine() -> None:
+    row = stage_one(PHONE, {}, ())
+    assert (row["phone_e164"], row["state"]) == (PHONE, "initial")

@@ -19,7 +19,7 @@ from campaigns.domain.outcomes import (
     TransportFailure,
     backoff_seconds,
     classify,
-    describe_error,
+    meaning_of,
 )
 
 RETRY, FAILED, ERROR = OutcomeKind.RETRY, OutcomeKind.SENDING_FAILED, OutcomeKind.ERROR
@@ -300,10 +300,10 @@ def test_invalid_attempt_numbers() -> None:
         classify(SendResult(), 0, 5)
 
 
-def test_describe_error() -> None:
-    assert describe_error(131050) == "131050: recipient stopped marketing messages"
-    assert describe_error(42) == "42: unknown platform error"
-    assert describe_error(231).startswith("231: permission missing")
+def test_meaning_of() -> None:
+    assert meaning_of(131050) == "recipient stopped marketing messages"
+    assert meaning_of(42) == "unknown platform error"
+    assert meaning_of(231).startswith("permission missing")
 
 
 @given(

@@ -93,7 +93,7 @@ def test_an_unreachable_gate_gives_the_rest_of_the_batch_back() -> None:
 
 def test_broker_channel_of_a_lost_connection_raises_a_connection_error() -> None:
     """Celery handles connection errors on a lost broker; an AttributeError killed it."""
-    from workers.app import RedisTransport
+    from workers.broker import RedisTransport
 
     channel = RedisTransport.Channel
     for transport in (None, types.SimpleNamespace(client=None)):

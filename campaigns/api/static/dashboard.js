@@ -88,10 +88,9 @@
       let code = "http_" + response.status;
       let message = response.statusText;
       try {
-        const body = await response.json();
-        const problem = body.detail && typeof body.detail === "object" ? body.detail : body;
+        const problem = await response.json(); // every refusal: {code, message}
         code = problem.code || code;
-        message = problem.message || (typeof body.detail === "string" ? body.detail : message);
+        message = problem.message || message;
       } catch (ignored) {
         /* not JSON */
       }

@@ -89,10 +89,6 @@ class SimulatorConfig:
         )
         return replace(base, **overrides)
 
-    @property
-    def limited(self) -> bool:
-        return bool(self.rate_per_second)
-
     def summary(self) -> dict[str, Any]:
         """JSON-able view without secrets (for ``GET /_sim/config``)."""
         out: dict[str, Any] = {}

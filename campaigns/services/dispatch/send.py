@@ -85,8 +85,11 @@ class Sender:
         first = 0
         while first < len(sendable):
             size = min(group_size(self.rate()), self.concurrency)
+            if self.halted():
+                self.release(sendable[first:])
+                return True
             group = sendable[first : first + size]
-            if self.halted() or not await self._open_group(group):
+            if not await self._open_group(group):
                 self.release(sendable[first + len(group) :])
                 return True
             first += len(group)

@@ -49,9 +49,6 @@ RETRY_CAP_S = 300.0  # longest wait between two tries of an unmatched status
 TRANSIENT_RETRIES = 3  # a batch rolled back by a deadlock or lost connection runs again
 
 
-# --------------------------------------------------------------------------- receive
-
-
 # --------------------------------------------------------------------------- apply
 
 
@@ -223,84 +220,119 @@ def _apply_statuses(
         (s.wamid for s in incoming),
         (s.attempt_id for s in incoming if s.attempt_id is not None),
     )
+    matches = _match(contacts, incoming)
+    _count_matched(matches, stats)
+    settlements: list[webhooks_db.Settlement] = []
+    events: list[webhooks_db.EventRow] = []
+    for contact_id in sorted(matches.per_contact):
+        settlement = _settle_contact(matches, contact_id, stats, events)
+        if settlement is not None:
+            settlements.append(settlement)
+    updated, _ = webhooks_db.write_settlements(conn, settlements, events)
+    if updated != len(settlements):  # cannot happen under the row locks; never silent
+        raise RuntimeError(f"{len(settlements) - updated} contact updates refused by the guard")
+    return matches.unmatched
+
+
+@dataclass
+class _Matches:
+    """A batch's statuses by the locked contact they belong to."""
+
+    rows: dict[int, RowMapping]  # contact id -> its locked row
+    per_contact: dict[int, list[_Incoming]]
+    via_attempt: dict[int, _Incoming]  # contact id -> first status matched by attempt id
+    unmatched: list[_Incoming]
+
+
+def _match(contacts: Sequence[RowMapping], incoming: Sequence[_Incoming]) -> _Matches:
     by_wamid = {row["wamid"]: row for row in contacts if row["wamid"] is not None}
     by_attempt = {row["attempt_id"]: row for row in contacts if row["attempt_id"] is not None}
-    per_contact: dict[int, list[_Incoming]] = defaultdict(list)
-    via_attempt: dict[int, _Incoming] = {}
-    unmatched: list[_Incoming] = []
+    matches = _Matches({int(row["id"]): row for row in contacts}, defaultdict(list), {}, [])
     for status in incoming:
         row = by_wamid.get(status.wamid)
         if row is None and status.attempt_id is not None:
             row = by_attempt.get(status.attempt_id)
             if row is not None:
-                via_attempt.setdefault(int(row["id"]), status)
+                matches.via_attempt.setdefault(int(row["id"]), status)
         if row is None:
-            unmatched.append(status)
+            matches.unmatched.append(status)
         else:
-            per_contact[int(row["id"])].append(status)
+            matches.per_contact[int(row["id"])].append(status)
+    return matches
 
+
+def _count_matched(matches: _Matches, stats: ApplyStats) -> None:
+    """Matched statuses by kind, and each one's lag from its event to now (metrics)."""
     now = time.time()
-    for statuses in per_contact.values():
+    for statuses in matches.per_contact.values():
         for status in statuses:
             stats.by_status[status.event.kind.value] += 1
             stats.lags_s.append(now - status.event.at.timestamp())
 
-    rows_by_id = {int(row["id"]): row for row in contacts}
-    settlements: list[webhooks_db.Settlement] = []
-    events: list[webhooks_db.EventRow] = []
-    for contact_id in sorted(per_contact):
-        row = rows_by_id[contact_id]
-        statuses = per_contact[contact_id]
-        before = _delivery_of(row)
-        after, steps = settle(before, (s.event for s in statuses))
-        for step in steps:
-            if step.effect is Effect.MOVED:
-                stats.moved += 1
-                events.append(
-                    webhooks_db.EventRow(
-                        contact_id=contact_id,
-                        campaign_id=int(row["campaign_id"]),
-                        from_state=step.from_state.value,
-                        to_state=step.to_state.value,
-                        detail=_event_detail(step.event, contact_id in via_attempt),
-                    )
+
+def _settle_contact(
+    matches: _Matches, contact_id: int, stats: ApplyStats, events: list[webhooks_db.EventRow]
+) -> webhooks_db.Settlement | None:
+    """Folds one contact's statuses; its events are appended, its update returned (None when
+    nothing about the contact changes)."""
+    row = matches.rows[contact_id]
+    statuses = matches.per_contact[contact_id]
+    first = matches.via_attempt.get(contact_id)
+    before = _delivery_of(row)
+    after, steps = settle(before, (s.event for s in statuses))
+    for step in steps:
+        if step.effect is Effect.MOVED:
+            stats.moved += 1
+            events.append(
+                webhooks_db.EventRow(
+                    contact_id=contact_id,
+                    campaign_id=int(row["campaign_id"]),
+                    from_state=step.from_state.value,
+                    to_state=step.to_state.value,
+                    detail=_event_detail(step.event, first is not None),
                 )
-            elif step.effect is Effect.FILLED:
-                stats.filled += 1
-            elif step.effect is Effect.LATE:
-                stats.late += 1
-            else:
-                stats.ignored += 1
-        if after == before:
-            continue
-        first = via_attempt.get(contact_id)
-        wamid = first.wamid if first is not None and row["wamid"] is None else None
-        if first is not None and row["wamid"] not in (None, first.wamid):
-            log.warning(
-                "contact %s: status for %s matched by attempt id, but its wamid is another",
-                contact_id,
-                first.wamid,
             )
-        recipient = next((s.recipient_id for s in statuses if s.recipient_id), None)
-        settlements.append(
-            webhooks_db.Settlement(
-                contact_id=contact_id,
-                from_state=before.state.value,
-                to_state=after.state.value,
-                wamid=wamid,
-                wa_id=recipient if row["wa_id"] is None else None,
-                sent_at=after.sent_at if before.sent_at is None else None,
-                delivered_at=after.delivered_at if before.delivered_at is None else None,
-                read_at=after.read_at if before.read_at is None else None,
-                failed_at=after.failed_at if before.failed_at is None else None,
-                error_code=after.error_code,
-                error_detail=after.error_detail,
-            )
+        elif step.effect is Effect.FILLED:
+            stats.filled += 1
+        elif step.effect is Effect.LATE:
+            stats.late += 1
+        else:
+            stats.ignored += 1
+    if after == before:
+        return None
+    return _settlement(contact_id, row, before, after, statuses, first)
+
+
+def _settlement(
+    contact_id: int,
+    row: RowMapping,
+    before: Delivery,
+    after: Delivery,
+    statuses: Sequence[_Incoming],
+    first: _Incoming | None,
+) -> webhooks_db.Settlement:
+    """The contact's update: the new state, and only the fields it did not have yet."""
+    wamid = first.wamid if first is not None and row["wamid"] is None else None
+    if first is not None and row["wamid"] not in (None, first.wamid):
+        log.warning(
+            "contact %s: status for %s matched by attempt id, but its wamid is another",
+            contact_id,
+            first.wamid,
         )
-    updated, _ = webhooks_db.write_settlements(conn, settlements, events)
-    if updated != len(settlements):  # cannot happen under the row locks; never silent
-        raise RuntimeError(f"{len(settlements) - updated} contact updates refused by the guard")
-    return unmatched
+    recipient = next((s.recipient_id for s in statuses if s.recipient_id), None)
+    return webhooks_db.Settlement(
+        contact_id=contact_id,
+        from_state=before.state.value,
+        to_state=after.state.value,
+        wamid=wamid,
+        wa_id=recipient if row["wa_id"] is None else None,
+        sent_at=after.sent_at if before.sent_at is None else None,
+        delivered_at=after.delivered_at if before.delivered_at is None else None,
+        read_at=after.read_at if before.read_at is None else None,
+        failed_at=after.failed_at if before.failed_at is None else None,
+        error_code=after.error_code,
+        error_detail=after.error_detail,
+    )
 
 
 def _event_detail(event: StatusEvent, via_attempt: bool) -> str:

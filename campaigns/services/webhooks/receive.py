@@ -7,9 +7,11 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sqlalchemy import Engine
 
+from campaigns.domain.refusals import Refusal, RefusalKind
 from campaigns.domain.webhooks import REASON_CHARS
 from campaigns.storage import webhooks as webhooks_db
 from schemas.whatsapp import verify_signature
@@ -17,30 +19,37 @@ from schemas.whatsapp import verify_signature
 log = logging.getLogger(__name__)
 
 
-class WebhookRefused(Exception):
-    """A webhook POST that is not stored: answered with ``http_status``, never 200."""
+class WebhookRefused(Refusal):
+    """A webhook POST that is not stored (never answered 200); its kind says why."""
 
-    http_status = 403
-    code = "webhook_refused"
+    default_kind = RefusalKind.FORBIDDEN
+    refusal_code: ClassVar[str] = "webhook_refused"
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(self.refusal_code, message)
 
 
 class WebhookSecretMissing(WebhookRefused):
-    http_status = 503
-    code = "webhook_not_configured"
+    default_kind = RefusalKind.UNAVAILABLE
+    refusal_code = "webhook_not_configured"
 
 
 class SignatureMissing(WebhookRefused):
-    http_status = 401
-    code = "signature_missing"
+    default_kind = RefusalKind.UNAUTHENTICATED
+    refusal_code = "signature_missing"
 
 
 class SignatureInvalid(WebhookRefused):
-    http_status = 403
-    code = "signature_invalid"
+    default_kind = RefusalKind.FORBIDDEN
+    refusal_code = "signature_invalid"
+
+
+class BodyTooLarge(WebhookRefused):
+    default_kind = RefusalKind.TOO_LARGE
+    refusal_code = "body_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"webhook bodies are limited to {limit_bytes} bytes")
 
 
 @dataclass(frozen=True)
