@@ -4,9 +4,10 @@ without I/O."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 
-from campaigns.domain.dispatch import GroupGrant, SendJob
+from campaigns.domain.dispatch import SendJob
 from campaigns.domain.outcomes import SendResult
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, StartAll, contacts, plan, send
 
@@ -41,19 +42,12 @@ def test_nothing_the_ledger_did_not_start_is_sent() -> None:
     assert all(a.result is None for a in attempts)
 
 
-class SlowGate(RecordingGate):
-    """A gate that takes a moment per group, as Redis and the token wait do."""
+class SlowStart(StartAll):
+    """A start statement that takes a moment, as a commit does: answers arrive meanwhile."""
 
-    async def open_group(
-        self,
-        campaign_id: int,
-        sender_id: str,
-        rate: float,
-        count: int,
-        recipients: Sequence[str] = (),
-    ) -> GroupGrant:
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
         await asyncio.sleep(0.01)
-        return await super().open_group(campaign_id, sender_id, rate, count, recipients)
+        return await super().start(attempts)
 
 
 class MissingTemplate(AcceptAll):
@@ -67,7 +61,7 @@ def test_every_claimed_contact_is_accounted_for_when_an_answer_stops_the_campaig
     loop, a group that had not opened) goes back unsent; nothing is left In progress."""
     transport = MissingTemplate()
     claimed = contacts(30)
-    attempts, stopped = send(plan(20.0), claimed, SlowGate(), transport)
+    attempts, stopped = send(plan(20.0), claimed, RecordingGate(), transport, ledger=SlowStart())
     assert stopped
     assert 1 <= len(transport.sent) < 30
     assert [a.contact.id for a in attempts] == [c.id for c in claimed]  # one each
