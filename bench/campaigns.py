@@ -65,15 +65,13 @@ def plan_case(case: str) -> list[tuple[str, float]]:
     raise SystemExit(f"unknown case {case!r}")
 
 
-def run_case(
-    stack: Stack, case: str, seconds: float, sender_max: float, base: int
-) -> dict[str, Any]:
+def start_case(stack: Stack, case: str, seconds: float, base: int) -> list[Started]:
+    """The case's campaigns, then started one after the other as an operator would."""
     from campaigns.services import admin
     from workers.dispatch import wake_dispatch
 
-    wanted = plan_case(case)
     made = []
-    for i, (sender, rate) in enumerate(wanted):
+    for i, (sender, rate) in enumerate(plan_case(case)):
         contacts = max(20, int(rate * seconds))
         campaign_id = stack.campaign_with_contacts(
             contacts, rate=rate, number_base=base + i * 100_000, sender=sender, name=f"{case}-{i}"
@@ -85,6 +83,13 @@ def run_case(
         admin.start_campaign(stack.engine, stack.flags(), campaign_id)
         wake_dispatch()  # as the CLI and API do after start
         started.append(Started(campaign_id, sender, rate, contacts, time.time()))
+    return started
+
+
+def run_case(
+    stack: Stack, case: str, seconds: float, sender_max: float, base: int
+) -> dict[str, Any]:
+    started = start_case(stack, case, seconds, base)
     deadline = time.time() + seconds * 3 + 60
     while any(stack.campaign_status(s.campaign_id) == "running" for s in started):
         if time.time() > deadline:
@@ -94,20 +99,13 @@ def run_case(
     for s in started:
         asked[s.sender] += s.rate
     rows: list[dict[str, Any]] = []
-    ratios: list[float] = []
-    firsts: list[float] = []
-    peaks: dict[str, int] = {}
     per_second: dict[str, Counter[int]] = {}
     for s in started:
         times = stack.send_starts(s.campaign_id)
-        share = min(1.0, sender_max / asked[s.sender])
-        target = s.rate * share
+        target = s.rate * min(1.0, sender_max / asked[s.sender])
         rate = middle_rate(times)
         for t in times:
             per_second.setdefault(s.sender, Counter())[int(t)] += 1
-        ratios.append(round(rate / target, 3))
-        if times:
-            firsts.append(round(times[0] - s.started_at, 2))
         rows.append(
             {
                 "id": s.campaign_id,
@@ -115,12 +113,12 @@ def run_case(
                 "rate_cap": s.rate,
                 "target": round(target, 1),
                 "rate": round(rate, 1),
-                "ratio": ratios[-1],
-                "first_send_s": firsts[-1] if times else None,
+                "ratio": round(rate / target, 3),
+                "first_send_s": round(times[0] - s.started_at, 2) if times else None,
             }
         )
-    for sender, seconds_count in per_second.items():
-        peaks[sender] = max(seconds_count.values())
+    ratios = [r["ratio"] for r in rows]
+    firsts = [r["first_send_s"] for r in rows if r["first_send_s"] is not None]
     log(f"case {case}: ratios {min(ratios)}-{max(ratios)}, first send <= {max(firsts)} s")
     return {
         "case": case,
@@ -129,7 +127,7 @@ def run_case(
         "min_ratio": min(ratios),
         "max_ratio": max(ratios),
         "max_first_send_s": max(firsts),
-        "sender_peak_per_s": peaks,
+        "sender_peak_per_s": {k: max(v.values()) for k, v in per_second.items()},
         "per_campaign": rows,
     }
 

@@ -109,6 +109,31 @@ def figures(stack: Stack, campaign_id: int) -> dict[str, object]:
     }
 
 
+def settings(args: argparse.Namespace) -> None:
+    os.environ.update(
+        {
+            "DISPATCH_LOOP_TTL_S": "5",
+            "DISPATCH_LEASE_MARGIN_S": "5",
+            "OUTCOME_UNKNOWN_GRACE_S": str(args.grace),
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": "crash-bench",
+        }
+    )
+
+
+def wait_completed(stack: Stack, campaign_id: int, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if stack.campaign_status(campaign_id) == "completed":
+                return
+        except Exception as exc:  # Postgres coming back
+            log(f"status not readable yet: {exc}")
+        if time.time() > deadline:
+            raise RuntimeError(f"not completed in time: {stack.counts(campaign_id)}")
+        time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contacts", type=int, default=20_000)
@@ -120,17 +145,11 @@ def main() -> None:
     args = parser.parse_args()
     low, high = (float(x) for x in args.every.split("-"))
     load = machine_load()
-    os.environ.update(
-        {
-            "DISPATCH_LOOP_TTL_S": "5",
-            "DISPATCH_LEASE_MARGIN_S": "5",
-            "OUTCOME_UNKNOWN_GRACE_S": str(args.grace),
-            "WHATSAPP_APP_SECRET": APP_SECRET,
-            "WHATSAPP_VERIFY_TOKEN": "crash-bench",
-        }
-    )
+    settings(args)
     from campaigns.domain.dispatch import group_size
     from campaigns.runtime.config import get_settings
+    from campaigns.services import admin
+    from workers.dispatch import wake_dispatch
 
     chains = get_settings().dispatch_parallel_batches
     with Stack("crash", keep=args.keep) as stack:
@@ -141,24 +160,12 @@ def main() -> None:
         stack.start_worker("webhooks-worker", "webhooks", concurrency=1, beat=False)
         worker = stack.start_worker("dispatch-worker", "dispatch", concurrency=2, beat=True)
         campaign_id = stack.campaign_with_contacts(args.contacts, rate=args.rate, number_base=0)
-        from campaigns.services import admin
-        from workers.dispatch import wake_dispatch
-
         started = time.time()
         admin.start_campaign(stack.engine, stack.flags(), campaign_id)
         wake_dispatch()
         chaos(stack, worker, args.kills, (low, high))
         log("chaos over; waiting for the campaign to complete")
-        deadline = time.time() + args.contacts / args.rate * 3 + args.grace + 300
-        while True:
-            try:
-                if stack.campaign_status(campaign_id) == "completed":
-                    break
-            except Exception as exc:  # Postgres coming back
-                log(f"status not readable yet: {exc}")
-            if time.time() > deadline:
-                raise RuntimeError(f"not completed in time: {stack.counts(campaign_id)}")
-            time.sleep(1)
+        wait_completed(stack, campaign_id, args.contacts / args.rate * 3 + args.grace + 300)
         seconds = time.time() - started
         time.sleep(5)  # the last status webhooks
         result = figures(stack, campaign_id)

@@ -46,25 +46,19 @@ async def run_chain(
 ) -> bool:
     """Batches of one campaign back to back for up to ``max_s``; True if more is due now.
 
-    Each batch is claimed (``batch.claim_batch``, the next one in a thread while the current
-    one sends) and sent (``send.Sender``): every gate group is started in the send ledger
-    just before it leaves, and every answer goes to the recorder as it arrives, which writes
-    outcomes every ~100 ms. The chain never waits for a record or for a slow answer: it
-    claims and sends on. Stops at a pause (flag, ledger or recorded), completion, a short
-    claim, or the time limit; a batch claimed ahead when it stops is given back unsent.
-    ``max_s`` 0: one batch.
+    Each batch is claimed (the next one in a thread while the current one sends) and sent
+    (``send.Sender``): each gate group is started in the send ledger just before it leaves,
+    and each answer goes to the recorder as it arrives (written every ~100 ms). The chain
+    never waits for a record or a slow answer. Stops at a pause, completion, a short claim
+    or the time limit (``max_s`` 0: one batch); a batch claimed ahead is then given back.
 
-    A dispatcher passes its process's ``recorder`` and ``ledger`` (shared by every chain),
+    A dispatcher passes its process's ``recorder`` and ``ledger`` (shared by its chains),
     ``rate`` (the campaign's fair share of its sender) and ``stopped`` (the chain's key was
-    lost) and does not wait for the chain's last answers. Without a recorder the chain has
-    its own and returns once all its sends are answered and recorded (``after_batch`` gets
-    each flush's report).
-
-    With a messaging limit, each claim first asks the sender's tier for its headroom and
-    claims at most that many; none left (or contacts refused by the tier) stops the chain
-    and shows the wait on the campaign. With a send window, claimed contacts whose window is
-    closed go back with their next opening as ``next_attempt_at``; when the chain stops with
-    deferred contacts and nothing due, the campaign shows the wait for the earliest opening.
+    lost), and does not wait for the last answers. Without a recorder the chain has its own
+    and returns once every send is answered and recorded (``after_batch``: each flush's
+    report). With a messaging limit each claim takes at most the tier's headroom, and a full
+    tier stops the chain and shows the wait; with a send window, closed contacts go back
+    until their next opening, and the campaign shows the wait when nothing else is due.
     """
     plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
     if plan is None or plan.status is not CampaignStatus.RUNNING:
@@ -72,25 +66,18 @@ async def run_chain(
     if await gate.is_paused(campaign_id):
         return False  # a pause is on its way to Postgres
     own = recorder is None
-    if recorder is None:
-        recorder = Recorder(
-            engine,
-            pause_after=pause_after,
-            tier_limit=gate.messaging_limit,
-            tier_window_s=gate.tier_window_s,
-            on_report=after_batch,
-        )
-    recorder.resume(plan)
-    sender = Sender(
-        plan,
-        gate,
-        transport,
-        ledger or StartLedger(engine),
-        recorder,
-        concurrency=concurrency,
-        rate=(lambda: rate(plan)) if rate is not None else None,
-        stopped=stopped,
+    recorder = recorder or Recorder(
+        engine,
+        pause_after=pause_after,
+        tier_limit=gate.messaging_limit,
+        tier_window_s=gate.tier_window_s,
+        on_report=after_batch,
     )
+    recorder.resume(plan)
+    pace = (lambda: rate(plan)) if rate is not None else None
+    starter = ledger or StartLedger(engine)
+    sender = Sender(plan, gate, transport, starter, recorder, concurrency=concurrency, rate=pace)
+    sender.stopped = stopped or sender.stopped
     chain = Chain(engine, plan, gate, sender, lease_margin_s=lease_margin_s)
     try:
         more = await chain.run(max_s)

@@ -60,8 +60,8 @@ class Sender:
         self.plan, self.gate, self.transport = plan, gate, transport
         self.ledger, self.recorder = ledger, recorder
         self.concurrency = concurrency
-        self.rate = rate or (lambda: plan.rate_per_s)
-        self.stopped = stopped or (lambda: False)
+        self.rate: Callable[[], float] = rate or (lambda: plan.rate_per_s)
+        self.stopped: Callable[[], bool] = stopped or (lambda: False)
         self.rng = rng or random.Random()
         self.slots = asyncio.Semaphore(concurrency)
         self.inflight: set[asyncio.Task[None]] = set()
