@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from _stack import Stack, log, machine_load, middle_rate
+from _stack import Stack, cpu_delta, cpu_snapshot, log, machine_load, middle_rate
 
 
 @dataclass
@@ -89,12 +89,14 @@ def start_case(stack: Stack, case: str, seconds: float, base: int) -> list[Start
 def run_case(
     stack: Stack, case: str, seconds: float, sender_max: float, base: int
 ) -> dict[str, Any]:
+    cpu_before = cpu_snapshot(stack)
     started = start_case(stack, case, seconds, base)
     deadline = time.time() + seconds * 3 + 60
     while any(stack.campaign_status(s.campaign_id) == "running" for s in started):
         if time.time() > deadline:
             raise RuntimeError(f"case {case}: not done in time")
         time.sleep(0.5)
+    cpu = cpu_delta(cpu_before, cpu_snapshot(stack))
     asked = Counter[str]()
     for s in started:
         asked[s.sender] += s.rate
@@ -128,6 +130,7 @@ def run_case(
         "max_ratio": max(ratios),
         "max_first_send_s": max(firsts),
         "sender_peak_per_s": {k: max(v.values()) for k, v in per_second.items()},
+        "cpu_s": cpu,  # CPU seconds per component during the case (the box is shared)
         "per_campaign": rows,
     }
 

@@ -97,7 +97,10 @@ return {taken, math.ceil(wait)}
 # burst2, cost, horizon_s. Both are charged ``cost`` together or neither; the wait is the
 # later of the two. Returns {taken, wait_us} as _BUCKET_LUA; the hashes have its format, so
 # its penalty (130429) on the sender's bucket holds up every campaign of that sender.
+# KEYS[3], if given, is a flag that refuses the booking while it exists: {-1, 0}, nothing
+# charged (the campaign's pause flag, checked in the same round trip).
 _PAIR_LUA = """
+if #KEYS > 2 and redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[5])
@@ -302,11 +305,13 @@ class RateLimiter:
         *,
         sender_id: str,
         sender_rate_per_s: float,
-    ) -> Booking:
+        refused_by: str | None = None,
+    ) -> Booking | None:
         """As ``reserve``, against the campaign's own bucket (``rate_per_s``: its pacing
         rate) and the sender's (``sender_rate_per_s``: the sender's limit) in one script
         call: the group's tokens are due when both have them. So each campaign keeps its own
         rate whatever else runs on the sender, and the sender's total never passes its limit.
+        None, with nothing booked, while the key ``refused_by`` exists (a pause flag).
         """
         burst = self._check(rate_per_s, None)
         sender_burst = self._check(sender_rate_per_s, None)
@@ -314,13 +319,16 @@ class RateLimiter:
             raise ValueError("cost must be >= 1")
         horizon = max(self._horizon, 2.0 * cost / rate_per_s)
         key = self.campaign_key(campaign_id)
+        keys = [key, self.key(sender_id)] + ([refused_by] if refused_by else [])
         args = [repr(rate_per_s), repr(burst), repr(sender_rate_per_s), repr(sender_burst)]
         args += [str(cost), repr(horizon)]
         slept = 0.0
         async with self._gate(key):
             while True:
                 self.stats.round_trips += 1
-                reply = await self._pair(keys=[key, self.key(sender_id)], args=args)
+                reply = await self._pair(keys=keys, args=args)
+                if int(reply[0]) < 0:
+                    return None
                 taken, wait_s = bool(int(reply[0])), int(reply[1]) / 1_000_000
                 if taken:
                     break

@@ -7,9 +7,9 @@ What may leave is decided in Postgres (the send ledger's start statement, see
 may slow a campaign, never give up a contact.
 
 Messages pass the gate in groups of ~50 ms of sending (``campaigns.domain.dispatch.group_size``):
-per group one limiter call books all its tokens from the campaign's bucket and the sender's
-(``RateLimiter.reserve_pair``), then - once the group's first token is due - one call checks
-the pause flag (a fast pre-check; the start statement checks the campaign's status).
+per group one limiter call checks the pause flag (a fast pre-check; the start statement
+checks the campaign's status) and books all its tokens from the campaign's bucket and the
+sender's (``RateLimiter.reserve_pair``); the group waits until its first token is due.
 
 The messaging tier (``WHATSAPP_MESSAGING_LIMIT`` unique recipients per rolling 24 h per
 sender number) is a sorted set ``wa:tier:{sender}`` of recipients scored by their last send
@@ -149,17 +149,22 @@ class RedisSendGate:
         count: int,
         recipients: Sequence[str] = (),
     ) -> GroupGrant:
-        """Books ``count`` tokens (the campaign's bucket at ``rate`` and the sender's),
-        waits until the first is due, then checks the pause flag. The flag is read after
-        the wait: a pause during the wait for tokens still counts. With a messaging limit
-        the recipients pass the sender's tier in that same script call (module docstring)."""
+        """Books ``count`` tokens (the campaign's bucket at ``rate`` and the sender's) unless
+        the pause flag is up, in one script call, and waits until the first is due (at most
+        the booking horizon, ~0.1 s). A pause after the booking is the start statement's to
+        see (Postgres; the flag is only the fast pre-check). With a messaging limit the
+        recipients then pass the sender's tier in one more call that checks the flag again
+        (module docstring)."""
         booking = await self._limiter.reserve_pair(
             campaign_id,
             rate,
             count,
             sender_id=sender_id,
             sender_rate_per_s=self._sender_max,
+            refused_by=self._flags.key(campaign_id),
         )
+        if booking is None:
+            return GroupGrant(False, ())
         loop = asyncio.get_running_loop()
         booked_at = loop.time()
         first = booking.due_in(0)
@@ -168,8 +173,6 @@ class RedisSendGate:
         due_at = tuple(booked_at + booking.due_in(i) for i in range(count))
         if self._messaging_limit:
             return await self._open_tiered(campaign_id, sender_id, recipients, due_at)
-        if await self._redis.exists(self._flags.key(campaign_id)):
-            return GroupGrant(False, ())
         return GroupGrant(True, due_at)
 
     async def _open_tiered(

@@ -8,15 +8,18 @@ Functions take a Connection and never commit.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, text
+import psycopg
+from sqlalchemy import Connection, Engine, text
 
 from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome
 from campaigns.domain.states import (
     PENDING_CONTACT_STATES,
+    CampaignStatus,
     ContactState,
     contact_sources,
     contact_transition,
@@ -90,7 +93,7 @@ def claim_due(
 # caller as not started and is released unsent like a paused one).
 _START = """
 WITH g AS (
-    SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]))
+    SELECT * FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempt_ids)s AS uuid[]))
         AS g(id, attempt_id)
 ), started AS (
     UPDATE contacts c SET send_started_at = now()
@@ -105,18 +108,56 @@ SELECT id FROM started
 """
 
 
+def _start_params(attempts: Sequence[tuple[int, uuid.UUID]]) -> dict[str, Any]:
+    ordered = sorted(attempts)  # lock order: no deadlocks with a record or recovery
+    return {"ids": [i for i, _ in ordered], "attempt_ids": [a for _, a in ordered]}
+
+
 def start_sends(conn: Connection, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
     """Marks (contact id, attempt id) pairs started; the ids that may be sent. The caller
     commits at once; the commit is synchronous whatever the server's default."""
     if not attempts:
         return set()
     conn.execute(text("SET LOCAL synchronous_commit = on"))
-    ordered = sorted(attempts)  # lock order: no deadlocks with a record or recovery
-    rows = conn.execute(
-        text(_START),
-        {"ids": [i for i, _ in ordered], "attempt_ids": [a for _, a in ordered]},
-    )
+    rows = conn.exec_driver_sql(_START, _start_params(attempts))
     return {int(r[0]) for r in rows}
+
+
+class StartStatements:
+    """The start statement on its own asyncio connection (psycopg, in the caller's event
+    loop: no thread, no pool), ``synchronous_commit`` on for the session. One statement at a
+    time; a failed one drops the connection (the next one reconnects)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+        """As ``start_sends``, committed; raises if it could not tell (nothing may go)."""
+        if not attempts:
+            return set()
+        conn = await self._connect()
+        try:
+            async with conn.transaction():
+                cursor = await conn.execute(_START, _start_params(attempts))
+                rows = await cursor.fetchall()
+        except BaseException:
+            await self.close()
+            raise
+        return {int(r[0]) for r in rows}
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            await conn.execute("SET synchronous_commit = on")
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 # One statement per batch. Rows still in progress under this attempt move; a row a status
@@ -210,6 +251,31 @@ def has_pending(conn: Connection, campaign_id: int) -> bool:
         f"AND state IN ({in_list(PENDING_CONTACT_STATES)}))"
     )
     return bool(conn.execute(query, {"cid": campaign_id}).scalar_one())
+
+
+def campaign_states(
+    conn: Connection, campaign_ids: Sequence[int]
+) -> dict[int, tuple[CampaignStatus, str | None]]:
+    """Status and status_reason of these campaigns, one statement (no lock)."""
+    rows = conn.execute(
+        text("SELECT id, status, status_reason FROM campaigns WHERE id = ANY(:ids)"),
+        {"ids": list(campaign_ids)},
+    )
+    return {int(r[0]): (CampaignStatus(r[1]), r[2]) for r in rows}
+
+
+def campaigns_with_pending(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
+    """Which of these campaigns still have a contact Initial, In progress or Retry scheduled:
+    one index probe per campaign."""
+    rows = conn.execute(
+        text(
+            f"SELECT k.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) WHERE EXISTS ("
+            f"SELECT 1 FROM contacts c WHERE c.campaign_id = k.id "
+            f"AND c.state IN ({in_list(PENDING_CONTACT_STATES)}))"
+        ),
+        {"ids": list(campaign_ids)},
+    )
+    return {int(r[0]) for r in rows}
 
 
 def next_due_in_s(conn: Connection, campaign_id: int) -> float | None:

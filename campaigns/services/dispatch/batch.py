@@ -191,10 +191,11 @@ def record_outcomes(
     tier_window_s: float = TIER_WINDOW_S,
 ) -> list[BatchReport]:
     """Writes the outcomes of one or more campaigns in one transaction: one statement for
-    every contact, then per campaign (rows locked in id order) what its outcomes do to it.
-    With a messaging limit, outcomes the tier cut short show the wait in the campaign's
-    ``status_reason``; outcomes that sent clear that wait, and a send window's wait too (the
-    chain that stops with contacts waiting shows it)."""
+    every contact, one read of the campaigns' statuses and of which still have contacts to
+    send, then per campaign only the writes its outcomes call for (a campaign row is locked
+    only to change it). With a messaging limit, outcomes the tier cut short show the wait in
+    the campaign's ``status_reason``; outcomes that sent clear that wait, and a send window's
+    wait too (the chain that stops with contacts waiting shows it)."""
     ordered = sorted(flush, key=lambda f: f.plan.id)
     tallies = [_tally(f.plan.id, f.attempts) for f in ordered]
     with engine.begin() as conn:
@@ -203,41 +204,46 @@ def record_outcomes(
         )
         opted_out = [phone for t in tallies for phone in t.opted_out]
         opt_outs_db.insert_opt_outs(conn, opted_out, source="platform 131050")
+        ids = [f.plan.id for f in ordered]
+        states = dispatch_db.campaign_states(conn, ids)
+        pending = dispatch_db.campaigns_with_pending(conn, ids)
         for outcomes, tally in zip(ordered, tallies, strict=True):
+            plan, report = outcomes.plan, tally.report
+            status, reason = states.get(plan.id, (plan.status, None))
             pause = tally.pause_reason or outcomes.pause_reason
-            _after_outcomes(conn, outcomes.plan, tally.report, pause, tier_limit, tier_window_s)
+            if pause and status is CampaignStatus.RUNNING:
+                status = _auto_pause(conn, plan.id, pause, report)
+            if status is CampaignStatus.RUNNING:
+                _show_waits(conn, plan, reason, report, tier_limit, tier_window_s)
+                if plan.id not in pending:
+                    report.completed = complete_if_done(conn, plan.id)
+            if status is CampaignStatus.CANCELLED:
+                report.cancelled = True
+                if report.outcomes["released"]:
+                    # Claims given back after a cancel are cancelled like every other one.
+                    admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
     return [t.report for t in tallies]
 
 
-def _after_outcomes(
-    conn: Connection,
-    plan: CampaignPlan,
-    report: BatchReport,
-    pause_reason: str | None,
-    tier_limit: int,
-    tier_window_s: float,
-) -> None:
-    """What one campaign's recorded outcomes do to it: auto-pause, waits, cancelled claims,
-    completion."""
-    row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
-    status = CampaignStatus(row["status"]) if row else plan.status
-    if pause_reason and status is CampaignStatus.RUNNING:
-        _auto_pause(conn, plan.id, pause_reason)
-        report.paused_reason = pause_reason
-        status = CampaignStatus.PAUSED
-    if status is CampaignStatus.RUNNING and row is not None:
-        _show_waits(conn, plan, row["status_reason"], report, tier_limit, tier_window_s)
-    if status is CampaignStatus.CANCELLED:
-        report.cancelled = True
-        if report.outcomes["released"]:
-            # Claims given back after a cancel are cancelled like every other unsent contact.
-            admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
-    if status is CampaignStatus.RUNNING and not dispatch_db.has_pending(conn, plan.id):
-        mark_completed(conn, plan.id)
-        report.completed = True
+def complete_if_done(conn: Connection, campaign_id: int) -> bool:
+    """A running campaign with nothing left to send becomes Completed (checked again with
+    its row locked); whether it did."""
+    row = campaigns_db.get_campaign(conn, campaign_id, for_update=True)
+    if row is None or row["status"] != CampaignStatus.RUNNING.value:
+        return False
+    if dispatch_db.has_pending(conn, campaign_id):
+        return False
+    mark_completed(conn, campaign_id)
+    return True
 
 
-def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:
+def _auto_pause(
+    conn: Connection, campaign_id: int, reason: str, report: BatchReport
+) -> CampaignStatus:
+    """Pauses a running campaign (its row locked, the status checked again); its status."""
+    row = campaigns_db.get_campaign(conn, campaign_id, for_update=True)
+    if row is None or row["status"] != CampaignStatus.RUNNING.value:
+        return CampaignStatus(row["status"]) if row else CampaignStatus.RUNNING
     campaigns_db.set_campaign_status(
         conn,
         campaign_id,
@@ -247,6 +253,8 @@ def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:
         detail=reason,
         extra={"status_reason": reason},
     )
+    report.paused_reason = reason
+    return CampaignStatus.PAUSED
 
 
 def _show_waits(
@@ -257,7 +265,8 @@ def _show_waits(
     tier_limit: int,
     tier_window_s: float,
 ) -> None:
-    """Updates a running campaign's tier or send-window wait after this batch."""
+    """Updates a running campaign's tier or send-window wait after these outcomes (a write
+    only when it changes)."""
     reason = reason_after_batch(
         current,
         sent=bool(report.outcomes[OutcomeKind.SENT.value]),

@@ -75,7 +75,7 @@ async def run_chain(
     )
     recorder.resume(plan)
     pace = (lambda: rate(plan)) if rate is not None else None
-    starter = ledger or StartLedger(engine)
+    starter = ledger or StartLedger(engine)  # own: closed at the end
     sender = Sender(plan, gate, transport, starter, recorder, concurrency=concurrency, rate=pace)
     sender.stopped = stopped or sender.stopped
     chain = Chain(engine, plan, gate, sender, lease_margin_s=lease_margin_s)
@@ -85,6 +85,8 @@ async def run_chain(
         if own:
             await sender.finish()
             await recorder.drain()
+        if ledger is None:
+            await starter.close()
     await chain.show_waits(more)
     return more and not sender.halted()
 

@@ -105,6 +105,7 @@ class Dispatcher:
             renew.cancel()
             await asyncio.gather(*self.chains.values(), return_exceptions=True)
             await self.recorder.drain()
+            await self.ledger.close()
 
     async def refresh(self) -> None:
         """Starts the chains that running campaigns with due work lack here."""

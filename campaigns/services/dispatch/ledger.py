@@ -1,10 +1,10 @@
 """The send ledger's start statements, shared by every chain of a process (one event loop).
 
 Before a gate group's requests leave, one statement marks its attempts started in Postgres
-and commits synchronously (``storage.dispatch.start_sends``); only the attempts it returns
-are sent. Groups of several chains that reach that point while a statement is running go
-together in the next one (a group commit: no added wait, fewer commits when many campaigns
-run). A group is never split across statements and each chain has at most one group
+and commits synchronously (``storage.dispatch.StartStatements``: its own asyncio connection,
+no thread hop); only the attempts it returns are sent. Groups of several chains that reach
+that point while a statement is running go together in the next one (a group commit: no
+added wait, fewer commits when many campaigns run). A group is never split across statements and each chain has at most one group
 waiting here, so after a pause commits at most one group per chain still goes out.
 """
 
@@ -21,17 +21,11 @@ from campaigns.storage import dispatch as dispatch_db
 Pairs = Sequence[tuple[int, uuid.UUID]]
 
 
-def start_now(engine: Engine, attempts: Pairs) -> set[int]:
-    """One start statement, committed: the contact ids that may be sent."""
-    with engine.begin() as conn:
-        return dispatch_db.start_sends(conn, attempts)
-
-
 class StartLedger:
     """Start statements of one event loop, group-committed (module docstring)."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.statements = dispatch_db.StartStatements(engine)
         self._waiting: list[tuple[Pairs, asyncio.Future[set[int]]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -51,7 +45,7 @@ class StartLedger:
             groups, self._waiting = self._waiting, []
             pairs = [pair for attempts, _ in groups for pair in attempts]
             try:
-                started = await asyncio.to_thread(start_now, self.engine, pairs)
+                started = await self.statements.start(pairs)
             except Exception as exc:  # every group of the statement learns it failed
                 for _, future in groups:
                     if not future.done():
@@ -60,3 +54,10 @@ class StartLedger:
             for attempts, future in groups:
                 if not future.done():
                     future.set_result({i for i, _ in attempts if i in started})
+
+    async def close(self) -> None:
+        """Closes its connection once no statement runs (a chain of its own, a dispatcher
+        stopping)."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.statements.close()
