@@ -1,11 +1,12 @@
 """The send ledger's start statements, shared by every chain of a process (one event loop).
 
 Before a gate group's requests leave, one statement marks its attempts started in Postgres
-and commits synchronously (``storage.dispatch.StartStatements``: its own asyncio connection,
-no thread hop); only the attempts it returns are sent. Groups of several chains that reach
-that point while a statement is running go together in the next one (a group commit: no
-added wait, fewer commits when many campaigns run). A group is never split across statements and each chain has at most one group
-waiting here, so after a pause commits at most one group per chain still goes out.
+and commits synchronously (``storage.dispatch.StartStatements``: its own asyncio
+connection, no thread hop); only the attempts it returns are sent. Groups of several chains
+that reach that point while a statement is running go together in the next one (a group
+commit: no added wait, fewer commits when many campaigns run). A group is never split
+across statements and each chain has at most one group waiting here, so after a pause
+commits at most one group per chain still goes out.
 """
 
 from __future__ import annotations
