@@ -101,7 +101,9 @@ WITH g AS (
     WHERE c.id = g.id AND c.attempt_id = g.attempt_id
       AND c.state = 'in_progress'
       AND c.lease_expires_at > now()
-      AND EXISTS (SELECT 1 FROM campaigns k WHERE k.id = c.campaign_id AND k.status = 'running')
+      -- A scalar subquery, not EXISTS: EXISTS would be flattened into a join that walks
+      -- every in-progress contact of every running campaign for each statement.
+      AND (SELECT k.status FROM campaigns k WHERE k.id = c.campaign_id) = 'running'
     RETURNING c.id
 )
 SELECT id FROM started
@@ -246,11 +248,14 @@ def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tu
 
 
 def has_pending(conn: Connection, campaign_id: int) -> bool:
+    """Whether the campaign still has a contact Initial, In progress or Retry scheduled.
+    ORDER BY on the index's columns keeps it one probe of ix_contacts_campaign_state (with
+    EXISTS the planner may scan the table when it expects many matches)."""
     query = text(
-        f"SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = :cid "
-        f"AND state IN ({in_list(PENDING_CONTACT_STATES)}))"
+        f"SELECT 1 FROM contacts WHERE campaign_id = :cid "
+        f"AND state IN ({in_list(PENDING_CONTACT_STATES)}) ORDER BY campaign_id, state LIMIT 1"
     )
-    return bool(conn.execute(query, {"cid": campaign_id}).scalar_one())
+    return conn.execute(query, {"cid": campaign_id}).first() is not None
 
 
 def campaign_states(
@@ -267,11 +272,14 @@ def campaign_states(
 def campaigns_with_pending(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
     """Which of these campaigns still have a contact Initial, In progress or Retry scheduled:
     one index probe per campaign."""
+    # LATERAL ... ORDER BY ... LIMIT 1 keeps it one index probe per campaign (an EXISTS may
+    # be flattened into, or planned as, a scan of many contacts).
     rows = conn.execute(
         text(
-            f"SELECT k.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) WHERE EXISTS ("
+            f"SELECT k.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) CROSS JOIN LATERAL ("
             f"SELECT 1 FROM contacts c WHERE c.campaign_id = k.id "
-            f"AND c.state IN ({in_list(PENDING_CONTACT_STATES)}))"
+            f"AND c.state IN ({in_list(PENDING_CONTACT_STATES)}) "
+            f"ORDER BY c.campaign_id, c.state LIMIT 1) AS p"
         ),
         {"ids": list(campaign_ids)},
     )
