@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
@@ -31,6 +33,12 @@ def broker() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(resolve().redis_url)
     yield client
     client.close()
+
+
+def listener_url(api: TestClient) -> str:
+    """The /metrics listener the app's lifespan started (METRICS_PORT=0: a free port)."""
+    app = cast(FastAPI, api.app)
+    return str(app.state.metrics_listener.url)
 
 
 def families(body: str) -> dict[str, Any]:
@@ -89,8 +97,9 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
         )
     record(resolve().redis_url, cid)
 
-    api.headers.pop("Authorization")  # exporters are scraped without a token
-    response = api.get("/metrics")
+    # Exporters are scraped without a token, on the metrics listener, not the API port.
+    assert api.get("/metrics").status_code == 404
+    response = httpx.get(listener_url(api), timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     found = families(response.text)

@@ -38,6 +38,7 @@ from campaigns.services import campaigns as campaign_service
 from campaigns.services.webhooks import apply as webhooks_apply
 from campaigns.services.webhooks import receive as webhooks_in
 from campaigns.services.webhooks import report as webhooks_report
+from campaigns.services.webhooks import retention as webhook_retention
 from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload
@@ -91,9 +92,13 @@ def webhooks_worker(stack: dict[str, str]) -> Iterator[Any]:
     the process (Celery's global ``should_terminate``), so it lives as long as the session.
     """
     from celery.contrib.testing.worker import start_worker
+    from kombu.asynchronous import set_event_loop
 
     from workers.app import app
 
+    # Its own kombu event loop (the loop is process-global): on the ingest worker's loop it
+    # would never run the receiver's countdown-queued apply_inbox, when both share a process.
+    set_event_loop(None)
     with start_worker(
         app,
         pool="threads",
@@ -712,7 +717,7 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
             {"ids": old},
         )
 
-    assert webhooks_apply.prune_inbox(db, retention_s=86400, batch=1) == 1
+    assert webhook_retention.prune_inbox(db, retention_s=86400, batch=1) == 1
     with db.connect() as conn:
         left = conn.execute(text("SELECT id FROM webhook_inbox ORDER BY id")).scalars().all()
         waiting = conn.execute(
@@ -722,7 +727,7 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
     # the rejected one (operators read it), and the recent one.
     assert left == [r.id for r in ids[1:]]
     assert waiting == 1
-    assert webhooks_apply.prune_inbox(db, retention_s=86400) == 0
+    assert webhook_retention.prune_inbox(db, retention_s=86400) == 0
 
 
 def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> None:

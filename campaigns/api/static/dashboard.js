@@ -41,16 +41,18 @@
 
   // ------------------------------------------------------------------ token
 
-  function takeTokenFromUrl() {
-    const params = new URLSearchParams(location.search);
-    const token = params.get("token");
-    if (token) {
-      localStorage.setItem(TOKEN_KEY, token);
-      params.delete("token");
-      // Keep the token out of the address bar, history and screenshots.
-      const query = params.toString();
-      history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
-    }
+  // A link may carry the token in the fragment (/dashboard#token=...): browsers never send
+  // the fragment to a server, so it reaches no access log, proxy or Referer. The query
+  // string is never read: a token there would already have been sent and logged.
+  function takeTokenFromFragment() {
+    const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const token = (fragment.get("token") || "").trim();
+    if (!location.hash.includes("token=")) return;
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    fragment.delete("token");
+    // Keep the token out of the address bar, history and screenshots.
+    const rest = fragment.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
   }
 
   function token() {
@@ -441,7 +443,7 @@
   }
 
   function start() {
-    takeTokenFromUrl();
+    takeTokenFromFragment();
     $("list-view").hidden = campaignId !== null;
     $("campaign-view").hidden = campaignId === null;
     for (const button of document.querySelectorAll("[data-command]")) {
