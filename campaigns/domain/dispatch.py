@@ -76,10 +76,19 @@ def batch_size_for(rate_per_s: float) -> int:
     return max(MIN_BATCH, min(MAX_BATCH, math.ceil(rate_per_s * 2)))
 
 
-def group_size(rate_per_s: float) -> int:
+MAX_GROUP_S = 0.1  # however slow the start statement, a group never holds more than this
+
+
+def group_size(rate_per_s: float, start_s: float = 0.0) -> int:
     """Messages per gate group: ~``GROUP_S`` of sending at the rate, at least one. Small at
-    low rates (4 at 80/s), so a group never holds more than a blink of the campaign."""
-    return max(1, math.ceil(rate_per_s * GROUP_S))
+    low rates (4 at 80/s), so a group never holds more than a blink of the campaign.
+
+    ``start_s``: how long the start statement takes lately. A chain opens its groups one
+    after the other, each after the previous one's start statement returned, so a group
+    must cover at least that much sending or the chain falls behind its rate: when Postgres
+    is slow a group grows to the statement's time (at most ``MAX_GROUP_S``)."""
+    covers = min(MAX_GROUP_S, max(GROUP_S, start_s))
+    return max(1, math.ceil(rate_per_s * covers - 1e-9))
 
 
 def lease_seconds(batch: int, rate_per_s: float, *, margin_s: float) -> float:

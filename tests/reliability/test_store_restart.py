@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from campaigns.dev.simulator.outcomes import OutcomeRules
-from campaigns.domain.dispatch import group_size
+from campaigns.domain.dispatch import MAX_GROUP_S, group_size
 from campaigns.runtime import embedded
 from campaigns.runtime import stores as runtime
 from campaigns.services import admin
@@ -46,7 +46,7 @@ OUTCOMES = OutcomeRules(undeliverable_share=0.02, delivery_fail_share=0.03, time
 OUTCOMES_REFUSED = sum(1 for i in range(TOTAL) if i % 100 < 2)  # undeliverable: refused
 # What a worker death may give up unsent: the group that passed the start statement, per
 # chain (DISPATCH_PARALLEL_BATCHES chains of one campaign).
-EXPOSURE = 2 * group_size(RATE)
+EXPOSURE = 2 * group_size(RATE, MAX_GROUP_S)  # a group grows while Postgres is slow
 
 
 @dataclass

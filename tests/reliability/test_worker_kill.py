@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-from campaigns.domain.dispatch import group_size
+from campaigns.domain.dispatch import MAX_GROUP_S, group_size
 from campaigns.services import admin
 from tests.fixtures.live import LiveStack
 from tests.fixtures.processes import wait_for
@@ -68,5 +68,5 @@ def test_kill_9_mid_batch_then_restart(live: LiveStack, db: Engine) -> None:
             {"c": campaign_id},
         ).scalar_one()
     chains = 2  # DISPATCH_PARALLEL_BATCHES
-    assert unknown <= chains * group_size(rate), (unknown, stranded)
+    assert unknown <= chains * group_size(rate, MAX_GROUP_S), (unknown, stranded)
     print("worker kill: stranded", stranded, "given up", unknown)

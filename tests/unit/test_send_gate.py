@@ -71,3 +71,10 @@ def test_a_chain_key_has_one_owner_and_only_it_renews_or_releases() -> None:
     assert took and not again
     assert renewed == [True, False] and foreign == [False]
     assert not left
+
+
+def test_a_group_covers_a_slow_start_statement_up_to_a_limit() -> None:
+    assert group_size(20.0, 0.01) == 1  # a fast ledger: ~50 ms of sending
+    assert group_size(1000.0, 0.08) == 80  # 80 ms statements: groups of 80 ms
+    assert group_size(1000.0, 5.0) == 100  # never more than MAX_GROUP_S of sending
+    assert group_size(20.0, 5.0) == 2

@@ -65,6 +65,7 @@ class Sender:
         self.rng = rng or random.Random()
         self.slots = asyncio.Semaphore(concurrency)
         self.inflight: set[asyncio.Task[None]] = set()
+        self.start_s = 0.0  # how long the start statement took lately (moving average)
         self.tier_free_at: list[float] = []  # the tier refused contacts: it frees up then
         self.window_opens: list[datetime] = []  # openings of contacts deferred by the window
 
@@ -84,7 +85,7 @@ class Sender:
         sendable = await self._defer_closed_windows(claimed)
         first = 0
         while first < len(sendable):
-            size = min(group_size(self.rate()), self.concurrency)
+            size = min(group_size(self.rate(), self.start_s), self.concurrency)
             if self.halted():
                 self.release(sendable[first:])
                 return True
@@ -177,8 +178,10 @@ class Sender:
         due times. Postgres unreachable: none (they go back unsent)."""
         if self.halted():
             return {}
+        began = time.monotonic()
         try:
             ids = await self.ledger.start([(c.id, c.attempt_id) for c, _ in admitted])
+            self.start_s = 0.7 * self.start_s + 0.3 * (time.monotonic() - began)
         except Exception:
             log.warning("send ledger unreachable: the rest of the batch goes back", exc_info=True)
             return {}
