@@ -17,12 +17,12 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 import redis.asyncio as aioredis
 from celery import shared_task
 
-from campaigns.clients import redis_keys
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import (
     ChainKeys,
@@ -107,9 +107,6 @@ async def _serve(stop: asyncio.Event, preferred_slot: int) -> None:
     )
     telemetry = _Telemetry(Telemetry(client), gate.limiter)
 
-    async def blocked(sender_id: str) -> bool:
-        return bool(await client.exists(redis_keys.tier_blocked(sender_id)))
-
     config = DispatcherConfig(
         default_sender=settings.whatsapp_phone_number_id,
         parallel=settings.dispatch_parallel_batches,
@@ -127,7 +124,7 @@ async def _serve(stop: asyncio.Event, preferred_slot: int) -> None:
         ChainKeys(client, f"{os.getpid()}:{uuid.uuid4().hex}", ttl_s=config.key_ttl_s),
         WakeListener(client),
         config,
-        tier_blocked=blocked if settings.whatsapp_messaging_limit else None,
+        tier_blocked=partial(tier_blocked, client) if settings.whatsapp_messaging_limit else None,
         on_report=telemetry,
     )
     try:
@@ -220,6 +217,5 @@ __all__ = [
     "start_dispatcher",
     "stop_dispatcher",
     "tick",
-    "tier_blocked",
     "wake_dispatch",
 ]

@@ -240,10 +240,11 @@ class SyncPauseFlags:
         return bool(self._redis.exists(self.key(campaign_id)))
 
 
-def tier_blocked(client: redis.Redis, sender_id: str) -> bool:
+async def tier_blocked(client: aioredis.Redis, sender_id: str) -> bool:
     """The sender's messaging tier is full and refused a send (or a claim found no room):
-    chains of its campaigns wait until the key expires with the oldest entry's window."""
-    return bool(client.exists(redis_keys.tier_blocked(sender_id)))
+    the dispatchers start no chain for its campaigns until the key expires with the oldest
+    entry's window."""
+    return bool(await client.exists(redis_keys.tier_blocked(sender_id)))
 
 
 def publish_wake(client: redis.Redis) -> None:

@@ -25,7 +25,7 @@ from campaigns.services.dispatch.chain import run_chain
 from campaigns.services.dispatch.plan import load_plan
 from campaigns.services.dispatch.ports import MessageTransport
 from campaigns.services.dispatch.recovery import recover_expired_leases
-from campaigns.services.dispatch.tick import campaigns_with_due_work, start_due_scheduled
+from campaigns.services.dispatch.tick import running_due, start_due_scheduled
 from campaigns.storage import dispatch as dispatch_db
 from tests.integration.dispatch_support import (
     SENDER,
@@ -279,7 +279,7 @@ def test_scheduled_start_runs_when_due(db: Engine) -> None:
         conn.execute(text("UPDATE campaigns SET scheduled_at = now() - interval '1 second'"))
     assert start_due_scheduled(db) == [campaign_id]
     assert campaign_status(db, campaign_id)[0] == "running"
-    assert campaigns_with_due_work(db) == [campaign_id]
+    assert [c for c, _, _ in running_due(db, SENDER)] == [campaign_id]
 
 
 def test_chain_sends_batches_back_to_back_and_completes(

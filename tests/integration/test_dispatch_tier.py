@@ -54,7 +54,6 @@ def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
 ) -> None:
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(10)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
-    sync_redis = redis.Redis.from_url(resolve().redis_url)
     plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
 
@@ -77,7 +76,7 @@ def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
     assert reason is not None and reason.startswith(
         f"waiting for the messaging tier: {LIMIT} unique recipients per 2 s, next slot at "
     )
-    assert tier_blocked(sync_redis, SENDER)
+    assert ports.run(tier_blocked(ports.redis, SENDER))
 
     # While blocked a chain claims nothing; lease recovery finds nothing to call unknown.
     assert not chain(db, campaign_id, ports)
@@ -125,7 +124,7 @@ def test_the_claim_is_limited_by_the_headroom(
     assert counts(db, campaign_id) == {"sent": 4, "initial": 26}
     assert sim.stats()["requests_total"] == 4
     assert str(campaign_status(db, campaign_id)[1]).startswith("waiting for the messaging tier")
-    assert tier_blocked(redis.Redis.from_url(resolve().redis_url), SENDER)
+    assert ports.run(tier_blocked(ports.redis, SENDER))
 
     admin.cancel_campaign(db, sync_flags(), campaign_id)
     assert campaign_status(db, campaign_id) == ("cancelled", "cancelled by admin")
@@ -173,7 +172,7 @@ def test_the_dispatcher_starts_no_chain_while_the_sender_is_blocked(
     keys = Keys()
 
     async def blocked(sender_id: str) -> bool:
-        return tier_blocked(sync_redis, sender_id)
+        return await tier_blocked(ports.redis, sender_id)
 
     async def refresh_twice() -> None:
         dispatcher = Dispatcher(

@@ -132,14 +132,13 @@ def test_limit_zero_never_touches_the_tier_keys() -> None:
     assert on_gate(body, limit=0) == []
 
 
-def test_the_sync_blocked_check_and_the_reason() -> None:
-    import fakeredis
+def test_the_blocked_check_and_the_reason() -> None:
+    async def body(gate: RedisSendGate, r: fakeredis.aioredis.FakeRedis) -> tuple[bool, bool]:
+        before = await tier_blocked(r, SENDER)
+        await r.set(f"wa:tier:blocked:{SENDER}", 1, px=10_000)
+        return before, await tier_blocked(r, SENDER)
 
-    server = fakeredis.FakeServer()
-    sync = fakeredis.FakeRedis(server=server)
-    assert not tier_blocked(sync, SENDER)
-    sync.set(f"wa:tier:blocked:{SENDER}", 1, px=10_000)
-    assert tier_blocked(sync, SENDER)
+    assert on_gate(body) == (False, True)
     assert tier_reason(1000, 86400.0, 0.0) == (
         "waiting for the messaging tier: 1,000 unique recipients per 24 h, "
         "next slot at 1970-01-01T00:00:00+00:00"
