@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from campaigns.api import campaigns, dashboard, errors, metrics, registry, webhooks
+from campaigns.api import campaigns, dashboard, errors, metrics, profiles, registry, webhooks
 from campaigns.api.deps import require_token
 
 
@@ -15,6 +15,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     app.include_router(campaigns.router, dependencies=[Depends(require_token)])
+    # Before the registry's: /contacts/schemas is not a /contacts/{phone}.
+    app.include_router(profiles.router, dependencies=[Depends(require_token)])
     app.include_router(registry.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.pages)
