@@ -23,9 +23,13 @@ RUN pip install --no-deps . \
 
 USER app
 # DATA_DIR holds beat's schedule file; UPLOAD_DIR must be a volume shared by api and ingest workers.
+# ENVIRONMENT=production: placeholder or short secrets stop every process at start (README
+# "Deploying safely"). The API's /metrics listens on METRICS_PORT, not on 8000.
 ENV DATA_DIR=/data \
     UPLOAD_DIR=/data/uploads \
     ENVIRONMENT=production \
-    LOG_JSON=true
-EXPOSE 8000
+    LOG_JSON=true \
+    METRICS_HOST=0.0.0.0 \
+    METRICS_PORT=9100
+EXPOSE 8000 9100
 CMD ["wa-campaigns", "serve", "--host", "0.0.0.0", "--port", "8000"]

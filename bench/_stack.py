@@ -164,7 +164,7 @@ class Stack:
 
     def start_dispatch_worker(self, *, concurrency: int = 2, beat: bool = True) -> Child:
         """``wa-campaigns worker -Q dispatch --beat -c 2`` exactly as the CLI runs it."""
-        from campaigns.cli.main import worker_argv
+        from campaigns.cli.ops import worker_argv
 
         argv = worker_argv("dispatch", concurrency, hostname=f"dispatch@{self.name}", beat=beat)
         proc = self.spawn("dispatch-worker", argv)

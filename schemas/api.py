@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -9,6 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,15 +37,39 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
 
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
 
+BIGINT_MAX = 2**63 - 1
+"""Ids are Postgres bigints: a larger number can name nothing (422, not a database error)."""
+BigintId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+
+# C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARS_PATTERN = "^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _no_control_chars(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise ValueError(
+            f"must not contain control characters (found U+{ord(found.group()):04X} at "
+            f"position {found.start()})"
+        )
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_no_control_chars)]
+"""One line of text: no NUL, newline or other control character."""
+
 
 class CampaignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-    template: str | None = Field(None, description="approved WhatsApp template name")
-    language: str = Field("en", description="template language code")
+    name: Annotated[
+        PlainText, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)
+    ]
+    template: PlainText | None = Field(None, description="approved WhatsApp template name")
+    language: PlainText = Field("en", description="template language code")
     region: RegionCode = Field(description="default region for numbers without a country code")
-    body_variables: list[str] = Field(
+    body_variables: list[PlainText] = Field(
         default_factory=list, description="CSV columns that fill the template body, in order"
     )
     named_variables: bool = Field(
@@ -52,7 +78,7 @@ class CampaignCreate(BaseModel):
         "sent with its name as parameter_name, so body_variables must be the template's names "
         "(lowercase letters, digits, _)",
     )
-    phone_number_id: str | None = Field(
+    phone_number_id: PlainText | None = Field(
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
     rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
@@ -203,6 +229,13 @@ class TokenCreated(BaseModel):
     token: str = Field(description="shown once; only its sha256 is stored")
 
 
+class TokenInfo(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = Field(description="null while the token works")
+
+
 class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -212,8 +245,8 @@ class StartBody(BaseModel):
 class RemoveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_ids: list[int] = Field(default_factory=list, max_length=10_000)
-    phones: list[str] = Field(default_factory=list, max_length=10_000)
+    contact_ids: list[BigintId] = Field(default_factory=list, max_length=10_000)
+    phones: list[PlainText] = Field(default_factory=list, max_length=10_000)
 
 
 class RemoveResult(StrEnum):

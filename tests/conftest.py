@@ -88,6 +88,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "DATA_DIR": str(data_dir),
         "API_TOKENS": API_TOKEN,
         "PG_SERVER_URI": server_uri,
+        # Every app a test starts has its own /metrics listener: a free port each, so that
+        # parallel test processes (and other checkouts) never fight over 9100.
+        "METRICS_PORT": "0",
     }
     with exported(env):
         yield env

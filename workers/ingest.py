@@ -73,4 +73,5 @@ def ingest_upload(upload_id: int) -> None:
         chunk_rows=settings.ingest_chunk_rows,
         parse_workers=settings.ingest_parse_workers,
         on_progress=on_progress,
+        max_columns=settings.max_csv_columns,
     )

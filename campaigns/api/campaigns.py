@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -10,11 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
+from campaigns.api.multipart import spool_multipart
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
 from campaigns.domain.states import ContactState
 from campaigns.services import admin, campaign_contacts, uploads
 from campaigns.services import campaigns as campaign_service
 from schemas.api import (
+    BIGINT_MAX,
+    CONTROL_CHARS_PATTERN,
     CampaignCreate,
     CampaignOut,
     ContactPage,
@@ -28,6 +30,9 @@ from schemas.api import (
 router = APIRouter()
 
 StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
+# A query value stored as text: no NUL or other control character (Postgres refuses NUL).
+OneLine = Annotated[str | None, Query(max_length=255, pattern=CONTROL_CHARS_PATTERN)]
+AfterId = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="the last id of the page before")]
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
@@ -35,9 +40,35 @@ def create_campaign(body: CampaignCreate, engine: EngineDep) -> CampaignOut:
     return campaign_service.create_campaign(engine, body)
 
 
-@router.get("/campaigns", response_model=list[CampaignOut])
-def list_campaigns(engine: EngineDep, rate_now: RateDep) -> list[CampaignOut]:
-    return campaign_service.list_campaigns(engine, rate_now=rate_now)
+@router.get(
+    "/campaigns",
+    response_model=list[CampaignOut],
+    responses={
+        200: {
+            "description": 'newest first; a full page has a `Link: <...>; rel="next"` header',
+            "headers": {"Link": {"schema": {"type": "string"}, "description": "next page"}},
+        }
+    },
+)
+def list_campaigns(
+    engine: EngineDep,
+    rate_now: RateDep,
+    response: Response,
+    after_id: Annotated[
+        int | None,
+        Query(ge=0, le=BIGINT_MAX, description="the last id of the page before (older follow)"),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=campaign_service.MAX_PAGE)
+    ] = campaign_service.DEFAULT_PAGE,
+) -> list[CampaignOut]:
+    """A page of campaigns, newest first (keyset paging by id)."""
+    page = campaign_service.list_campaigns(
+        engine, rate_now=rate_now, limit=limit, after_id=after_id
+    )
+    if len(page) == limit:
+        response.headers["Link"] = f'</campaigns?after_id={page[-1].id}&limit={limit}>; rel="next"'
+    return page
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
@@ -122,34 +153,31 @@ async def upload_contacts(
     request: Request,
     response: Response,
     runtime: RuntimeDep,
-    filename: str | None = None,
-    phone_column: str | None = None,
+    filename: OneLine = None,
+    phone_column: OneLine = None,
     region: Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")] = None,
 ) -> UploadOut:
     settings = runtime.settings
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        # Starlette spools multipart parts to a temporary file: memory stays bounded.
-        form = await request.form(max_files=1, max_part_size=settings.max_upload_bytes)
-        part = form.get("file")
-        if part is None or isinstance(part, str):
-            raise UploadRefused(RefusalCode.EMPTY_FILE, "multipart body has no `file` part")
-        name = filename or part.filename or "upload.csv"
-        chunks = _read_sync(part.file)
-        spooled = await run_in_threadpool(
-            uploads.spool_upload, chunks, settings.spool_dir, max_bytes=settings.max_upload_bytes
-        )
-    else:
-        name = filename or "upload.csv"
-        spooled = await _spool_stream(request.stream(), runtime)
+    multipart = content_type.startswith("multipart/form-data")
+    _refuse_declared_size(request, settings.max_upload_bytes, multipart)
+    with uploads.SpoolWriter(settings.spool_dir, max_bytes=settings.max_upload_bytes) as writer:
+        if multipart:
+            part_name = await spool_multipart(content_type, request.stream(), writer)
+        else:
+            part_name = None
+            async for block in request.stream():
+                writer.write(block)
+    spooled = writer.spooled()
     upload = await run_in_threadpool(
         uploads.register_upload,
         runtime.engine,
         campaign_id,
         spooled,
-        filename=name,
+        filename=filename or part_name or "upload.csv",
         phone_column=phone_column,
         region=region,
+        max_columns=settings.max_csv_columns,
     )
     from workers.ingest import ingest_upload
 
@@ -158,18 +186,19 @@ async def upload_contacts(
     return upload
 
 
-def _read_sync(handle: object) -> Iterator[bytes]:
-    read = handle.read  # type: ignore[attr-defined]
-    while block := read(1 << 20):
-        yield block
+# A multipart body wraps the file in boundaries and part headers: this much slack over
+# MAX_UPLOAD_BYTES is allowed in its Content-Length (the file part itself is counted exactly).
+MULTIPART_SLACK_BYTES = 64 * 1024
 
 
-async def _spool_stream(stream: AsyncIterator[bytes], runtime: RuntimeDep) -> uploads.Spooled:
-    settings = runtime.settings
-    with uploads.SpoolWriter(settings.spool_dir, max_bytes=settings.max_upload_bytes) as writer:
-        async for block in stream:
-            writer.write(block)
-    return writer.spooled()
+def _refuse_declared_size(request: Request, max_bytes: int, multipart: bool) -> None:
+    """413 before reading a byte when Content-Length already says the body is too large."""
+    declared = request.headers.get("content-length", "")
+    limit = max_bytes + (MULTIPART_SLACK_BYTES if multipart else 0)
+    if declared.isdigit() and int(declared) > limit:
+        raise UploadRefused(
+            RefusalCode.TOO_LARGE, f"file is larger than the limit of {max_bytes:,} bytes"
+        )
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut)
@@ -199,7 +228,7 @@ def list_contacts(
     campaign_id: int,
     engine: EngineDep,
     state: StateFilter = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ContactPage:
     return campaign_contacts.page_contacts(

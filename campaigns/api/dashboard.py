@@ -2,8 +2,9 @@
 
 The HTML, JS and CSS are served without a token (they hold no data); every fetch the page
 makes carries the API bearer token, which the page asks for once and keeps in
-localStorage (or takes from ``?token=``). No build step, no CDN: the files in ``static/``
-are what the browser runs.
+localStorage (or takes from the URL fragment, ``#token=``, which browsers never send; never
+from the query string). No build step, no CDN: the files in ``static/`` are what the browser
+runs, under the Content-Security-Policy of :mod:`campaigns.api.security`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def _page() -> FileResponse:
 
 @pages.get("/dashboard")
 def dashboard() -> FileResponse:
+    return _page()
+
+
+@pages.get("/dashboard/contacts")
+def dashboard_contacts() -> FileResponse:
     return _page()
 
 

@@ -1,8 +1,8 @@
-"""``GET /metrics`` (Prometheus text) and the queue/worker readings behind it and the dashboard.
+"""``/metrics`` (Prometheus text) and the queue/worker readings behind it and the dashboard.
 
-Served without a bearer token, as exporters usually are: it names no contact, only counts
-and campaign ids. Keep it off the public internet (the compose file and the Kubernetes
-Service expose it to Prometheus only).
+Served without a bearer token, as exporters usually are, but never on the API's port: a
+listener of its own (``METRICS_PORT``, :func:`start_listener`, started by the app's
+lifespan) that only Prometheus reaches. It names no contact, only counts and campaign ids.
 
 Where each family comes from:
 - telemetry counters in Redis, written by the workers (:mod:`campaigns.clients.telemetry`):
@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -33,8 +32,8 @@ from prometheus_client.core import (
     Metric,
 )
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
-from campaigns.api.deps import EngineDep, RedisDep
 from campaigns.clients import redis_keys, telemetry
 from campaigns.domain.registry import Suppression
 from campaigns.domain.states import CampaignStatus
@@ -42,8 +41,6 @@ from campaigns.runtime.queues import QUEUES
 from campaigns.services import monitoring
 
 log = logging.getLogger(__name__)
-
-router = APIRouter()
 
 # kombu's Redis transport: a message with priority p > 0 waits in "{queue}\x06\x16{step}".
 _PRIORITY_SEP = "\x06\x16"
@@ -293,10 +290,16 @@ class CampaignCollector:
     """Reads everything at scrape time; nothing is kept in this process."""
 
     def __init__(
-        self, engine: Engine, client: redis.Redis, sampler: WorkerSampler | None = None
+        self,
+        engine: Engine,
+        client: redis.Redis,
+        sampler: WorkerSampler | None = None,
+        *,
+        query_timeout_s: float = 5.0,
     ) -> None:
         self._engine = engine
         self._redis = client
+        self._query_timeout_s = query_timeout_s
         self._sampler = sampler or SAMPLER
 
     def collect(self) -> Iterator[Metric]:
@@ -390,7 +393,13 @@ class CampaignCollector:
         yield processed
 
     def _database(self) -> Iterator[Metric]:
-        g = monitoring.gauges(self._engine)
+        try:
+            g = monitoring.gauges(self._engine, timeout_s=self._query_timeout_s)
+        except DBAPIError as exc:
+            # A slow or locked database costs this scrape its Postgres families, not the
+            # queue and telemetry ones that matter most exactly then.
+            log.warning("metrics: database families skipped: %s", type(exc.orig).__name__)
+            return
         contacts = GaugeMetricFamily(
             "wa_contacts",
             "Contacts by campaign and state (live campaigns and those finished in the last day)",
@@ -440,13 +449,67 @@ def _registry_families(snap: telemetry.Snapshot) -> Iterator[Metric]:
     yield checks
 
 
-def render(engine: Engine, client: redis.Redis, sampler: WorkerSampler | None = None) -> bytes:
+def registry_for(
+    engine: Engine,
+    client: redis.Redis,
+    sampler: WorkerSampler | None = None,
+    *,
+    query_timeout_s: float = 5.0,
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CampaignCollector(engine, client, sampler))
-    return generate_latest(registry)
+    registry.register(CampaignCollector(engine, client, sampler, query_timeout_s=query_timeout_s))
+    return registry
 
 
-@router.get("/metrics", include_in_schema=False)
-def metrics(engine: EngineDep, client: RedisDep) -> Response:
-    # A def route: the scrape does blocking I/O (Postgres, Redis, Celery inspect) in a thread.
-    return Response(render(engine, client), media_type=CONTENT_TYPE_LATEST)
+def render(engine: Engine, client: redis.Redis, sampler: WorkerSampler | None = None) -> bytes:
+    return generate_latest(registry_for(engine, client, sampler))
+
+
+# --------------------------------------------------------------------------- listener
+
+
+@dataclass
+class MetricsListener:
+    """prometheus_client's threaded HTTP server on its own port, serving our collector."""
+
+    server: Any
+    thread: threading.Thread
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}/metrics"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def start_listener(
+    engine: Engine,
+    client: redis.Redis,
+    *,
+    host: str,
+    port: int,
+    query_timeout_s: float,
+) -> MetricsListener | None:
+    """Serves /metrics on ``host:port`` (0: a free port); None when the port is taken.
+
+    A taken port is logged, not fatal: the API serves on, and Prometheus' ``up`` says the
+    target is missing.
+    """
+    registry = registry_for(engine, client, query_timeout_s=query_timeout_s)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        log.error("metrics listener not started on %s:%s: %s", host, port, exc)
+        return None
+    listener = MetricsListener(server, thread)
+    log.info("metrics listener on %s", listener.url)
+    return listener

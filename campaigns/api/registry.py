@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -47,21 +46,20 @@ async def check_contacts(body: CheckBody, runtime: RuntimeDep, client: RedisDep)
     registry answers from real sends."""
     from workers.contact_checks import queue_checks
 
-    checker = make_checker(runtime, _async_redis(runtime.redis_url))
-    out, tally = await checker.check(
-        body.contacts,
-        blocking=body.blocking,
-        force_check=body.force_check,
-        queue=queue_checks,
-    )
+    # Its own client: the rate limiter's connection belongs to this request's event loop.
+    limiter_redis = aioredis.Redis.from_url(runtime.redis_url)
+    try:
+        checker = make_checker(runtime, limiter_redis)
+        out, tally = await checker.check(
+            body.contacts,
+            blocking=body.blocking,
+            force_check=body.force_check,
+            queue=queue_checks,
+        )
+    finally:
+        await limiter_redis.aclose()
     await run_in_threadpool(_record, client, tally)
     return out
-
-
-@lru_cache(maxsize=4)
-def _async_redis(url: str) -> aioredis.Redis:
-    """One client per process: the API's event loop is the same for every request."""
-    return aioredis.Redis.from_url(url)
 
 
 def _record(client: redis.Redis, tally: Counter[tuple[str, bool]]) -> None:

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO, NamedTuple
 
+from campaigns.domain.csv_limits import (
+    DEFAULT_MAX_FIELDS,
+    BoundedLines,
+    NulByte,
+    NulGuard,
+    NulInText,
+    RecordTooWide,
+)
 from campaigns.domain.refusals import Refusal, RefusalKind
 
 HEAD_BYTES = 64 * 1024
@@ -64,6 +72,7 @@ class RefusalCode(StrEnum):
     TOO_MANY_ROWS = "too_many_rows"
     MALFORMED = "malformed"
     TOO_LARGE = "too_large"
+    TOO_MANY_COLUMNS = "too_many_columns"
 
 
 class UploadRefused(Refusal):
@@ -147,7 +156,11 @@ _SAVE_AS_CSV = "save the sheet as 'CSV UTF-8' and upload that"
 
 
 def sniff_layout(
-    head: bytes, *, phone_column: str | None, required_variables: Sequence[str] = ()
+    head: bytes,
+    *,
+    phone_column: str | None,
+    required_variables: Sequence[str] = (),
+    max_columns: int = DEFAULT_MAX_FIELDS,
 ) -> CsvLayout:
     """Work out encoding, delimiter and columns from the first :data:`HEAD_BYTES` of a file."""
     encoding = _detect_encoding(head)
@@ -162,6 +175,8 @@ def sniff_layout(
         header = next(rows, [])
     except csv.Error as exc:
         raise _malformed(exc, 1) from exc
+    if len(header) > max_columns:
+        raise _too_many_columns(1, max_columns)
     columns = tuple(c.replace("\ufeff", "").strip() for c in header)
     if not any(columns):
         raise UploadRefused(
@@ -318,53 +333,6 @@ def _list_columns(columns: Sequence[str], limit: int = 30) -> str:
 # --- records ---------------------------------------------------------------------------------
 
 
-class _NulByte(Exception):
-    def __init__(self, offset: int) -> None:
-        super().__init__(offset)
-        self.offset = offset
-
-
-class _NulGuard(io.BufferedIOBase):
-    """Passes reads through, failing on a NUL byte (binary data) in a non-UTF-16 file.
-
-    Checking the raw chunks (a memchr per 8 KiB) is much cheaper than checking every row.
-    The bytes before a NUL are still delivered and the error raised on the next read, so the
-    CSV reader fails in the record that holds the NUL and the reported line is exact.
-    Never closes the wrapped stream: it belongs to the caller.
-    """
-
-    def __init__(self, stream: BinaryIO, *, check_nul: bool) -> None:
-        super().__init__()
-        self._stream = stream
-        self._check_nul = check_nul
-        self._offset = 0
-        self._nul_at: int | None = None
-
-    @property
-    def name(self) -> str:  # TextIOWrapper's repr asks for it
-        return str(getattr(self._stream, "name", "<upload>"))
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        if self._nul_at is not None:
-            raise _NulByte(self._nul_at)
-        data = self._stream.read(-1 if size is None else size)
-        if self._check_nul:
-            nul = data.find(b"\x00")
-            if nul >= 0:
-                self._nul_at = self._offset + nul
-                if nul == 0:
-                    raise _NulByte(self._nul_at)  # b"" would read as end of file
-                data = data[:nul]
-        self._offset += len(data)
-        return data
-
-    def read1(self, size: int = -1, /) -> bytes:
-        return self.read(size)
-
-
 class RecordBatch(NamedTuple):
     """Consecutive records in columns: cheap to pickle to a parse process.
 
@@ -383,6 +351,7 @@ def iter_record_batches(
     max_rows: int,
     batch_rows: int,
     start_after_line: int = 0,
+    max_fields: int = DEFAULT_MAX_FIELDS,
 ) -> Iterator[RecordBatch]:
     """The data records of ``stream`` (read from its start, header included),
     ``batch_rows`` at a time, in columns.
@@ -400,7 +369,7 @@ def iter_record_batches(
     phones: list[str] = []
     columns: list[list[str]] = [[] for _ in indices]
     targets = list(zip(columns, indices, strict=True))
-    for line, row in _iter_rows(stream, layout, max_rows, start_after_line):
+    for line, row in _iter_rows(stream, layout, max_rows, start_after_line, max_fields):
         lines.append(line)
         phones.append(row[phone_index])
         for column, index in targets:
@@ -415,29 +384,36 @@ def iter_record_batches(
 
 
 def _iter_rows(
-    stream: BinaryIO, layout: CsvLayout, max_rows: int, start_after_line: int
+    stream: BinaryIO, layout: CsvLayout, max_rows: int, start_after_line: int, max_fields: int
 ) -> Iterator[tuple[int, list[str]]]:
     """(line, row) of every non-blank record after ``start_after_line``; rows padded to the
-    header's width (longer rows keep their extra fields, which no column name reaches)."""
+    header's width (longer rows keep their extra fields, which no column name reaches).
+
+    Lines reach the CSV reader through :class:`BoundedLines`: a record over ``max_fields``
+    fields or ``MAX_RECORD_CHARS`` characters, or a NUL in UTF-16 text, refuses the file
+    before the record is built."""
     width = len(layout.columns)
     phone_index = layout.phone_index
     padding = [""] * width
-
-    # The guard sits between the wrapper and the caller's stream, so when the wrapper is
-    # closed or collected only the guard closes and the caller's stream stays open.
-    guard = _NulGuard(stream, check_nul=layout.encoding != "utf-16")
-    text = io.TextIOWrapper(guard, encoding=layout.encoding, errors=FALLBACK_ERRORS, newline="")
+    lines = _bounded_lines(stream, layout, max_fields)
     line = 0  # records read so far; the header is line 1
     count = 0
     try:
         # strict: an unclosed quote is an error, not a field that swallows the following rows.
-        reader = csv.reader(text, delimiter=layout.delimiter, strict=True)
-        if next(reader, None) is None:
+        reader = csv.reader(lines, delimiter=layout.delimiter, strict=True)
+        header = next(reader, None)
+        if header is None:
             return
         line = 1
+        if len(header) > max_fields:  # a header longer than the head the upload was checked on
+            raise _too_many_columns(1, max_fields)
+        lines.record_done()
         for row in reader:
+            lines.record_done()
             line += 1
             n = len(row)
+            if n > max_fields:
+                raise _too_many_columns(line, max_fields)
             if n < width:
                 row += padding[n:]
             phone = row[phone_index]
@@ -454,14 +430,56 @@ def _iter_rows(
             if line <= start_after_line:
                 continue
             yield line, row
-    except csv.Error as exc:
-        raise _malformed(exc, line + 1) from exc
-    except _NulByte as exc:
-        raise UploadRefused(
-            RefusalCode.NOT_TEXT,
-            f"not a text file: NUL byte in line {line + 1} (byte {exc.offset}); {_SAVE_AS_CSV}",
-            line=line + 1,
-        ) from None
+    except (csv.Error, NulByte, NulInText, RecordTooWide) as exc:
+        raise _read_refusal(exc, line + 1, max_fields) from exc
+
+
+def _bounded_lines(stream: BinaryIO, layout: CsvLayout, max_fields: int) -> BoundedLines:
+    # The guard sits between the wrapper and the caller's stream, so when the wrapper is
+    # closed or collected only the guard closes and the caller's stream stays open.
+    guard = NulGuard(stream, check_nul=layout.encoding != "utf-16")
+    text = io.TextIOWrapper(guard, encoding=layout.encoding, errors=FALLBACK_ERRORS, newline="")
+    return BoundedLines(
+        text.readline,
+        delimiter=layout.delimiter,
+        max_fields=max_fields,
+        check_nul=layout.encoding == "utf-16",
+    )
+
+
+def _read_refusal(exc: Exception, line: int, max_fields: int) -> UploadRefused:
+    """The refusal for what stopped reading the record at ``line``."""
+    if isinstance(exc, csv.Error):
+        return _malformed(exc, line)
+    if isinstance(exc, NulByte):
+        return _nul_refusal(line, f" (byte {exc.offset})")
+    if isinstance(exc, RecordTooWide) and exc.what == "fields":
+        return _too_many_columns(line, max_fields)
+    if isinstance(exc, RecordTooWide):
+        return UploadRefused(
+            RefusalCode.MALFORMED,
+            f"malformed CSV at line {line}: the record is longer than {exc.limit:,} "
+            "characters; probably a quoted field that is never closed",
+            line=line,
+        )
+    return _nul_refusal(line, "")
+
+
+def _nul_refusal(line: int, where: str) -> UploadRefused:
+    return UploadRefused(
+        RefusalCode.NOT_TEXT,
+        f"not a text file: NUL byte in line {line}{where}; {_SAVE_AS_CSV}",
+        line=line,
+    )
+
+
+def _too_many_columns(line: int, limit: int) -> UploadRefused:
+    return UploadRefused(
+        RefusalCode.TOO_MANY_COLUMNS,
+        f"too many columns: line {line} has more than {limit:,} fields (MAX_CSV_COLUMNS); "
+        "check the delimiter, or remove unused columns",
+        line=line,
+    )
 
 
 def _is_blank(row: list[str]) -> bool:

@@ -3,19 +3,98 @@
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_PLACEHOLDERS = {"", "change-me", "changeme", "dev-secret", "dev-token", "secret", "test"}
+# Values that only ever stand in for a secret: the demo's, the examples', the tests'.
+_PLACEHOLDERS = frozenset(
+    {
+        "",
+        "admin",
+        "change-me",
+        "changeme",
+        "default",
+        "password",
+        "pass",
+        "postgres",
+        "redis",
+        "secret",
+        "token",
+        "wa",
+        "xxx",
+    }
+)
+_PLACEHOLDER_PREFIXES = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "dev-",
+    "dev_",
+    "demo-",
+    "demo_",
+    "example",
+    "placeholder",
+    "replace-me",
+    "test",
+    "your-",
+    "your_",
+    "<",
+)
+MIN_API_TOKEN_CHARS = 32
+EXIT_BAD_SETTINGS = 2
+
+
+def is_placeholder(value: str) -> bool:
+    """A value that stands in for a secret (``change-me``, ``dev-*``, ``test*``, ...)."""
+    folded = value.strip().lower()
+    return folded in _PLACEHOLDERS or folded.startswith(_PLACEHOLDER_PREFIXES)
+
+
+def _url_password(url: str) -> str | None:
+    password = urlsplit(url).password
+    return unquote(password) if password is not None else None
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why these settings may not run in production; empty when they may.
+
+    A placeholder or a short API token would give anyone who reaches the API full admin;
+    placeholder WhatsApp secrets accept forged webhooks; a placeholder database or Redis
+    password is the first thing anyone tries.
+    """
+    problems = []
+    tokens = sorted(settings.configured_api_tokens())
+    if any(is_placeholder(t) for t in tokens):
+        problems.append(
+            "API_TOKENS holds a placeholder token (change-me, dev-*, demo-*, test*, ...)"
+        )
+    if any(len(t) < MIN_API_TOKEN_CHARS for t in tokens):
+        problems.append(f"API_TOKENS holds a token shorter than {MIN_API_TOKEN_CHARS} characters")
+    for name in ("whatsapp_token", "whatsapp_app_secret", "whatsapp_verify_token"):
+        value: SecretStr = getattr(settings, name)
+        if is_placeholder(value.get_secret_value()):
+            problems.append(f"{name.upper()} must be set to a real secret, not a placeholder")
+    for name, url in (("DATABASE_URL", settings.database_url), ("REDIS_URL", settings.redis_url)):
+        if not url:
+            problems.append(f"{name} must be set (no embedded services in production)")
+            continue
+        password = _url_password(url)
+        if password is not None and is_placeholder(password):
+            problems.append(f"{name} holds a placeholder password")
+    return problems
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    environment: str = Field("development", description="'production' refuses placeholder secrets")
+    environment: str = Field(
+        "development", description="'production' (any case) refuses placeholder secrets"
+    )
     database_url: str | None = Field(None, description="unset: embedded Postgres under DATA_DIR")
     redis_url: str | None = Field(None, description="unset: embedded redis-server under DATA_DIR")
     data_dir: Path = Field(
@@ -25,6 +104,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 200 * 1024 * 1024
     max_upload_rows: int = 5_000_000
+    max_csv_columns: int = Field(
+        16_384, ge=1, description="fields per CSV row (Excel's limit); more refuses the file"
+    )
     ingest_chunk_rows: int = 10_000
     ingest_parse_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -68,6 +150,22 @@ class Settings(BaseSettings):
     )
 
     log_json: bool = False
+
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="own listener of /metrics (0: any free port)"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address of the metrics listener (0.0.0.0 in a container)"
+    )
+    metrics_query_timeout_s: float = Field(
+        5.0, gt=0, description="statement timeout of each scrape's database query"
+    )
+    http_limit_concurrency: int = Field(
+        1000, ge=1, description="connections + requests in flight before the API answers 503"
+    )
+    http_max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line + headers; more closes the connection"
+    )
 
     webhook_apply_batch: int = Field(
         50, ge=1, description="inbox rows (POST bodies, up to ~50 statuses each) per transaction"
@@ -116,15 +214,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:
-        if self.environment != "production":
-            return self
-        for name in ("whatsapp_token", "whatsapp_app_secret", "whatsapp_verify_token"):
-            value: SecretStr = getattr(self, name)
-            if value.get_secret_value().strip().lower() in _PLACEHOLDERS:
-                raise ValueError(f"{name.upper()} must be set to a real secret in production")
-        if not self.database_url or not self.redis_url:
-            raise ValueError("DATABASE_URL and REDIS_URL must be set in production")
+        if self.is_production:
+            problems = production_problems(self)
+            if problems:
+                raise ValueError("ENVIRONMENT=production refuses: " + "; ".join(problems))
         return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.strip().lower() == "production"
 
     @property
     def spool_dir(self) -> Path:
@@ -139,6 +237,26 @@ class Settings(BaseSettings):
         return {t.strip() for t in raw.split(",") if t.strip()}
 
 
+def settings_error_message(exc: ValidationError) -> str:
+    """Pydantic's errors as one line that names each variable, without the input values."""
+    parts = []
+    for err in exc.errors():
+        message = str(err["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in err["loc"]).upper()
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid settings: " + "; ".join(parts)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings. Invalid ones end the process with one line and exit code 2.
+
+    Every entrypoint (``wa-campaigns serve``, workers, beat, ``python -m uvicorn`` on the app
+    factory) reads its settings here first, so a refused production setting stops it
+    before it listens or consumes, with a message naming the variable and no traceback.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"wa-campaigns: {settings_error_message(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BAD_SETTINGS) from None

@@ -79,7 +79,7 @@ class Checker:
             if blocking == "wait" or queue is None:
                 answers |= await self.ask(missing, force_check=force_check)
             else:
-                queue(missing, force_check)
+                await asyncio.to_thread(queue, missing, force_check)
                 answers |= {n: Answer(CheckStatus.PROCESSING) for n in missing}
         out: list[CheckItem] = []
         tally: Tally = Counter()

@@ -50,7 +50,13 @@ def error_codes(engine: Engine, campaign_id: int, limit: int = 10) -> list[Error
     return [ErrorCodeCount(code, meaning_of(code), count) for code, count in rows]
 
 
-def gauges(engine: Engine) -> Gauges:
-    """Contacts by campaign and state, campaigns by status, auto-paused ones, upload rows."""
+def gauges(engine: Engine, *, timeout_s: float = 5.0) -> Gauges:
+    """Contacts by campaign and state, campaigns by status, auto-paused ones, upload rows.
+
+    Every query of one scrape runs under a statement timeout of ``timeout_s``: a locked
+    or overloaded database fails the scrape's Postgres part instead of piling up scrapes
+    that each hold a pooled connection.
+    """
     with engine.connect() as conn:
+        monitoring_db.set_statement_timeout(conn, timeout_s)
         return monitoring_db.gauges(conn)

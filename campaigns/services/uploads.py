@@ -26,6 +26,7 @@ from campaigns.domain.csv_intake import (
     iter_record_batches,
     sniff_layout,
 )
+from campaigns.domain.csv_limits import DEFAULT_MAX_FIELDS
 from campaigns.domain.refusals import NotFound
 from campaigns.domain.registry import is_opt_in_column
 from campaigns.domain.states import CampaignStatus
@@ -98,6 +99,7 @@ def register_upload(
     filename: str,
     phone_column: str | None = None,
     region: str | None = None,
+    max_columns: int = DEFAULT_MAX_FIELDS,
 ) -> UploadOut:
     """Checks the campaign and the file's head, then records the upload for the ingest worker.
 
@@ -112,7 +114,10 @@ def register_upload(
             with spooled.path.open("rb") as handle:
                 head = handle.read(HEAD_BYTES)
             layout = sniff_layout(
-                head, phone_column=phone_column, required_variables=campaign["body_variables"]
+                head,
+                phone_column=phone_column,
+                required_variables=campaign["body_variables"],
+                max_columns=max_columns,
             )
             upload_id = uploads_db.insert_upload(
                 conn,
@@ -184,6 +189,7 @@ def run_ingest(
     chunk_rows: int,
     parse_workers: int = 1,
     on_progress: ProgressCallback | None = None,
+    max_columns: int = DEFAULT_MAX_FIELDS,
 ) -> UploadOut:
     """Validates and stores every row of a spooled upload, a chunk per transaction.
 
@@ -196,12 +202,19 @@ def run_ingest(
             return get_upload(engine, upload_id)
         lock_conn.commit()
         try:
-            return _ingest_locked(
-                engine, upload_id, max_rows, chunk_rows, parse_workers, on_progress
-            )
+            limits = _Limits(max_rows, chunk_rows, parse_workers, max_columns)
+            return _ingest_locked(engine, upload_id, limits, on_progress)
         finally:
             uploads_db.unlock_upload(lock_conn, upload_id)
             lock_conn.commit()
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_rows: int
+    chunk_rows: int
+    parse_workers: int
+    max_columns: int
 
 
 @dataclass(frozen=True)
@@ -219,18 +232,13 @@ class _Run:
 
 
 def _ingest_locked(
-    engine: Engine,
-    upload_id: int,
-    max_rows: int,
-    chunk_rows: int,
-    parse_workers: int,
-    on_progress: ProgressCallback | None,
+    engine: Engine, upload_id: int, limits: _Limits, on_progress: ProgressCallback | None
 ) -> UploadOut:
     run = _start_run(engine, upload_id)
     if isinstance(run, UploadOut):  # finished by an earlier run
         return run
     try:
-        _store_chunks(engine, run, max_rows, chunk_rows, parse_workers, on_progress)
+        _store_chunks(engine, run, limits, on_progress)
     except UploadRefused as refused:
         _mark_refused(engine, upload_id, refused)
         run.spool_path.unlink(missing_ok=True)
@@ -273,12 +281,7 @@ def _start_run(engine: Engine, upload_id: int) -> _Run | UploadOut:
 
 
 def _store_chunks(
-    engine: Engine,
-    run: _Run,
-    max_rows: int,
-    chunk_rows: int,
-    parse_workers: int,
-    on_progress: ProgressCallback | None,
+    engine: Engine, run: _Run, limits: _Limits, on_progress: ProgressCallback | None
 ) -> None:
     """Reads the spooled file and stores it a validated chunk per transaction."""
     with run.spool_path.open("rb") as stream:
@@ -286,6 +289,7 @@ def _store_chunks(
             stream.read(HEAD_BYTES),
             phone_column=run.phone_column,
             required_variables=run.required,
+            max_columns=limits.max_columns,
         )
         stream.seek(0)
         spec = ChunkSpec(
@@ -296,9 +300,7 @@ def _store_chunks(
             required=run.required,
             opt_in_index=_opt_in_index(layout.variable_columns),
         )
-        chunks = _stage_chunks(
-            stream, layout, spec, max_rows, chunk_rows, run.last_line, parse_workers
-        )
+        chunks = _stage_chunks(stream, layout, spec, limits, run.last_line)
         for chunk in chunks:
             with engine.begin() as conn:
                 result = uploads_db.ingest_chunk(
@@ -350,13 +352,7 @@ def _finish(engine: Engine, upload_id: int, on_progress: ProgressCallback | None
 
 
 def _stage_chunks(
-    stream: Any,
-    layout: CsvLayout,
-    spec: ChunkSpec,
-    max_rows: int,
-    chunk_rows: int,
-    start_after_line: int,
-    parse_workers: int,
+    stream: Any, layout: CsvLayout, spec: ChunkSpec, limits: _Limits, start_after_line: int
 ) -> Iterator[StagedChunk]:
     """Validated chunks of ``chunk_rows`` records, in file order.
 
@@ -367,10 +363,12 @@ def _stage_chunks(
     batches = iter_record_batches(
         stream,
         layout,
-        max_rows=max_rows,
-        batch_rows=chunk_rows,
+        max_rows=limits.max_rows,
+        batch_rows=limits.chunk_rows,
         start_after_line=start_after_line,
+        max_fields=limits.max_columns,
     )
+    parse_workers = limits.parse_workers
     if parse_workers <= 1 or multiprocessing.current_process().daemon:
         # A Celery prefork child is daemonic and may not start processes; parse here instead.
         for batch in batches:

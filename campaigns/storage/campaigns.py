@@ -34,8 +34,14 @@ def get_campaign(
     return conn.execute(query).mappings().one_or_none()
 
 
-def list_campaigns(conn: Connection) -> list[RowMapping]:
-    return list(conn.execute(select(campaigns_t).order_by(campaigns_t.c.id.desc())).mappings())
+def list_campaigns(
+    conn: Connection, *, limit: int, before_id: int | None = None
+) -> list[RowMapping]:
+    """Newest first, at most ``limit``; keyset paging: ``before_id`` is the last id seen."""
+    query = select(campaigns_t).order_by(campaigns_t.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(campaigns_t.c.id < before_id)
+    return list(conn.execute(query).mappings())
 
 
 def set_campaign_status(

@@ -14,6 +14,12 @@ from campaigns.storage.tables import campaigns_t, contacts_t, uploads_t
 FINISHED_VISIBLE = "1 day"
 
 
+def set_statement_timeout(conn: Connection, timeout_s: float) -> None:
+    """Limits every statement of the current transaction (SET LOCAL: ends with it)."""
+    ms = max(1, int(timeout_s * 1000))
+    conn.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": f"{ms}ms"})
+
+
 def campaign_exists(conn: Connection, campaign_id: int) -> bool:
     found = conn.execute(select(campaigns_t.c.id).where(campaigns_t.c.id == campaign_id))
     return found.first() is not None

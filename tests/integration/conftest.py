@@ -22,9 +22,13 @@ def sim() -> Iterator[RunningSimulator]:
 def ingest_worker(stack: dict[str, str]) -> Iterator[Any]:
     """A real Celery worker (in a thread) consuming the ingest queue of the real Redis broker."""
     from celery.contrib.testing.worker import start_worker
+    from kombu.asynchronous import set_event_loop
 
     from workers.app import app
 
+    # Its own kombu event loop (the loop is process-global): a worker started on another
+    # in-thread worker's loop never runs countdown tasks (see webhooks_worker).
+    set_event_loop(None)
     with start_worker(
         app,
         pool="threads",

@@ -186,7 +186,9 @@ def test_cli_admin_commands_and_refusals(db: Engine) -> None:
     refused = cli("pause", str(campaign_id), "--json")
     assert refused.returncode == 2
     assert json.loads(refused.stdout)["error"]["code"] == "pause_not_allowed"
-    assert "refused" in refused.stderr
+    human = cli("pause", str(campaign_id))
+    assert (human.returncode, human.stdout) == (2, "")
+    assert human.stderr.startswith("error: ") and "pause" in human.stderr
 
     started = cli("start", str(campaign_id), "--json")
     assert started.returncode == 0, started.stderr

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
@@ -31,6 +33,12 @@ def broker() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(resolve().redis_url)
     yield client
     client.close()
+
+
+def listener_url(api: TestClient) -> str:
+    """The /metrics listener the app's lifespan started (METRICS_PORT=0: a free port)."""
+    app = cast(FastAPI, api.app)
+    return str(app.state.metrics_listener.url)
 
 
 def families(body: str) -> dict[str, Any]:
@@ -58,12 +66,14 @@ def record(redis_url: str, campaign_id: int) -> None:
             accepted_at=[1.0, 2.0],
             limiter_waits=3,
             limiter_wait_s=0.5,
+            suppressed={"opted_out": 2},
         )
         await client.aclose()
 
     asyncio.run(main())
     sync = SyncTelemetry(redis.Redis.from_url(redis_url))
     sync.record_webhook_events(by_status={"delivered": 2, "read": 1}, lags_s=[1.5, 20.0])
+    sync.record_contact_checks({("valid", True): 2, ("invalid", False): 1})
     # Upload rows are not recorded here: the test's real upload (the ingest task) records them.
 
 
@@ -89,8 +99,9 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
         )
     record(resolve().redis_url, cid)
 
-    api.headers.pop("Authorization")  # exporters are scraped without a token
-    response = api.get("/metrics")
+    # Exporters are scraped without a token, on the metrics listener, not the API port.
+    assert api.get("/metrics").status_code == 404
+    response = httpx.get(listener_url(api), timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     found = families(response.text)
@@ -115,6 +126,13 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
     }
     assert samples(found["wa_webhook_lag_seconds"], "wa_webhook_lag_seconds_count") == {(): 2.0}
     assert samples(found["wa_ratelimiter_waits_total"], "wa_ratelimiter_waits_total") == {(): 3.0}
+    suppressed = samples(found["wa_contacts_suppressed_total"], "wa_contacts_suppressed_total")
+    assert suppressed[(("reason", "opted_out"),)] == 2.0
+    assert suppressed[(("reason", "blocked"),)] == 0.0
+    assert samples(found["wa_contact_checks_total"], "wa_contact_checks_total") == {
+        (("cached", "true"), ("status", "valid")): 2.0,
+        (("cached", "false"), ("status", "invalid")): 1.0,
+    }
 
     contacts = samples(found["wa_contacts"], "wa_contacts")
     assert contacts == {

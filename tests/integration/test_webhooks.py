@@ -92,9 +92,13 @@ def webhooks_worker(stack: dict[str, str]) -> Iterator[Any]:
     the process (Celery's global ``should_terminate``), so it lives as long as the session.
     """
     from celery.contrib.testing.worker import start_worker
+    from kombu.asynchronous import set_event_loop
 
     from workers.app import app
 
+    # Its own kombu event loop (the loop is process-global): on the ingest worker's loop it
+    # would never run the receiver's countdown-queued apply_inbox, when both share a process.
+    set_event_loop(None)
     with start_worker(
         app,
         pool="threads",

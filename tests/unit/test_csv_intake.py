@@ -333,6 +333,7 @@ def test_refusal_codes_are_snake_case() -> None:
         "too_many_rows",
         "malformed",
         "too_large",
+        "too_many_columns",
     ]
 
 

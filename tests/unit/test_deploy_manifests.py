@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -32,7 +33,20 @@ OUR_IMAGE = "wa-campaigns"  # the name in deploy/base, rewritten by an overlay's
 
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 # Read by third-party images or only by compose itself, never by our code.
-KNOWN_EXTERNAL = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+KNOWN_EXTERNAL = {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "FLOWER_BASIC_AUTH"}
+DEMO_ENV_FILE = ROOT / "docker-compose.demo.env"
+# Secrets compose must be given: ${VAR:?...}, no default that would run.
+REQUIRED_COMPOSE_VARS = {
+    "POSTGRES_PASSWORD",
+    "API_TOKENS",
+    "WHATSAPP_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "FLOWER_BASIC_AUTH",
+    "GRAFANA_ADMIN_PASSWORD",
+}
+OPS_SERVICES = ("prometheus", "flower", "grafana", "postgres", "redis")
+METRICS_PORT = 9100
 PYTHON_ENV = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
 PYTHON_ENV |= {"PIP_DISABLE_PIP_VERSION_CHECK"}
 SECRET_SETTINGS = {
@@ -133,9 +147,35 @@ def celery_queues() -> tuple[str, ...]:
     return QUEUES
 
 
-def _interpolate(value: str) -> str:
-    """Compose's ``${VAR:-default}`` with the default (what runs when nothing is set)."""
-    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", value)
+class MissingVariable(Exception):
+    pass
+
+
+def demo_env() -> dict[str, str]:
+    env = {}
+    for line in DEMO_ENV_FILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def _interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """Compose's interpolation: ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` (which
+    raises MissingVariable when VAR is unset or empty), with ``env`` as the environment
+    (default: the demo env file)."""
+    env = demo_env() if env is None else env
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2) or "", m.group(3) or ""
+        value = env.get(name, "")
+        if op == ":?" and not value:
+            raise MissingVariable(f"{name}: {arg}")
+        if op == ":-" and not value:
+            return arg
+        return value
+
+    return re.sub(r"\$\{(\w+)(?:(:\?|:-)([^}]*))?\}", one, value)
 
 
 # --------------------------------------------------------------------------- compose
@@ -185,7 +225,7 @@ def test_compose_health_checks_shutdown_and_start_order() -> None:
 def worker_node(command: list[str], host: str) -> str | None:
     """The Celery node name ``wa-campaigns worker -Q ...`` runs as on ``host`` (None: not a
     worker command)."""
-    from campaigns.cli.main import worker_argv
+    from campaigns.cli.ops import worker_argv
 
     if command[:2] != ["wa-campaigns", "worker"] or "-Q" not in command:
         return None
@@ -251,17 +291,113 @@ def test_compose_env_vars_are_settings() -> None:
     assert not unknown, f"compose reads {unknown}: neither a setting nor a known external one"
 
 
-def test_compose_defaults_make_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {k: _interpolate(str(v)) for k, v in services()["api"]["environment"].items()}
+def _settings_from(environment: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
     for key in SETTINGS_ENV:
         monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
+    for key, value in environment.items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
+
+
+def test_compose_secrets_have_no_usable_default() -> None:
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required >= REQUIRED_COMPOSE_VARS, REQUIRED_COMPOSE_VARS - required
+    for name in REQUIRED_COMPOSE_VARS:
+        # Every use of a secret is the required form: no ${VAR:-default}, no bare ${VAR}.
+        uses = re.findall(rf"\$\{{{name}(:\?|:-|\}})", text)
+        assert uses and set(uses) == {":?"}, (name, uses)
+    # With nothing set, compose refuses to interpolate the app's environment.
+    for name in ("api", "postgres", "grafana", "flower"):
+        joined = " ".join(str(v) for v in services()[name]["environment"].values())
+        with pytest.raises(MissingVariable):
+            _interpolate(joined, env={})
+
+
+def test_demo_env_file_makes_valid_development_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {k: _interpolate(str(v)) for k, v in services()["api"]["environment"].items()}
+    settings = _settings_from(env, monkeypatch)
     assert settings.database_url and settings.database_url.startswith("postgresql+psycopg://")
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.log_json is True
     assert settings.environment == "development"
+    assert settings.whatsapp_api_url == "http://simulator:8900"
+    assert demo_env()["COMPOSE_PROFILES"] == "dev"
+
+
+def test_compose_and_image_default_to_production_which_refuses_the_demo_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    demo = demo_env()
+    without_mode = {k: v for k, v in demo.items() if k != "ENVIRONMENT"}
+    env = {
+        k: _interpolate(str(v), without_mode) for k, v in services()["api"]["environment"].items()
+    }
+    assert env["ENVIRONMENT"] == "production"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^\s*ENVIRONMENT=production\b", dockerfile, re.M)
+    with pytest.raises(ValueError, match="API_TOKENS") as refused:
+        _settings_from(env, monkeypatch)
+    for name in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"):
+        assert name in str(refused.value)
+    assert "DATABASE_URL holds a placeholder password" in str(refused.value)
+
+
+def _published(service: dict[str, Any]) -> list[str]:
+    return [str(p) for p in service.get("ports", [])]
+
+
+def test_ops_ports_are_published_on_localhost_only() -> None:
+    svc = services()
+    for name in OPS_SERVICES:
+        ports = _published(svc[name])
+        assert ports, f"{name} publishes no port"
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    # The API's port is public; its metrics port is published nowhere.
+    assert _published(svc["api"]) == ["8000:8000"]
+    for service in svc.values():
+        assert not any(p.split(":")[-1] == str(METRICS_PORT) for p in _published(service))
+
+
+def test_flower_grafana_and_postgres_require_their_secrets() -> None:
+    svc = services()
+    assert svc["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    grafana = svc["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert grafana.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert svc["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    flower_k8s = {
+        e["name"]: e
+        for name, c in workload_containers()
+        if name == "wa-campaigns-flower"
+        for e in c.get("env", [])
+    }
+    assert flower_k8s["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "FLOWER_BASIC_AUTH"
+    )
+
+
+def test_metrics_are_scraped_on_their_own_port() -> None:
+    env = services()["api"]["environment"]
+    assert (env["METRICS_HOST"], str(env["METRICS_PORT"])) == ("0.0.0.0", str(METRICS_PORT))  # noqa: S104
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "wa-campaigns"]
+    assert job["static_configs"][0]["targets"] == [f"api:{METRICS_PORT}"]
+    objects = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_objects()}
+    api = objects[("Service", "wa-campaigns-api")]
+    assert "prometheus.io/scrape" not in api["metadata"].get("annotations", {})
+    assert [p["port"] for p in api["spec"]["ports"]] == [8000]
+    scraped = objects[("Service", "wa-campaigns-metrics")]
+    annotations = scraped["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert [p["targetPort"] for p in scraped["spec"]["ports"]] == ["metrics"]
+    [container] = containers(objects[("Deployment", "wa-campaigns-api")])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "metrics": METRICS_PORT}
+    config = _generated(BASE, "configMapGenerator")
+    assert (config["METRICS_HOST"], config["METRICS_PORT"]) == ("0.0.0.0", str(METRICS_PORT))  # noqa: S104
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"METRICS_PORT={METRICS_PORT}" in dockerfile
 
 
 # --------------------------------------------------------------------------- commands
@@ -283,11 +419,24 @@ def _command_lines() -> Iterator[tuple[str, list[str]]]:
     yield "Dockerfile", json.loads(cmd.group(1))
 
 
+def parse_command(argv: list[str]) -> click.Context:
+    """The context ``wa-campaigns ARGV`` would run its command in, parsed by the real click
+    tree and not run; bad usage raises click's UsageError, as the command line would."""
+    from campaigns.cli.main import cli
+
+    command: click.Command = cli
+    name, args = "wa-campaigns", list(argv)
+    while isinstance(command, click.Group):
+        if not args or args[0] not in command.commands:
+            raise click.UsageError(f"{name} has no command {args[:1]}")
+        name, *args = args
+        command = command.commands[name]
+    return command.make_context(name, args)
+
+
 def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
-    from campaigns.cli import main as cli
     from campaigns.dev.simulator import __main__ as simulator
 
-    parser = cli.build_parser()
     served: list[Any] = []
     monkeypatch.setattr(simulator, "serve", served.append)
     seen = set()
@@ -295,26 +444,28 @@ def test_every_command_is_a_real_wa_campaigns_subcommand(monkeypatch: pytest.Mon
         assert argv[0] == "wa-campaigns", f"{where}: {argv}"
         seen.add(argv[1])
         if argv[1] == "simulator":
-            # cli.main hands everything after `simulator` to the simulator's own parser.
+            # The simulator command hands every argument to the simulator's own parser.
+            assert parse_command(argv[1:]).params["simulator_args"] == tuple(argv[2:])
             simulator.main(argv[2:])
             continue
         try:
-            args = parser.parse_args(argv[1:])
-        except SystemExit as exc:  # argparse's way of refusing
-            raise AssertionError(f"{where}: `{shlex.join(argv)}` is refused") from exc
+            ctx = parse_command(argv[1:])
+        except click.UsageError as exc:
+            raise AssertionError(f"{where}: `{shlex.join(argv)}` is refused: {exc}") from exc
         if argv[1] == "worker":
-            assert set(args.queues.split(",")) <= set(QUEUES), where
+            assert set(ctx.params["queues"].split(",")) <= set(QUEUES), where
     assert {"serve", "worker", "beat", "migrate", "simulator"} <= seen
     assert len(served) == 1  # the simulator's arguments parsed into a config
 
 
 def test_a_wrong_command_would_be_caught() -> None:
-    from campaigns.cli import main as cli
-
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["workers", "-Q", "dispatch"])
-    with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["serve", "--bind", "127.0.0.1"])
+    with pytest.raises(click.UsageError):
+        parse_command(["workers", "-Q", "dispatch"])
+    with pytest.raises(click.UsageError):
+        parse_command(["serve", "--bind", "127.0.0.1"])
+    with pytest.raises(click.UsageError):
+        parse_command(["dev", "sideways"])
+    assert parse_command(["serve", "--port", "8000"]).params["port"] == 8000
 
 
 def test_queues_agree_everywhere() -> None:
@@ -412,7 +563,7 @@ def test_k8s_env_vars_are_settings_and_secrets_are_secret() -> None:
     config = {**_generated(BASE, "configMapGenerator"), **_generated(OVERLAY, "configMapGenerator")}
     secrets = _generated(OVERLAY, "secretGenerator")
     assert not (set(config) - SETTINGS_ENV), set(config) - SETTINGS_ENV
-    assert set(secrets) == SECRET_SETTINGS
+    assert set(secrets) == SECRET_SETTINGS | {"FLOWER_BASIC_AUTH"}
     assert not (set(config) & SECRET_SETTINGS), "a secret in a ConfigMap"
     for owner, c in workload_containers():
         for env in c.get("env", []):
@@ -431,14 +582,16 @@ def test_example_overlay_is_refused_until_real_secrets_are_set(
         **_generated(OVERLAY, "configMapGenerator"),
         **_generated(OVERLAY, "secretGenerator"),
     }
-    for key in SETTINGS_ENV:
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(ValueError, match="must be set to a real secret"):
-        Settings()
+    with pytest.raises(ValueError, match="must be set to a real secret") as refused:
+        _settings_from(env, monkeypatch)
+    # Every placeholder of the example Secret is named, API_TOKENS included.
+    for name in ("API_TOKENS", "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"):
+        assert name in str(refused.value), name
+    assert "DATABASE_URL holds a placeholder password" in str(refused.value)
     for key in ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"):
         monkeypatch.setenv(key, f"real-{key.lower()}-value")
+    monkeypatch.setenv("API_TOKENS", "k8s-" + "x7Q" * 12)
+    monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"].replace("change-me", "Zr8pQ2vLk1"))
     settings = Settings()
     assert settings.environment == "production" and settings.ingest_parse_workers == 2
 
@@ -491,7 +644,7 @@ def test_alert_rules_use_exported_metrics() -> None:
         for s in job["static_configs"]
         for t in s["targets"]
     ]
-    assert "api:8000" in targets
+    assert f"api:{METRICS_PORT}" in targets
 
 
 def test_a_misspelt_metric_would_be_caught() -> None:

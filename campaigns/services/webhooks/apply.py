@@ -9,7 +9,6 @@ with a few set-based statements (:mod:`campaigns.storage.webhooks`) under the ru
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, RowMapping
 from sqlalchemy.exc import DBAPIError
 
+from campaigns.domain import bounded_json
 from campaigns.domain.states import ContactState
 from campaigns.domain.webhooks import (
     DEFAULT_OPT_OUT_WORDS,
@@ -347,8 +347,8 @@ def _event_detail(event: StatusEvent, via_attempt: bool) -> str:
 def _parse(row: webhooks_db.InboxRow) -> WebhookUpdates | str:
     """The envelope, or the reason it is rejected."""
     try:
-        doc = json.loads(row.body)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        doc = bounded_json.loads(row.body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, nested too deep
         return f"malformed JSON: {exc}"[:REASON_CHARS]
     try:
         # json.loads + model_validate: about a third faster than model_validate_json here.

@@ -3,7 +3,6 @@ in the inbox (one group commit for concurrent POSTs), answered at once."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import ClassVar
 
 from sqlalchemy import Engine
 
+from campaigns.domain import bounded_json
 from campaigns.domain.refusals import Refusal, RefusalKind
 from campaigns.domain.webhooks import REASON_CHARS
 from campaigns.storage import webhooks as webhooks_db
@@ -101,7 +101,7 @@ def store_webhooks(engine: Engine, verified_bodies: Sequence[bytes]) -> list[Rec
 
 def _not_json_reason(raw_body: bytes) -> str | None:
     try:
-        doc = json.loads(raw_body)
+        doc = bounded_json.loads(raw_body)  # a RecursionError here failed the whole group
     except ValueError as exc:  # includes UnicodeDecodeError
         return f"malformed JSON: {exc}"[:REASON_CHARS]
     if not isinstance(doc, dict):
