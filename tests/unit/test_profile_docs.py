@@ -143,7 +143,12 @@ IN = PeopleValues(opted_in=True, opted_in_at=T0)
         (IN, {"opted_in": True}, False, None),
         (IN, {"opted_in": True}, True, None),
         (IN, {"opted_in_at": "2026-12-01T09:00:00Z"}, False, None),
-        (IN, {"opted_in_at": "2026-12-02T00:00:00Z"}, False, OptIn(True, T0.replace(day=2, hour=0))),
+        (
+            IN,
+            {"opted_in_at": "2026-12-02T00:00:00Z"},
+            False,
+            OptIn(True, T0.replace(day=2, hour=0)),
+        ),
         (
             NOBODY,
             {"opted_in": True, "opted_in_at": "2026-11-30"},

@@ -188,9 +188,7 @@ def test_enum_values_are_upper_case_start_with_a_letter_and_hold_only_a_z_0_9_un
 
 
 def test_enum_rules() -> None:
-    assert "an ENUM field needs enum" in refused(
-        {"version": "1", "fields": [enum_field(enum=...)]}
-    )
+    assert "an ENUM field needs enum" in refused({"version": "1", "fields": [enum_field(enum=...)]})
     assert "an ENUM field needs enum" in refused({"version": "1", "fields": [enum_field(enum=[])]})
     assert "enum[0] must be an object with value and display" in refused(
         {"version": "1", "fields": [enum_field(enum=["MALE"])]}
@@ -299,7 +297,7 @@ def test_values_in_canonical_form(f: Any, value: Any, canonical: Any) -> None:
 def test_values_of_the_wrong_type_are_refused_naming_the_field(
     f: Any, value: Any, message: str
 ) -> None:
-    with pytest.raises(ValueError, match="^") as caught:
+    with pytest.raises(ValueError, match=r".") as caught:
         check_value(f, value)
     assert message in str(caught.value)
 
