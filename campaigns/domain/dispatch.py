@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from campaigns.domain.outcomes import Decision, SendResult
+from campaigns.domain.profiles import FieldDef
 from campaigns.domain.send_window import SendWindow
 from campaigns.domain.states import (
     CampaignStatus,
@@ -107,6 +108,9 @@ class CampaignPlan:
     named_variables: bool = False  # body_variables are the template's variable names
     require_opt_in: bool = False  # the registry refuses people without an opt-in
     awaiting_check: bool = False  # --check-contacts: no send before its check is done
+    # Template variables that are fields of the newest profile schema: a contact without
+    # its own value for one gets its profile's, read in the claim.
+    profile_fields: tuple[FieldDef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,8 +247,9 @@ class ProfileColumns:
     fallback: tuple[tuple[FieldDef, int | None], ...] = ()
 
     @property
-    def writes(self) -> bool:
-        return bool(self.columns)
+    def active(self) -> bool:
+        """Whether records have anything to do with profiles."""
+        return bool(self.columns or self.fallback)
 
 
 def profile_columns(

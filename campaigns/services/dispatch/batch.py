@@ -77,7 +77,9 @@ def claim_batch(
             return []
     lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
     with engine.begin() as conn:
-        return dispatch_db.claim_due(conn, plan.id, limit=size, lease_s=lease)
+        return dispatch_db.claim_due(
+            conn, plan.id, limit=size, lease_s=lease, profile=plan.profile_fields
+        )
 
 
 def released(claimed: Sequence[ClaimedContact]) -> list[Attempt]:
