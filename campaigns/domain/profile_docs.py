@@ -18,7 +18,6 @@ them becomes one registry change (:class:`OptIn`). ``whatsapp_id`` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,8 +31,8 @@ from campaigns.domain.profiles import (
     FieldDef,
     InvalidProfile,
     ProfileSchema,
+    cell_reader,
     check_value,
-    coerce_text,
     format_datetime,
     parse_datetime,
 )
@@ -280,24 +279,34 @@ def template_columns(schema: ProfileSchema, template_variables: Sequence[str]) -
     return [name for name in template_variables if schema.get(name) is None]
 
 
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+class ProfileStager:
+    """Reads one record's profile cells (made once per chunk in a parse process): the patch
+    as JSON text, the reason the record is refused, and the template variables its own
+    cells leave to the stored profile."""
+
+    def __init__(self, spec: ProfileColumns) -> None:
+        # Field names are a-z, 0-9 and _: their JSON keys need no escaping.
+        self.readers = [(j, f'"{f.name}":', cell_reader(f)) for j, f in spec.columns]
+        self.fallback = spec.fallback
+
+    def __call__(self, values: Sequence[str]) -> tuple[str | None, str | None, tuple[str, ...]]:
+        parts: list[str] = []
+        for j, key, read in self.readers:
+            cell = values[j]
+            if not cell or cell.isspace():
+                continue  # a blank cell leaves the field as it is
+            try:
+                parts.append(key + read(cell))
+            except ValueError as exc:
+                return None, str(exc), ()
+        needs = tuple(
+            f.name for f, j in self.fallback if j is None or not values[j] or values[j].isspace()
+        )
+        return ("{" + ",".join(parts) + "}" if parts else None), None, needs
 
 
 def stage_profile(
     spec: ProfileColumns, values: Sequence[str]
 ) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """One record's profile columns: (the patch as JSON or None, the reason the record is
-    refused or None, the template variables its own cells leave to the stored profile)."""
-    patch: dict[str, Any] = {}
-    for j, f in spec.columns:
-        cell = values[j]
-        if not cell or cell.isspace():
-            continue  # a blank cell leaves the field as it is
-        try:
-            patch[f.name] = coerce_text(f, cell)
-        except ValueError as exc:
-            return None, str(exc), ()
-    needs = tuple(
-        f.name for f, j in spec.fallback if j is None or not values[j] or values[j].isspace()
-    )
-    return (_COMPACT(patch) if patch else None), None, needs
+    """:class:`ProfileStager` for a single record."""
+    return ProfileStager(spec)(values)

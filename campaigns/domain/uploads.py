@@ -32,7 +32,7 @@ from campaigns.domain.parameters import (
     parameter_too_long_reason,
 )
 from campaigns.domain.phones import REPAIRED_INTERNATIONAL, PhoneBad, PhoneOk, normalize_phone
-from campaigns.domain.profile_docs import PROFILE_INVALID, ProfileColumns, stage_profile
+from campaigns.domain.profile_docs import PROFILE_INVALID, ProfileColumns, ProfileStager
 from campaigns.domain.registry import (
     INVALID_OPT_IN,
     OPT_IN_REASON,
@@ -231,6 +231,7 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
     opt_in_at = spec.opt_in_index
     profile = spec.profile if spec.profile is not None and spec.profile.active else None
     encode = _variables_encoder(names, profile.hidden if profile is not None else frozenset())
+    stage = ProfileStager(profile) if profile is not None else None
     lines = batch.lines
     chunk = StagedChunk(lines, [], [], [])
     heads, tails, codes, firsts = chunk.heads, chunk.tails, chunk.codes, chunk.firsts
@@ -243,8 +244,8 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
             raw = _escape(raw)
         refusal = _refusal(result, required, values, joined, opt_in_at)
         staged = None
-        if refusal is None and profile is not None:
-            staged = stage_profile(profile, values)
+        if refusal is None and stage is not None:
+            staged = stage(values)
             refusal = (PROFILE_INVALID, staged[1]) if staged[1] is not None else None
         if refusal is not None:
             heads.append(f"{prefix}{line}\t{raw}\t\\N\t\\N\t{variables}\t")
