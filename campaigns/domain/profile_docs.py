@@ -33,6 +33,7 @@ from campaigns.domain.profiles import (
     ProfileSchema,
     cell_reader,
     check_value,
+    coerce_text,
     format_datetime,
     parse_datetime,
 )
@@ -124,6 +125,30 @@ def checked_values(schema: ProfileSchema, body: object, people: PeopleValues) ->
     if errors:
         more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
         raise InvalidProfile("; ".join(errors[:MAX_ERRORS]) + more)
+    return out
+
+
+def values_from_text(schema: ProfileSchema, pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs (the CLI) as a write's body: each value read as its field's
+    type, as an upload reads a cell; an empty value is null."""
+    out: dict[str, Any] = {}
+    errors: list[str] = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        f = schema.get(name.strip())
+        if not sep or not name.strip():
+            errors.append(f"{pair!r}: expected key=value")
+        elif f is None:
+            errors.append(_unknown(schema, name.strip()))
+        elif not value.strip():
+            out[f.name] = None
+        else:
+            try:
+                out[f.name] = coerce_text(f, value)
+            except ValueError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise InvalidProfile("; ".join(errors[:MAX_ERRORS]))
     return out
 
 

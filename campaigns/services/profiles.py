@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import re
 import uuid as uuid_lib
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, RowMapping
 
-from campaigns.domain.profile_docs import PeopleValues, WriteMode, plan_write, render
+from campaigns.domain.profile_docs import (
+    PeopleValues,
+    WriteMode,
+    plan_write,
+    render,
+    values_from_text,
+)
 from campaigns.domain.profiles import InvalidProfile, ProfileSchema, parse_schema
 from campaigns.domain.refusals import NotFound, Refusal, RefusalKind
 from campaigns.domain.registry import (
@@ -153,6 +160,23 @@ def write_profile(
         return _out(schema, stored, profiles_db.people_values(person))
 
 
+def set_profile_text(
+    engine: Engine,
+    phone: str,
+    pairs: Sequence[str],
+    *,
+    replace: bool = False,
+    if_match: int | None = None,
+) -> ProfileOut:
+    """``key=value`` pairs (the CLI), each value read as its field's type; a PATCH, or a
+    PUT with ``replace``."""
+    with engine.connect() as conn:
+        schema = profiles_db.newest_schema(conn)
+    body = values_from_text(schema, pairs)
+    mode = WriteMode.PUT if replace else WriteMode.PATCH
+    return write_profile(engine, phone, mode, body, if_match=if_match)
+
+
 def _out(
     schema: ProfileSchema, stored: profiles_db.StoredProfile, people: PeopleValues
 ) -> ProfileOut:
@@ -207,5 +231,6 @@ __all__ = [
     "get_schema",
     "list_schemas",
     "parse_if_match",
+    "set_profile_text",
     "write_profile",
 ]
