@@ -21,6 +21,7 @@ from celery import shared_task
 
 from campaigns.clients import redis_keys
 from campaigns.clients.telemetry import SyncTelemetry
+from campaigns.domain.registry import Suppression
 from campaigns.runtime.contact_checks import make_checker
 from campaigns.runtime.stores import resolve
 from campaigns.services import contact_checks
@@ -32,11 +33,13 @@ CAMPAIGN_LOCK_TTL_S = 60  # a campaign's check task refreshes it; a dead one let
 CAMPAIGN_STEP_S = 10.0
 
 
-def _record(tally: Counter[tuple[str, bool]] | None) -> None:
-    if not tally:
+def _record(tally: Counter[tuple[str, bool]] | None, not_on_whatsapp: int = 0) -> None:
+    if not tally and not not_on_whatsapp:
         return
     try:
-        SyncTelemetry(redis.Redis.from_url(resolve().redis_url)).record_contact_checks(tally)
+        telemetry = SyncTelemetry(redis.Redis.from_url(resolve().redis_url))
+        telemetry.record_contact_checks(tally or {})
+        telemetry.record_suppressed({Suppression.NOT_ON_WHATSAPP.value: not_on_whatsapp})
     except redis.RedisError:  # metrics never fail a check
         log.warning("could not record contacts check metrics", exc_info=True)
 
@@ -118,7 +121,7 @@ def check_campaign(campaign_id: int, after_id: int = 0) -> None:
             await client.aclose()
 
     step = asyncio.run(run())
-    _record(step.tally)
+    _record(step.tally, step.not_on_whatsapp)
     if step.not_on_whatsapp:
         log.info("campaign %s: %d contacts not on WhatsApp", campaign_id, step.not_on_whatsapp)
     if step.more:

@@ -20,6 +20,7 @@ from campaigns.domain.webhooks import opt_out_words
 from campaigns.runtime.config import Settings
 from campaigns.runtime.stores import resolve
 from campaigns.services.webhooks import apply as webhooks_apply
+from campaigns.services.webhooks import retention as webhook_retention
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,6 @@ def prune_inbox() -> int:
     settings = resolve().settings
     if settings.webhook_inbox_retention_h <= 0:
         return 0
-    return webhooks_apply.prune_inbox(
+    return webhook_retention.prune_inbox(
         resolve().engine, retention_s=settings.webhook_inbox_retention_h * 3600
     )

@@ -130,6 +130,14 @@ class SyncTelemetry:
         if len(pipe):
             pipe.execute()
 
+    def record_suppressed(self, by_reason: Mapping[str, int]) -> None:
+        """Contacts the registry refused outside an upload or a send batch (a campaign's
+        contacts check)."""
+        pipe = self._redis.pipeline(transaction=False)
+        _queue_suppressed(pipe, by_reason)
+        if len(pipe):
+            pipe.execute()
+
     def record_contact_checks(self, answers: Mapping[tuple[str, bool], int]) -> None:
         """Contacts check answers by (status, answered from the registry)."""
         pipe = self._redis.pipeline(transaction=False)

@@ -397,6 +397,14 @@ def phone_key(value: str) -> PhoneKey:
     return PhoneKey(digits, parsed.e164 if isinstance(parsed, PhoneOk) else None)
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{5,14}")
+
+
+def is_e164(value: str) -> bool:
+    """A number the registry can key: + and 6 to 15 digits (a webhook's wa_id may be junk)."""
+    return _E164.fullmatch(value) is not None
+
+
 def person_id(e164: str) -> int:
     """A person's id: its E.164 number's digits (at most 15, so it fits a bigint). The same
     number always has the same id, so the upload's parse processes write the link into the

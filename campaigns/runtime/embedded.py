@@ -243,7 +243,9 @@ class EmbeddedRedis:
                 ],
                 check=True,
             )
-            wait_until(lambda: _port_open(port), timeout_s=15, what="embedded Redis")
+            # Ready means PONG, not an open port: while Redis loads a large AOF it accepts
+            # connections and answers every command with LOADING.
+            wait_until(lambda: _redis_ready(port), timeout_s=60, what="embedded Redis")
             wait_until(lambda: self.running_pid() is not None, timeout_s=5, what="Redis pid file")
             return self.url()
 
@@ -272,10 +274,14 @@ class EmbeddedRedis:
                 psutil.Process(pid).wait(timeout=5)
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _redis_ready(port: int) -> bool:
+    """Redis answers PING with PONG (it answers -LOADING while it reads its AOF)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- both

@@ -27,7 +27,7 @@ from campaigns.domain.csv_intake import (
     sniff_layout,
 )
 from campaigns.domain.csv_limits import DEFAULT_MAX_FIELDS
-from campaigns.domain.profile_docs import profile_columns, template_columns
+from campaigns.domain.profile_docs import ProfileColumns, profile_columns, template_columns
 from campaigns.domain.profiles import NO_SCHEMA, ProfileSchema
 from campaigns.domain.refusals import NotFound
 from campaigns.domain.registry import is_opt_in_column
@@ -317,24 +317,40 @@ def _store_chunks(
         )
         chunks = _stage_chunks(stream, layout, spec, limits, run.last_line)
         for chunk in chunks:
-            with engine.begin() as conn:
-                result = uploads_db.ingest_chunk(
-                    conn,
-                    campaign_id=run.campaign_id,
-                    upload_id=run.upload_id,
-                    chunk=chunk,
-                    require_opt_in=run.require_opt_in,
-                    profile=spec.profile,
-                )
-                uploads_db.add_upload_progress(
-                    conn,
-                    run.upload_id,
-                    rows_read=len(chunk.lines),
-                    last_line=chunk.last_line,
-                    chunk=result,
-                )
+            try:
+                _store_chunk(engine, run, chunk, spec.profile, racing=False)
+            except uploads_db.PeopleRaced:  # nothing stored: again, sharing its people
+                _store_chunk(engine, run, chunk, spec.profile, racing=True)
             if on_progress is not None:
                 on_progress(get_upload(engine, run.upload_id))
+
+
+def _store_chunk(
+    engine: Engine,
+    run: _Run,
+    chunk: StagedChunk,
+    profile: ProfileColumns | None,
+    *,
+    racing: bool,
+) -> None:
+    """One chunk and the upload's counters and resume point, in one transaction."""
+    with engine.begin() as conn:
+        result = uploads_db.ingest_chunk(
+            conn,
+            campaign_id=run.campaign_id,
+            upload_id=run.upload_id,
+            chunk=chunk,
+            require_opt_in=run.require_opt_in,
+            racing=racing,
+            profile=profile,
+        )
+        uploads_db.add_upload_progress(
+            conn,
+            run.upload_id,
+            rows_read=len(chunk.lines),
+            last_line=chunk.last_line,
+            chunk=result,
+        )
 
 
 def _opt_in_index(columns: tuple[str, ...]) -> int | None:

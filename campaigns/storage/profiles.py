@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, text
+from sqlalchemy.exc import IntegrityError
 
 from campaigns.domain.profile_docs import PeopleValues, ProfileWrite, filled
 from campaigns.domain.profiles import NO_SCHEMA, FieldDef, ProfileSchema, schema_of
@@ -161,13 +162,31 @@ def forget(conn: Connection, phones: Collection[str]) -> None:
 # --------------------------------------------------------------------------- uploads
 
 # One statement per chunk: each person's patch merged into its profile (PATCH semantics), a
-# profile made where there is none. Rows are taken in id order: two chunks of different
-# campaigns that share people lock them in the same order.
-_PATCH_MANY = """
+# profile made where there is none. The people without a profile in the statement's snapshot
+# (most of them: new numbers) get a plain INSERT (ON CONFLICT's speculative insertion costs
+# about half as much again per row); a profile another transaction made meanwhile makes it
+# fail, and the chunk's patches go again in the statement that settles that (a savepoint
+# keeps the rest of the chunk). Rows are taken in id order: chunks that share people lock
+# them in the same order.
+_DOCS = "SELECT CAST(d.key AS bigint) AS id, d.value FROM jsonb_each(CAST(:docs AS jsonb)) AS d"
+_PATCH_FAST = f"""
+WITH d AS ({_DOCS}), locked AS (
+    SELECT p.person_id FROM profiles p JOIN d ON d.id = p.person_id
+    ORDER BY p.person_id FOR UPDATE OF p
+), changed AS (
+    UPDATE profiles p SET fields = p.fields || d.value, generation = p.generation + 1,
+        schema_uuid = CAST(:uuid AS uuid), updated_at = now()
+    FROM d WHERE p.person_id = d.id AND p.person_id IN (SELECT person_id FROM locked)
+)
+INSERT INTO profiles (person_id, schema_uuid, generation, fields)
+SELECT d.id, CAST(:uuid AS uuid), 1, d.value FROM d
+WHERE NOT EXISTS (SELECT 1 FROM profiles x WHERE x.person_id = d.id)
+ORDER BY d.id
+"""
+_PATCH_RACING = f"""
 INSERT INTO profiles AS p (person_id, schema_uuid, generation, fields)
-SELECT CAST(d.key AS bigint), CAST(:uuid AS uuid), 1, d.value
-FROM jsonb_each(CAST(:docs AS jsonb)) AS d
-ORDER BY 1
+SELECT d.id, CAST(:uuid AS uuid), 1, d.value FROM ({_DOCS}) d
+ORDER BY d.id
 ON CONFLICT (person_id) DO UPDATE SET
     fields = p.fields || EXCLUDED.fields, generation = p.generation + 1,
     schema_uuid = EXCLUDED.schema_uuid, updated_at = now()
@@ -177,7 +196,14 @@ ON CONFLICT (person_id) DO UPDATE SET
 def patch_many(conn: Connection, schema_uuid: str | None, docs: str) -> None:
     """``docs``: a JSON object ``{"<person id>": {field: value, ...}, ...}`` (built by the
     parse processes as text, so nothing is encoded twice)."""
-    conn.execute(text(_PATCH_MANY), {"uuid": schema_uuid, "docs": docs})
+    params = {"uuid": schema_uuid, "docs": docs}
+    try:
+        with conn.begin_nested():
+            conn.execute(text(_PATCH_FAST), params)
+    except IntegrityError as exc:
+        if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "pk_profiles":
+            raise
+        conn.execute(text(_PATCH_RACING), params)
 
 
 def filled_for(

@@ -11,6 +11,7 @@ the ``user_ids`` map knows it. Functions take a Connection and never commit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -26,6 +27,7 @@ from campaigns.domain.registry import (
     Learned,
     Person,
     Suppression,
+    is_e164,
     person_id,
 )
 from campaigns.domain.states import ContactState
@@ -85,7 +87,8 @@ _SET: Mapping[str, str] = {
     "removed_at": f"""CASE WHEN {_REMOVED} THEN coalesce(p.removed_at, i.at)
         WHEN i.change IN ({_CREATING}) THEN NULL ELSE p.removed_at END""",
 }
-# A new person: the same expressions over an empty record.
+# A new person: the same expressions over an empty record ``e`` instead of the row ``p``.
+_ROW = re.compile(r"\bp\.")
 _EMPTY = (
     "SELECT NULL::timestamptz AS unavailable_since, NULL::int AS unavailable_code, "
     "NULL::timestamptz AS blocked_at, NULL::text AS blocked_reason, false AS opted_in, "
@@ -114,7 +117,7 @@ locked AS (
     RETURNING p.id
 ), added AS (
     INSERT INTO people (id, phone_e164, {", ".join(_SET)})
-    SELECT i.id, i.phone, {", ".join(f"{expr.replace('p.', 'e.')}" for expr in _SET.values())}
+    SELECT i.id, i.phone, {", ".join(_ROW.sub("e.", expr) for expr in _SET.values())}
     FROM i CROSS JOIN LATERAL ({_EMPTY}) e
     WHERE i.change IN ({_CREATING}) AND NOT EXISTS (SELECT 1 FROM people x WHERE x.id = i.id)
     ORDER BY i.id
@@ -157,6 +160,7 @@ def apply(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> Applied:
     other changes make the record of an unknown number. Changes of one number apply in
     their order (one statement per round, normally one)."""
     done = Applied()
+    facts = [(phone, fact) for phone, fact in facts if is_e164(phone)]  # no key, no record
     for round_ in _rounds(facts):
         pending = {r["id"]: r for r in (_row(phone, fact) for phone, fact in round_)}
         for _ in range(3):  # a number another transaction inserted meanwhile: once more
@@ -429,14 +433,23 @@ _REASON_TEXT = (
     + " END"
 )
 
-# The refusal rule of domain.registry.SUPPRESSION in SQL, over people p.
-REFUSAL_CODE = f"""CASE
+
+def refusal_code(require_opt_in: str) -> str:
+    """The refusal rule of ``domain.registry.SUPPRESSION`` in SQL, over people ``p``: the
+    reason code, NULL when the person may be messaged. ``require_opt_in``: an SQL boolean
+    (a bind parameter, or ``k.require_opt_in`` of a joined campaign)."""
+    return f"""CASE
     WHEN p.status = 'BLOCKED' THEN '{Suppression.BLOCKED.value}'
     WHEN p.status = 'UNAVAILABLE' THEN '{Suppression.UNAVAILABLE.value}'
     WHEN p.opted_out THEN '{Suppression.OPTED_OUT.value}'
-    WHEN :require_opt_in AND NOT p.opted_in THEN '{Suppression.NOT_OPTED_IN.value}'
+    WHEN {require_opt_in} AND NOT p.opted_in THEN '{Suppression.NOT_OPTED_IN.value}'
 END"""
-REFUSED = "(p.status IS NOT NULL OR p.opted_out OR (:require_opt_in AND NOT p.opted_in))"
+
+
+def refused(require_opt_in: str) -> str:
+    """Whether ``p`` is refused (the same rule as :func:`refusal_code`, index-friendly)."""
+    return f"(p.status IS NOT NULL OR p.opted_out OR ({require_opt_in} AND NOT p.opted_in))"
+
 
 # One statement per gate group, right after the group opened: the attempts whose person the
 # registry refuses now move to Sending failed with the reason code (no request is made);
@@ -446,10 +459,10 @@ WITH g AS (
     SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]))
         AS g(id, attempt_id)
 ), r AS (
-    SELECT c.id, {REFUSAL_CODE} AS code
+    SELECT c.id, {refusal_code(":require_opt_in")} AS code
     FROM g JOIN contacts c ON c.id = g.id AND c.attempt_id = g.attempt_id
     JOIN people p ON p.id = c.person_id
-    WHERE c.state = 'in_progress' AND {REFUSED}
+    WHERE c.state = 'in_progress' AND {refused(":require_opt_in")}
     ORDER BY c.id FOR UPDATE OF c
 ), moved AS (
     UPDATE contacts c SET state = '{ContactState.SENDING_FAILED.value}',

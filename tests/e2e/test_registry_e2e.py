@@ -112,3 +112,30 @@ def test_a_131026_refuses_the_number_in_the_next_campaign(live: LiveStack, db: E
     # DELETE clears UNAVAILABLE: the number may be uploaded again.
     assert httpx.delete(f"{live.api_url}/contacts/{at_once}", headers=AUTH).status_code == 200
     assert person(live, at_once) is None
+
+
+def test_a_check_contacts_campaign_checks_before_its_first_send(
+    live: LiveStack, db: Engine
+) -> None:
+    live.env["WHATSAPP_CONTACTS_URL"] = live.sim.base_url  # the worker runs the check
+    numbers = [phone(i) for i in range(5)]
+    absent = numbers[2]
+    live.sim.update_config(explicit={absent[1:]: 131026})
+    campaign_id = campaign_with_contacts(db, numbers, rate=50, check_contacts=True)
+    live.start_worker()
+    command(live, campaign_id, "start")
+    wait_for(lambda: settled(db, campaign_id), timeout=60, what="the campaign to settle")
+
+    stats = live.sim.stats()
+    assert stats["contacts_checked_total"] == len(numbers)
+    assert absent[1:] not in stats["accepted_by_recipient"]
+    assert stats["requests_total"] == len(numbers) - 1  # no send was even tried for it
+    rows = {r["phone_e164"]: r for r in contact_rows(db, campaign_id)}
+    assert (rows[absent]["state"], rows[absent]["reason_code"]) == (
+        "sending_failed",
+        "not_on_whatsapp",
+    )
+    body = httpx.get(f"{live.api_url}/campaigns/{campaign_id}", headers=AUTH).json()
+    assert body["contacts_checked_at"] is not None
+    shown = person(live, absent)
+    assert shown is not None and shown["check_status"] == "invalid" and shown["status"] is None

@@ -45,6 +45,7 @@ def campaign_with_contacts(
     template: str = "bf_offer",
     rate: float = 1000,
     max_attempts: int = 5,
+    **extra: Any,
 ) -> int:
     body = CampaignCreate(
         name="dispatch",
@@ -54,6 +55,7 @@ def campaign_with_contacts(
         phone_number_id=SENDER,
         rate_per_s=Decimal(str(rate)),
         max_attempts=max_attempts,
+        **extra,
     )
     campaign_id = campaign_service.create_campaign(engine, body).id
     settings = resolve().settings

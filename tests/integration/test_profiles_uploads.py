@@ -5,6 +5,7 @@ variables filled from the profile at upload (missing_variable) and at send time.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,3 +217,40 @@ def test_send_time_values_come_from_the_profile(db: Engine, schema: str, ports: 
         A: ("Annie", "UNDISCLOSED", "X1", "Anna WA"),  # blank cell: the profile's, now
         B: ("Bert", "MALE", "X2", "Anna WA"),  # the file's value wins over the profile's
     }
+
+
+def test_a_chunk_racing_a_new_profile_merges_into_it(db: Engine, schema: str) -> None:
+    """A profile another transaction makes while a chunk writes: the chunk's plain insert
+    fails on it, and its patches merge in instead (none lost, the rest of the chunk kept)."""
+    import threading
+
+    from campaigns.domain.registry import Change
+    from campaigns.storage import profiles as profiles_db
+    from tests.integration.registry_support import learn
+
+    learn(db, A, Change.SEEN)
+    learn(db, B, Change.SEEN)
+    docs = json.dumps({A[1:]: {"age": 5}, B[1:]: {"age": 6}})
+    other = db.connect()
+    other.begin()
+    other.execute(
+        text('INSERT INTO profiles (person_id, fields) VALUES (:p, \'{"nickname": "x"}\')'),
+        {"p": int(A[1:])},
+    )
+    done = threading.Event()
+
+    def chunk() -> None:
+        with db.begin() as conn:
+            profiles_db.patch_many(conn, schema, docs)
+        done.set()
+
+    worker = threading.Thread(target=chunk)
+    worker.start()
+    assert not done.wait(0.5)  # waits for the other transaction's profile
+    other.commit()
+    other.close()
+    worker.join(10)
+    assert done.is_set()
+    generation, fields = profile(db, A)
+    assert (generation, fields["age"], fields["nickname"]) == (1, 5, "x")
+    assert profile(db, B)[1]["age"] == 6

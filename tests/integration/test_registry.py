@@ -22,6 +22,8 @@ from campaigns.domain.registry import (
     Person,
     learn,
     person_id,
+    standing_of,
+    suppression,
 )
 from campaigns.storage import registry as registry_db
 from schemas.api import CampaignCreate
@@ -104,6 +106,41 @@ def test_the_sql_does_what_the_rules_say(db: Engine) -> None:
         assert (phone in applied.changed) == (expected != before and expected is not None)
 
 
+def test_a_wa_id_that_is_no_number_is_left_out(db: Engine) -> None:
+    with db.begin() as conn:
+        done = registry_db.apply(
+            conn,
+            [
+                ("+" + "9" * 25, Learned(Change.OPTED_OUT, T0, source=SOURCE_REPLY)),
+                (DE, Learned(Change.OPTED_OUT, T0, source=SOURCE_REPLY)),
+            ],
+        )
+    assert done.changed == {DE}
+
+
+def test_the_sql_refuses_whom_the_rules_refuse(db: Engine) -> None:
+    """``storage.registry.refusal_code`` (upload and send time) against ``suppression``."""
+    starts = [
+        replace(KNOWN, unavailable_since=unavailable, blocked_at=blocked, opted_out=out, opted_in=opted)
+        for unavailable, blocked, out, opted in itertools.product((None, T0), (None, T0), (False, True), (False, True))
+    ]  # fmt: skip
+    for n, person in enumerate(starts):
+        insert_person(db, replace(person, phone_e164=f"+4915188{n:06d}"))
+    with db.connect() as conn:
+        for n, person in enumerate(starts):
+            for require in (False, True):
+                row = conn.execute(
+                    text(
+                        f"SELECT {registry_db.refusal_code(':r')} AS code, "
+                        f"{registry_db.refused(':r')} AS refused FROM people p WHERE id = :id"
+                    ),
+                    {"r": require, "id": person_id(f"+4915188{n:06d}")},
+                ).one()
+                expected = suppression(standing_of(person), require_opt_in=require)
+                assert row.code == (expected.value if expected else None), (person, require)
+                assert row.refused is (expected is not None)
+
+
 def test_changes_of_one_number_apply_in_order(db: Engine) -> None:
     facts = [
         (DE, Learned(Change.OPTED_OUT, T0, source=SOURCE_PREFERENCES)),
@@ -150,6 +187,47 @@ def test_uploads_refuse_people_with_the_reason(db: Engine) -> None:
         "opted_out",
         None,
     ]
+
+
+def test_a_person_made_meanwhile_by_another_transaction(db: Engine) -> None:
+    """The chunk's plain insert meets a person another transaction is making: it waits, sees
+    the conflict once that commits, and the chunk is stored again sharing the person."""
+    import threading
+
+    from tests.fixtures.processes import wait_for
+
+    campaign_id = make_campaign(db)
+    other = db.connect()
+    other.execute(
+        text("INSERT INTO people (id, phone_e164, opted_out, opt_out_source) "
+             "VALUES (:id, :p, true, 'whatsapp reply')"),
+        {"id": person_id(DE), "p": DE},
+    )  # fmt: skip
+    done: list[Any] = []
+    upload = threading.Thread(
+        target=lambda: done.append(upload_bytes(db, campaign_id, f"phone\n{DE}\n{DE2}\n".encode()))
+    )
+    upload.start()
+
+    def waiting() -> bool:
+        with db.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%%INSERT INTO people%%'"
+                    )
+                ).scalar_one()
+            )
+
+    wait_for(waiting, timeout=20, what="the chunk to wait for the other transaction")
+    other.commit()
+    other.close()
+    upload.join(timeout=30)
+    assert done and done[0].status == "completed"
+    # The second run saw the person the other transaction made (opted out meanwhile).
+    assert done[0].reasons == {"opted_out": 1} and done[0].valid == 1
+    assert [r["reason_code"] for r in contacts(db, campaign_id)] == ["opted_out", None]
 
 
 def test_require_opt_in_and_the_opted_in_column(db: Engine) -> None:

@@ -38,6 +38,7 @@ from campaigns.services import campaigns as campaign_service
 from campaigns.services.webhooks import apply as webhooks_apply
 from campaigns.services.webhooks import receive as webhooks_in
 from campaigns.services.webhooks import report as webhooks_report
+from campaigns.services.webhooks import retention as webhook_retention
 from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload
@@ -717,7 +718,7 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
             {"ids": old},
         )
 
-    assert webhooks_apply.prune_inbox(db, retention_s=86400, batch=1) == 1
+    assert webhook_retention.prune_inbox(db, retention_s=86400, batch=1) == 1
     with db.connect() as conn:
         left = conn.execute(text("SELECT id FROM webhook_inbox ORDER BY id")).scalars().all()
         waiting = conn.execute(
@@ -727,7 +728,7 @@ def test_applied_bodies_past_retention_are_pruned_the_rest_kept(db: Engine) -> N
     # the rejected one (operators read it), and the recent one.
     assert left == [r.id for r in ids[1:]]
     assert waiting == 1
-    assert webhooks_apply.prune_inbox(db, retention_s=86400) == 0
+    assert webhook_retention.prune_inbox(db, retention_s=86400) == 0
 
 
 def test_a_body_that_fails_to_apply_does_not_block_the_others(db: Engine) -> None:

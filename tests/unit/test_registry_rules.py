@@ -21,6 +21,7 @@ from campaigns.domain.registry import (
     PersonStatus,
     Standing,
     Suppression,
+    is_e164,
     is_opt_in_column,
     learn,
     opt_in_value,
@@ -256,6 +257,14 @@ def test_malformed_phones_are_refused(value: str) -> None:
     with pytest.raises(InvalidPhone) as refused:
         phone_key(value)
     assert refused.value.kind is RefusalKind.INVALID and refused.value.code == "invalid_phone"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("+4915123456701", True), ("+" + "9" * 15, True), ("+" + "9" * 16, False), ("+0491", False)],
+)
+def test_only_e164_numbers_are_keys(value: str, ok: bool) -> None:
+    assert is_e164(value) is ok
 
 
 def test_a_person_id_is_the_numbers_digits() -> None:

@@ -39,6 +39,28 @@ def _ts(name: str) -> sa.Column[object]:
 
 
 def upgrade() -> None:
+    _create_people()
+    op.add_column("contacts", sa.Column("person_id", sa.BigInteger(), nullable=True))
+    _move_people()
+    op.create_index(
+        "ix_contacts_person_id",
+        "contacts",
+        ["person_id"],
+        postgresql_where=sa.text("person_id IS NOT NULL"),
+    )
+    op.drop_table("opt_outs")
+    op.add_column(
+        "campaigns",
+        sa.Column("require_opt_in", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column(
+        "campaigns",
+        sa.Column("check_contacts", sa.Boolean(), server_default=sa.false(), nullable=False),
+    )
+    op.add_column("campaigns", _ts("contacts_checked_at"))
+
+
+def _create_people() -> None:
     op.execute("CREATE SEQUENCE people_user_seq")
     op.create_table(
         "people",
@@ -86,24 +108,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_people_wa_id", "people", ["wa_id"], postgresql_where=sa.text("wa_id IS NOT NULL")
     )
-    op.add_column("contacts", sa.Column("person_id", sa.BigInteger(), nullable=True))
-    _move_people()
-    op.create_index(
-        "ix_contacts_person_id",
-        "contacts",
-        ["person_id"],
-        postgresql_where=sa.text("person_id IS NOT NULL"),
-    )
-    op.drop_table("opt_outs")
-    op.add_column(
-        "campaigns",
-        sa.Column("require_opt_in", sa.Boolean(), server_default=sa.false(), nullable=False),
-    )
-    op.add_column(
-        "campaigns",
-        sa.Column("check_contacts", sa.Boolean(), server_default=sa.false(), nullable=False),
-    )
-    op.add_column("campaigns", _ts("contacts_checked_at"))
 
 
 def _move_people() -> None:
