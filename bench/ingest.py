@@ -172,7 +172,10 @@ def child_upload(path: Path, profile_fields: int) -> None:
         conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign.id})
     # The next run inserts the same people again: not into a table of dead rows.
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM people"))
+        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.execute(text("VACUUM people"))
+        if schema_uuid is not None:
+            autocommit.execute(text("VACUUM profiles"))
 
 
 def descendants_peak_rss_kb() -> int:
