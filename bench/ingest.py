@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 
@@ -103,7 +104,6 @@ def add_profile_columns(path: Path, fields: int) -> None:
 
 def child_upload(path: Path, profile_fields: int) -> None:
     """Runs in its own process: register + ingest exactly as the worker does."""
-    from sqlalchemy import text
 
     from campaigns.runtime.stores import resolve
     from campaigns.services import campaigns as campaign_service
@@ -146,8 +146,15 @@ def child_upload(path: Path, profile_fields: int) -> None:
         ),
         flush=True,
     )
-    # Untimed: leave the database as it was (runs add a million rows each otherwise), the
-    # registry's people this upload made included, so the next run makes them again.
+    clean_up(engine, campaign.id, schema_uuid)
+
+
+def clean_up(engine: Any, campaign_id: int, schema_uuid: str | None) -> None:
+    """Untimed: leave the database as it was (runs add a million rows each otherwise), the
+    registry's people and the profiles this upload made included, so the next run makes
+    them again."""
+    from sqlalchemy import text
+
     with engine.begin() as conn:
         if schema_uuid is not None:
             for table, column in (("profiles", "schema_uuid"), ("profile_schemas", "uuid")):
@@ -167,9 +174,9 @@ def child_upload(path: Path, profile_fields: int) -> None:
                   )
                 """
             ),
-            {"id": campaign.id},
+            {"id": campaign_id},
         )
-        conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign.id})
+        conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign_id})
     # The next run inserts the same people again: not into a table of dead rows.
     with engine.connect() as conn:
         autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
