@@ -95,6 +95,17 @@ class CampaignCreate(BaseModel):
         "window; required with send_window",
         validate_default=True,  # so that a window without a zone is refused
     )
+    require_opt_in: bool = Field(
+        False,
+        description="refuse people without an opt-in in the contact registry (or in the "
+        "upload's opted_in column) as invalid_record not_opted_in",
+    )
+    check_contacts: bool = Field(
+        False,
+        description="check every valid contact (POST {WHATSAPP_CONTACTS_URL}/v1/contacts, rate "
+        "limited per sender) before the first send; invalid ones end sending_failed "
+        "not_on_whatsapp without a send",
+    )
 
     @field_validator("named_variables")
     @classmethod
@@ -153,6 +164,11 @@ class CampaignOut(BaseModel):
     max_attempts: int
     send_window: str | None = Field(None, description="HH:MM-HH:MM, recipient's local time")
     send_window_tz: str | None = Field(None, description="fallback zone of the window")
+    require_opt_in: bool = Field(False, description="people without an opt-in are refused")
+    check_contacts: bool = Field(False, description="contacts are checked before the first send")
+    contacts_checked_at: datetime | None = Field(
+        None, description="when that check finished (null: not done, or not asked for)"
+    )
     scheduled_at: datetime | None
     created_at: datetime
     started_at: datetime | None
@@ -195,6 +211,7 @@ class ContactOut(BaseModel):
     phone_raw: str
     phone_e164: str | None
     state: ContactState
+    reason_code: str | None = None
     reason: str | None
     wamid: str | None
     attempts: int

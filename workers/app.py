@@ -23,7 +23,7 @@ from campaigns.runtime.queues import QUEUES
 from campaigns.runtime.stores import resolve
 from campaigns.storage.engine import dispose_after_fork
 
-TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks"]
+TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks", "workers.contact_checks"]
 
 # Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
@@ -46,6 +46,8 @@ def make_app() -> Celery:
         task_routes={
             "workers.ingest.*": {"queue": "ingest"},
             "workers.dispatch.*": {"queue": "dispatch"},
+            # Checks come before a campaign's sends; the dispatch workers run them.
+            "workers.contact_checks.*": {"queue": "dispatch"},
             "workers.webhooks.*": {"queue": "webhooks"},
         },
         beat_schedule=BEAT_SCHEDULE,

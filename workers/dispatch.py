@@ -38,6 +38,7 @@ from campaigns.services.dispatch.batch import BatchReport
 from campaigns.services.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from campaigns.services.dispatch.recovery import recover_expired_leases
 from campaigns.services.dispatch.tick import complete_finished, start_due_scheduled
+from workers.contact_checks import start_campaign_checks
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class _Telemetry:
                     accepted_at=report.accepted_at,
                     limiter_waits=waits,
                     limiter_wait_s=waited_s,
+                    suppressed=report.suppressed,
                 )
             except Exception:  # metrics never stop sending
                 log.warning("telemetry not recorded", exc_info=True)
@@ -188,6 +190,8 @@ def tick() -> None:
             recovered.released,
             recovered.errored,
         )
+    for campaign_id in start_campaign_checks():
+        log.info("campaign %s: contacts check started", campaign_id)
     for campaign_id in complete_finished(engine):
         log.info("campaign %s completed", campaign_id)
 

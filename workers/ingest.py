@@ -9,11 +9,14 @@ from celery import shared_task
 
 from campaigns.clients import upload_progress as progress
 from campaigns.clients.telemetry import SyncTelemetry
+from campaigns.domain.registry import Suppression
 from campaigns.runtime.stores import resolve
 from campaigns.services import uploads
 from schemas.api import UploadOut
 
 log = logging.getLogger(__name__)
+
+SUPPRESSION_CODES = tuple(s.value for s in Suppression)
 
 
 class _RowCounter:
@@ -27,14 +30,24 @@ class _RowCounter:
         self._telemetry = telemetry
         self._valid = start.valid
         self._invalid = start.invalid
+        self._reasons = dict(start.reasons)
 
     def __call__(self, upload: UploadOut) -> None:
         valid, invalid = upload.valid - self._valid, upload.invalid - self._invalid
         if valid <= 0 and invalid <= 0:
             return
+        suppressed = {
+            reason: upload.reasons.get(reason, 0) - self._reasons.get(reason, 0)
+            for reason in SUPPRESSION_CODES
+        }
         self._valid, self._invalid = upload.valid, upload.invalid
+        self._reasons = dict(upload.reasons)
         try:
-            self._telemetry.record_upload_rows(valid=max(valid, 0), invalid=max(invalid, 0))
+            self._telemetry.record_upload_rows(
+                valid=max(valid, 0),
+                invalid=max(invalid, 0),
+                suppressed={r: n for r, n in suppressed.items() if n > 0},
+            )
         except redis.RedisError:  # metrics never fail an upload
             log.warning("could not record upload row metrics", exc_info=True)
 

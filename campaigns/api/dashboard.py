@@ -51,6 +51,11 @@ def dashboard() -> FileResponse:
     return _page()
 
 
+@pages.get("/dashboard/contacts")
+def dashboard_contacts() -> FileResponse:
+    return _page()
+
+
 @pages.get("/dashboard/campaigns/{campaign_id}")
 def dashboard_campaign(campaign_id: int) -> FileResponse:
     return _page()

@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from campaigns.clients import redis_keys, telemetry
+from campaigns.domain.registry import Suppression
 from campaigns.domain.states import CampaignStatus
 from campaigns.runtime.queues import QUEUES
 from campaigns.services import monitoring
@@ -70,6 +71,8 @@ METRIC_NAMES = frozenset(
         "wa_campaign_auto_paused",
         "wa_upload_rows_total",
         "wa_ingest_rows_total",
+        "wa_contacts_suppressed_total",
+        "wa_contact_checks_total",
     }
 )
 
@@ -351,6 +354,7 @@ class CampaignCollector:
         for result in ("valid", "invalid"):
             ingest.add_metric([result], snap.upload_rows.get(result, 0))
         yield ingest
+        yield from _registry_families(snap)
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -422,6 +426,27 @@ class CampaignCollector:
         rows.add_metric(["valid"], g.upload_valid)
         rows.add_metric(["invalid"], g.upload_invalid)
         yield rows
+
+
+def _registry_families(snap: telemetry.Snapshot) -> Iterator[Metric]:
+    suppressed = CounterMetricFamily(
+        "wa_contacts_suppressed",
+        "Contacts the registry refused, at upload (invalid_record) or send time "
+        "(sending_failed), by reason",
+        labels=["reason"],
+    )
+    for reason in Suppression:
+        suppressed.add_metric([reason.value], snap.suppressed.get(reason.value, 0))
+    yield suppressed
+    checks = CounterMetricFamily(
+        "wa_contact_checks",
+        "Contacts check answers by status, and whether the registry answered (cached) or "
+        "the provider was asked",
+        labels=["status", "cached"],
+    )
+    for (status, cached), n in sorted(snap.contact_checks.items()):
+        checks.add_metric([status, cached], n)
+    yield checks
 
 
 def registry_for(

@@ -40,6 +40,16 @@ def campaign_group() -> None:
     metavar="ZONE",
     help="IANA zone for numbers whose own zones do not settle the window (needed with it).",
 )
+@click.option(
+    "--require-opt-in",
+    is_flag=True,
+    help="Refuse people without an opt-in (registry or the upload's opted_in column).",
+)
+@click.option(
+    "--check-contacts",
+    is_flag=True,
+    help="Check every valid contact before the first send (not on WhatsApp: no send).",
+)
 @output.json_option
 def create(
     name: str,
@@ -52,6 +62,8 @@ def create(
     max_attempts: int,
     send_window: str | None,
     send_window_tz: str | None,
+    require_opt_in: bool,
+    check_contacts: bool,
 ) -> None:
     """Create a draft campaign."""
     from pydantic import ValidationError
@@ -73,6 +85,8 @@ def create(
             max_attempts=max_attempts,
             send_window=send_window,
             send_window_tz=send_window_tz,
+            require_opt_in=require_opt_in,
+            check_contacts=check_contacts,
         )
     except ValidationError as exc:
         raise Refusal("invalid_campaign", validation_message(exc.errors())) from exc

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import click
 
-from campaigns.cli import admin, campaigns, ops, output, tokens, uploads
+from campaigns.cli import admin, campaigns, contacts, ops, output, profiles, tokens, uploads
 
-FEATURES = (campaigns, uploads, admin, tokens, ops)
+FEATURES = (campaigns, uploads, admin, contacts, profiles, tokens, ops)
 
 SHELLS = ("bash", "zsh", "fish")
 

@@ -72,6 +72,8 @@ WEBHOOK_EVENTS = f"{TELEMETRY}:wh"  # hash "{status}" -> webhook status events
 WEBHOOK_LAG = f"{TELEMETRY}:whlag"  # histogram hash
 LIMITER = f"{TELEMETRY}:lim"  # hash waits, wait_s
 UPLOAD_ROWS = f"{TELEMETRY}:upl"  # hash valid / invalid -> rows validated
+SUPPRESSED = f"{TELEMETRY}:supp"  # hash "{reason}" -> contacts the registry refused
+CONTACT_CHECKS = f"{TELEMETRY}:chk"  # hash "{status}|{cached}" -> contacts checks answered
 
 
 def rate_second(campaign_id: int, second: int) -> str:
@@ -82,6 +84,27 @@ def rate_second(campaign_id: int, second: int) -> str:
 def queue_head_seen(task_id: str) -> str:
     """When a task id was first seen at the head of its Celery queue (its age's start)."""
     return f"{TELEMETRY}:qseen:{task_id}"
+
+
+# --------------------------------------------------------------------------- contact checks
+
+CHECK = f"{ROOT}:check"
+
+
+def contact_check_sender(sender_id: str) -> str:
+    """The rate limiter's name of a sender's contact checks: its bucket is
+    ``rate_bucket(contact_check_sender(s))`` = ``wa:rl:check:{sender_id}``, apart from sends."""
+    return f"check:{sender_id}"
+
+
+def check_pending(e164: str) -> str:
+    """Set (NX, with a TTL) while a no_wait check of the number is queued: asked once."""
+    return f"{CHECK}:pending:{e164}"
+
+
+def check_campaign(campaign_id: int) -> str:
+    """Held (NX, with a TTL the task refreshes) while a campaign's contacts check runs."""
+    return f"{CHECK}:campaign:{campaign_id}"
 
 
 # --------------------------------------------------------------------------- uploads, webhooks

@@ -14,6 +14,8 @@ Keys (named in :mod:`campaigns.clients.redis_keys`, all under ``wa:m``):
 - ``WEBHOOK_LAG``        histogram of webhook lag (event timestamp -> received)
 - ``LIMITER``            hash ``waits`` (count), ``wait_s`` (float seconds)
 - ``UPLOAD_ROWS``        hash ``valid`` / ``invalid`` -> upload rows validated
+- ``SUPPRESSED``         hash ``"{reason}"`` -> contacts the registry refused (upload, send)
+- ``CONTACT_CHECKS``     hash ``"{status}|{cached}"`` -> contacts check answers
 - ``rate_second(c, s)``  accepted sends of campaign ``c`` in unix second ``s`` (TTL ~1 h)
 
 A histogram hash holds non-cumulative bucket counts ``b0..bN`` (``bN`` is +Inf), ``sum``
@@ -82,8 +84,10 @@ class Telemetry:
         accepted_at: Sequence[float],
         limiter_waits: int,
         limiter_wait_s: float,
+        suppressed: Mapping[str, int] | None = None,
     ) -> None:
         pipe = self._redis.pipeline(transaction=False)
+        _queue_suppressed(pipe, suppressed or {})
         for outcome, n in outcomes.items():
             if n:
                 pipe.hincrby(keys.MESSAGES, f"{campaign_id}|{outcome}", n)
@@ -117,11 +121,37 @@ class SyncTelemetry:
         if len(pipe):
             pipe.execute()
 
-    def record_upload_rows(self, *, valid: int, invalid: int) -> None:
+    def record_upload_rows(
+        self, *, valid: int, invalid: int, suppressed: Mapping[str, int] | None = None
+    ) -> None:
         pipe = self._redis.pipeline(transaction=False)
         _queue_upload_rows(pipe, valid, invalid)
+        _queue_suppressed(pipe, suppressed or {})
         if len(pipe):
             pipe.execute()
+
+    def record_suppressed(self, by_reason: Mapping[str, int]) -> None:
+        """Contacts the registry refused outside an upload or a send batch (a campaign's
+        contacts check)."""
+        pipe = self._redis.pipeline(transaction=False)
+        _queue_suppressed(pipe, by_reason)
+        if len(pipe):
+            pipe.execute()
+
+    def record_contact_checks(self, answers: Mapping[tuple[str, bool], int]) -> None:
+        """Contacts check answers by (status, answered from the registry)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for (status, cached), n in answers.items():
+            if n:
+                pipe.hincrby(keys.CONTACT_CHECKS, f"{status}|{str(cached).lower()}", n)
+        if len(pipe):
+            pipe.execute()
+
+
+def _queue_suppressed(pipe: Any, by_reason: Mapping[str, int]) -> None:
+    for reason, n in by_reason.items():
+        if n:
+            pipe.hincrby(keys.SUPPRESSED, reason, n)
 
 
 def _queue_webhook_events(pipe: Any, by_status: Mapping[str, int], lags_s: Sequence[float]) -> None:
@@ -211,6 +241,8 @@ class Snapshot:
     limiter_waits: int = 0
     limiter_wait_s: float = 0.0
     upload_rows: dict[str, int] = field(default_factory=dict)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    contact_checks: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -238,10 +270,12 @@ def read_snapshot(redis_sync: redis.Redis) -> Snapshot:
         keys.WEBHOOK_LAG,
         keys.LIMITER,
         keys.UPLOAD_ROWS,
+        keys.SUPPRESSED,
+        keys.CONTACT_CHECKS,
     )
     for key in hashes:
         pipe.hgetall(key)
-    msg, err, lat, wh, whlag, lim, upl = pipe.execute()
+    msg, err, lat, wh, whlag, lim, upl, supp, chk = pipe.execute()
     messages: dict[tuple[int, str], int] = {}
     for key, value in msg.items():
         campaign, _, outcome = _text(key).partition("|")
@@ -258,4 +292,11 @@ def read_snapshot(redis_sync: redis.Redis) -> Snapshot:
         limiter_waits=int(limiter.get("waits", 0)),
         limiter_wait_s=float(limiter.get("wait_s", 0.0)),
         upload_rows={_text(k): int(v) for k, v in upl.items()},
+        suppressed={_text(k): int(v) for k, v in supp.items()},
+        contact_checks={
+            (status, cached): int(v)
+            for k, v in chk.items()
+            for status, _, cached in [_text(k).partition("|")]
+            if cached
+        },
     )

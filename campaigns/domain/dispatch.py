@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from campaigns.domain.outcomes import Decision, OutcomeKind, SendResult
+from campaigns.domain.profiles import FieldDef
 from campaigns.domain.send_window import SendWindow
 from campaigns.domain.states import (
     CampaignStatus,
@@ -113,6 +114,11 @@ class CampaignPlan:
     max_attempts: int
     window: SendWindow | None = None  # daily send window in the recipient's local time
     named_variables: bool = False  # body_variables are the template's variable names
+    require_opt_in: bool = False  # the registry refuses people without an opt-in
+    awaiting_check: bool = False  # --check-contacts: no send before its check is done
+    # Template variables that are fields of the newest profile schema: a contact without
+    # its own value for one gets its profile's, read in the claim.
+    profile_fields: tuple[FieldDef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,9 @@ class Attempt:
     latency_s: float | None
     tier_free_at: float | None = None  # released unsent because the messaging tier was full
     opens_at: datetime | None = None  # released unsent: its send window is closed until then
+    # Not sent: the registry refused the person when its group opened (reason code); the
+    # contact is Sending failed already.
+    suppressed: str | None = None
 
 
 def tier_reason(limit: int, window_s: float, free_at: float) -> str:

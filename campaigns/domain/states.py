@@ -51,7 +51,9 @@ _CONTACT_LABELS: Mapping[ContactState, str] = {
 C = ContactState
 
 CONTACT_TRANSITIONS: Mapping[ContactState, frozenset[ContactState]] = {
-    C.INITIAL: frozenset({C.IN_PROGRESS, C.REMOVED, C.CANCELED_BY_ADMIN}),
+    # Sending failed without a send: a --check-contacts campaign's check found no WhatsApp
+    # account for the number (reason code not_on_whatsapp), before the first send.
+    C.INITIAL: frozenset({C.IN_PROGRESS, C.REMOVED, C.CANCELED_BY_ADMIN, C.SENDING_FAILED}),
     C.INVALID_RECORD: frozenset(),
     # Back to Initial / Retry scheduled: a pause released a claim that was never sent.
     C.IN_PROGRESS: frozenset(

@@ -200,6 +200,20 @@ class Settings(BaseSettings):
         "STOP,UNSUBSCRIBE",
         description="comma-separated replies that opt a phone out (case/spacing ignored)",
     )
+    whatsapp_contacts_url: str = Field(
+        "",
+        description="on-premises / BSP API base for POST /v1/contacts (contacts check); "
+        "empty: the registry answers checks from what sends proved",
+    )
+    whatsapp_contacts_token: SecretStr = Field(
+        SecretStr(""), description="bearer token of the contacts endpoint (empty: WHATSAPP_TOKEN)"
+    )
+    contact_check_ttl_h: float = Field(
+        168.0, gt=0, description="hours a contacts check answer is kept and answered again"
+    )
+    contact_check_rate_per_s: float = Field(
+        20.0, gt=0, le=1000, description="contacts checked per second per sender number"
+    )
     flower_url: str = Field(
         "http://localhost:5555", description="Flower, linked from the dashboard's queue panel"
     )
@@ -219,6 +233,10 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.upload_dir or self.data_dir / "uploads"
+
+    def contacts_token(self) -> str:
+        token = self.whatsapp_contacts_token.get_secret_value()
+        return token or self.whatsapp_token.get_secret_value()
 
     def configured_api_tokens(self) -> set[str]:
         raw = self.api_tokens.get_secret_value()

@@ -44,6 +44,7 @@ def _contact_out(row: RowMapping) -> ContactOut:
         phone_raw=row["phone_raw"],
         phone_e164=row["phone_e164"],
         state=ContactState(row["state"]),
+        reason_code=row["reason_code"],
         reason=row["reason"],
         wamid=row["wamid"],
         attempts=row["attempts"],

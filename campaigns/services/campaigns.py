@@ -41,6 +41,8 @@ def create_campaign(engine: Engine, body: CampaignCreate) -> CampaignOut:
                 "send_window_start": window.start if window else None,
                 "send_window_end": window.end if window else None,
                 "send_window_tz": window.fallback_tz if window else None,
+                "require_opt_in": body.require_opt_in,
+                "check_contacts": body.check_contacts,
             },
         )
         return _campaign_out(conn, campaign_id)
@@ -130,6 +132,9 @@ def _campaign_out(
             else None
         ),
         send_window_tz=row["send_window_tz"],
+        require_opt_in=bool(row["require_opt_in"]),
+        check_contacts=bool(row["check_contacts"]),
+        contacts_checked_at=row["contacts_checked_at"],
         scheduled_at=row["scheduled_at"],
         created_at=row["created_at"],
         started_at=row["started_at"],

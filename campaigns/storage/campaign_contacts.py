@@ -77,7 +77,10 @@ def page_contacts(
     limit: int = 100,
 ) -> list[RowMapping]:
     """Keyset paging by id: stable and cheap at any depth of a million-row campaign."""
-    columns = [contacts_t.c[name] for name in EXPORT_COLUMNS] + [contacts_t.c.variables]
+    columns = [contacts_t.c[name] for name in EXPORT_COLUMNS] + [
+        contacts_t.c.variables,
+        contacts_t.c.reason_code,
+    ]
     query = (
         select(*columns)
         .where(contacts_t.c.campaign_id == campaign_id, contacts_t.c.id > after_id)

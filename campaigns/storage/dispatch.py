@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, RowMapping, text
 
 from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome
+from campaigns.domain.profile_docs import PeopleValues, fill_parameters
+from campaigns.domain.profiles import FieldDef
 from campaigns.domain.states import (
     PENDING_CONTACT_STATES,
     CampaignStatus,
@@ -50,33 +52,71 @@ WITH due AS (
         updated_at = now()
     FROM due
     WHERE c.id = due.id
-    RETURNING c.id, due.state AS from_state, c.phone_e164, c.variables, c.attempts, c.attempt_id
+    RETURNING c.id, due.state AS from_state, c.phone_e164, c.variables, c.attempts, c.attempt_id,
+              c.person_id
 ), events AS (
     INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
     SELECT id, :campaign_id, from_state, 'in_progress', 'dispatch', 'attempt ' || attempt_id
     FROM claimed
 )
-SELECT * FROM claimed ORDER BY id
+SELECT {{profile}} FROM claimed cl {{joins}} ORDER BY cl.id
 """
+_PLAIN = _CLAIM.replace("{profile}", "cl.*").replace("{joins}", "")
+
+
+def _with_profiles(count: int) -> str:
+    """The claim that also reads the profile values a campaign's template names (its
+    template variables that are profile fields): one join per batch, only their keys."""
+    keys = ", ".join(f"CAST(:f{i} AS text), pr.fields -> CAST(:f{i} AS text)" for i in range(count))
+    return _CLAIM.replace(
+        "{profile}",
+        f"cl.*, jsonb_build_object({keys}) AS profile, p.opted_in, p.opted_in_at, "
+        "p.whatsapp_profile_name, p.wa_id AS person_wa_id",
+    ).replace(
+        "{joins}",
+        "LEFT JOIN people p ON p.id = cl.person_id "
+        "LEFT JOIN profiles pr ON pr.person_id = cl.person_id",
+    )
 
 
 def claim_due(
-    conn: Connection, campaign_id: int, *, limit: int, lease_s: float
+    conn: Connection,
+    campaign_id: int,
+    *,
+    limit: int,
+    lease_s: float,
+    profile: Sequence[FieldDef] = (),
 ) -> list[ClaimedContact]:
-    rows = conn.execute(
-        text(_CLAIM), {"campaign_id": campaign_id, "limit": limit, "lease_s": lease_s}
-    ).mappings()
+    """Claims up to ``limit`` due contacts. ``profile``: template variables that are profile
+    fields; a contact whose upload has no (or a blank) value gets its profile's."""
+    params: dict[str, Any] = {"campaign_id": campaign_id, "limit": limit, "lease_s": lease_s}
+    params |= {f"f{i}": f.name for i, f in enumerate(profile)}
+    statement = _with_profiles(len(profile)) if profile else _PLAIN
+    rows = conn.execute(text(statement), params).mappings()
     return [
         ClaimedContact(
             id=int(r["id"]),
             from_state=ContactState(r["from_state"]),
             phone_e164=str(r["phone_e164"]),
-            variables=dict(r["variables"] or {}),
+            variables=_variables(r, profile),
             attempt_no=int(r["attempts"]),
             attempt_id=r["attempt_id"],
         )
         for r in rows
     ]
+
+
+def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
+    variables = dict(row["variables"] or {})
+    if not profile:
+        return variables
+    people = PeopleValues(
+        opted_in=bool(row["opted_in"]),
+        opted_in_at=row["opted_in_at"],
+        whatsapp_profile_name=row["whatsapp_profile_name"],
+        whatsapp_id=row["person_wa_id"],
+    )
+    return fill_parameters(variables, profile, row["profile"], people)
 
 
 # The send ledger's start statement: one per gate group, committed synchronously before any

@@ -11,9 +11,11 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -75,6 +77,11 @@ class Campaign(Base):
     body_variables: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     # The template's body uses named variables: each parameter carries its parameter_name.
     named_variables: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The registry: refuse people without an opt-in; check every valid contact before the
+    # first send (contacts_checked_at: that check is done).
+    require_opt_in: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    check_contacts: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    contacts_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     default_region: Mapped[str] = mapped_column(String(2))
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     rate_per_s: Mapped[Decimal] = mapped_column(Numeric(8, 2), server_default="80")
@@ -171,6 +178,12 @@ class Contact(Base):
             "lease_expires_at",
             postgresql_where=text("state = 'in_progress'"),
         ),
+        # The campaigns a person is in (registry lookup, the contacts check's deliveries).
+        Index(
+            "ix_contacts_person_id",
+            "person_id",
+            postgresql_where=text("person_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -179,6 +192,8 @@ class Contact(Base):
     line_no: Mapped[int] = mapped_column(Integer)
     phone_raw: Mapped[str] = mapped_column(Text)
     phone_e164: Mapped[str | None] = mapped_column(Text)
+    # The person (people.id, the number's digits); no foreign key: see Person.
+    person_id: Mapped[int | None] = mapped_column(BigInteger)
     wa_id: Mapped[str | None] = mapped_column(Text)
     variables: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     state: Mapped[str] = mapped_column(Text, server_default=ContactState.INITIAL.value)
@@ -237,19 +252,97 @@ class CampaignEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
-class OptOut(Base):
-    __tablename__ = "opt_outs"
+PERSON_STATUS = (
+    "CASE WHEN blocked_at IS NOT NULL THEN 'BLOCKED' "
+    "WHEN unavailable_since IS NOT NULL THEN 'UNAVAILABLE' END"
+)
 
-    phone_e164: Mapped[str] = mapped_column(Text, primary_key=True)
-    source: Mapped[str] = mapped_column(Text)
+
+class Person(Base):
+    """The contact registry: one record per person across every campaign
+    (:mod:`campaigns.domain.registry` holds its rules, :mod:`campaigns.storage.registry` its SQL).
+
+    ``id`` is the E.164 number's digits, so a number's id is known without asking (uploads
+    write ``contacts.person_id`` in their COPY rows); a person known only by a
+    business-scoped user id (an opt-out from a user with a username) has a negative id from
+    ``people_user_seq``. A removed person keeps its row (``removed_at``, everything but an
+    opt-out erased), so the campaign contacts linked to it stay linked.
+    """
+
+    __tablename__ = "people"
+    __table_args__ = (
+        CheckConstraint("phone_e164 IS NOT NULL OR user_id IS NOT NULL", name="key"),
+        CheckConstraint(
+            "check_status IS NULL OR check_status IN ('valid', 'invalid', 'failed')",
+            name="check_status",
+        ),
+        Index(
+            "uq_people_user_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+        Index("ix_people_wa_id", "wa_id", postgresql_where=text("wa_id IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    phone_e164: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    wa_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text, Computed(PERSON_STATUS, persisted=True))
+    unavailable_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unavailable_code: Mapped[int | None] = mapped_column(Integer)
+    blocked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    opted_in: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    opted_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opt_in_source: Mapped[str | None] = mapped_column(Text)
+    opted_out: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    opted_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opt_out_source: Mapped[str | None] = mapped_column(Text)
+    check_status: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The contacts[].profile.name of the person's inbound messages (the profile's
+    # whatsapp_profile_name).
+    whatsapp_profile_name: Mapped[str | None] = mapped_column(Text)
+
+
+class ProfileSchemaRow(Base):
+    """A posted profile schema (seed 004), never changed; ``id`` orders them, newest last."""
+
+    __tablename__ = "profile_schemas"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    uuid: Mapped[str] = mapped_column(UUID(as_uuid=False), unique=True)
+    version: Mapped[str] = mapped_column(Text)
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProfileRow(Base):
+    """A person's profile: its own fields' values, the schema it was written under and its
+    generation (every write adds 1). A person without a row has the defaults at 0."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (CheckConstraint("jsonb_typeof(fields) = 'object'", name="object"),)
+
+    person_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    schema_uuid: Mapped[str | None] = mapped_column(UUID(as_uuid=False))
+    generation: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UserId(Base):
     """A business-scoped user id and its phone, kept whenever a payload shows both.
 
-    An opt-out known only by a user id (``opt_outs`` row keyed ``user:<id>``) reaches the
-    phone through this map once it is known.
+    An opt-out known only by a user id (a ``people`` row with that ``user_id``) reaches the
+    phone's person through this map once it is known.
     """
 
     __tablename__ = "user_ids"
@@ -275,9 +368,11 @@ uploads_t = cast(Table, Upload.__table__)
 contacts_t = cast(Table, Contact.__table__)
 contact_events_t = cast(Table, ContactEvent.__table__)
 campaign_events_t = cast(Table, CampaignEvent.__table__)
-opt_outs_t = cast(Table, OptOut.__table__)
+people_t = cast(Table, Person.__table__)
 user_ids_t = cast(Table, UserId.__table__)
 api_tokens_t = cast(Table, ApiToken.__table__)
+profile_schemas_t = cast(Table, ProfileSchemaRow.__table__)
+profiles_t = cast(Table, ProfileRow.__table__)
 
 
 # --------------------------------------------------------------------------- webhooks

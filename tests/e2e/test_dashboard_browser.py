@@ -86,7 +86,9 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-def _campaign_with_contacts(base: str, engine: Engine) -> dict[str, Any]:
+def _campaign_with_contacts(
+    base: str, engine: Engine, *, valid: int = 40, invalid: int = 1
+) -> dict[str, Any]:
     from campaigns.runtime.stores import resolve
 
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -123,7 +125,7 @@ def _campaign_with_contacts(base: str, engine: Engine) -> dict[str, Any]:
         while (report := client.get(f"/uploads/{upload_id}").json())["status"] != "completed":
             assert time.monotonic() < deadline, report
             time.sleep(0.1)
-        assert (report["valid"], report["invalid"]) == (40, 1)
+        assert (report["valid"], report["invalid"]) == (valid, invalid)
         started = client.post(f"/campaigns/{cid}/start", json={})
         assert started.status_code == 200, started.text
         assert started.json()["status"] == "running"
@@ -178,6 +180,42 @@ def test_pause_from_the_dashboard(server: str, browser: Any, db: Engine, tmp_pat
     width, height, colours = png_colours(shot.read_bytes())
     assert (width, height) == (1280, 900)
     assert colours > 20, f"screenshot looks blank: {colours} distinct colours"
+
+
+def test_contact_lookup_and_suppressed_counts(server: str, browser: Any, db: Engine) -> None:
+    from playwright.sync_api import expect
+
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    stopped = "+4915123456701"  # the first number of CSV: refused at upload once opted out
+    with httpx.Client(base_url=server, headers=headers, timeout=30) as client:
+        out = client.post(f"/contacts/{stopped}/opt-out", json={"source": "whatsapp reply"})
+        assert out.status_code == 200, out.text
+    campaign = _campaign_with_contacts(server, db, valid=39, invalid=2)
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{server}/dashboard/campaigns/{campaign['id']}#token={API_TOKEN}")
+    opted = page.locator('#suppressed-table tr[data-reason="opted_out"] td.num')
+    expect(opted).to_have_text("1", timeout=15_000)
+    expect(page.locator("#suppressed-caption")).to_contain_text("1 contacts refused")
+
+    page.goto(f"{server}/dashboard/contacts")
+    page.fill("#contact-phone", "4915123456701")  # without its +: the same person
+    page.click('#contact-form button[type="submit"]')
+    expect(page.locator("#contact-title")).to_have_text(stopped, timeout=10_000)
+    record = page.locator("#contact-record")
+    expect(record.locator('tr[data-field="opted_out"] td')).to_have_text("yes")
+    expect(record.locator('tr[data-field="opt_out_source"] td')).to_have_text("whatsapp reply")
+    row = page.locator(f'#contact-campaigns tr[data-campaign="{campaign["id"]}"]')
+    expect(row.locator(".contact-state")).to_have_text("invalid_record")
+    expect(row).to_contain_text("opted_out")
+
+    page.fill("#contact-phone", "+4915999999999")
+    page.click('#contact-form button[type="submit"]')
+    expect(page.locator("#contact-message")).to_have_text("No record of +4915999999999.")
+    expect(page.locator("#contact-result")).to_be_hidden()
+    assert errors == []
 
 
 # --------------------------------------------------------------------------- PNG, by hand

@@ -23,6 +23,7 @@ from campaigns.services import uploads
 from campaigns.services.dispatch.batch import BatchReport
 from campaigns.services.dispatch.chain import run_chain
 from campaigns.services.dispatch.ledger import StartLedger
+from campaigns.services.dispatch.ports import PeopleCheck
 from campaigns.services.dispatch.recorder import Recorder
 from campaigns.services.dispatch.send import Sender
 from schemas.api import CampaignCreate
@@ -48,6 +49,7 @@ def campaign_with_contacts(
     template: str = "bf_offer",
     rate: float = 1000,
     max_attempts: int = 5,
+    **extra: Any,
 ) -> int:
     body = CampaignCreate(
         name="dispatch",
@@ -57,6 +59,7 @@ def campaign_with_contacts(
         phone_number_id=SENDER,
         rate_per_s=Decimal(str(rate)),
         max_attempts=max_attempts,
+        **extra,
     )
     campaign_id = campaign_service.create_campaign(engine, body).id
     settings = resolve().settings
@@ -183,6 +186,7 @@ def send_claimed(
     ports: SendPorts,
     *,
     tier: tuple[int, float] = (0, 86_400.0),
+    people: PeopleCheck | None = None,
 ) -> list[BatchReport]:
     """A claimed batch through the production sender (gate, start ledger, recorder) until
     every answer is recorded; the recorder's reports."""
@@ -193,10 +197,12 @@ def send_claimed(
             reports.append(report)
 
         recorder = Recorder(engine, on_report=keep, tier_limit=tier[0], tier_window_s=tier[1])
-        sender = Sender(plan, ports.gate, ports.transport, StartLedger(engine), recorder)
+        ledger = StartLedger(engine)
+        sender = Sender(plan, ports.gate, ports.transport, ledger, recorder, people=people)
         await sender.send_batch(claimed)
         await sender.finish()
         await recorder.drain()
+        await ledger.close()
 
     ports.run(main())
     return reports

@@ -118,7 +118,7 @@ def test_each_error_class_lands_in_its_state(
     # A timeout after the request left: never re-sent, it waits for its webhook.
     assert unknown["state"] == "in_progress" and unknown["lease_expires_at"] is not None
     with db.connect() as conn:
-        opted = conn.execute(text("SELECT phone_e164 FROM opt_outs")).scalars().all()
+        opted = conn.execute(text("SELECT phone_e164 FROM people WHERE opted_out")).scalars().all()
     assert opted == [phone(2)]
     assert campaign_status(db, campaign_id)[0] == "running"  # retries are still pending
 

@@ -66,12 +66,14 @@ def record(redis_url: str, campaign_id: int) -> None:
             accepted_at=[1.0, 2.0],
             limiter_waits=3,
             limiter_wait_s=0.5,
+            suppressed={"opted_out": 2},
         )
         await client.aclose()
 
     asyncio.run(main())
     sync = SyncTelemetry(redis.Redis.from_url(redis_url))
     sync.record_webhook_events(by_status={"delivered": 2, "read": 1}, lags_s=[1.5, 20.0])
+    sync.record_contact_checks({("valid", True): 2, ("invalid", False): 1})
     # Upload rows are not recorded here: the test's real upload (the ingest task) records them.
 
 
@@ -124,6 +126,13 @@ def test_metrics_render_every_family_after_an_upload_and_sends(
     }
     assert samples(found["wa_webhook_lag_seconds"], "wa_webhook_lag_seconds_count") == {(): 2.0}
     assert samples(found["wa_ratelimiter_waits_total"], "wa_ratelimiter_waits_total") == {(): 3.0}
+    suppressed = samples(found["wa_contacts_suppressed_total"], "wa_contacts_suppressed_total")
+    assert suppressed[(("reason", "opted_out"),)] == 2.0
+    assert suppressed[(("reason", "blocked"),)] == 0.0
+    assert samples(found["wa_contact_checks_total"], "wa_contact_checks_total") == {
+        (("cached", "true"), ("status", "valid")): 2.0,
+        (("cached", "false"), ("status", "invalid")): 1.0,
+    }
 
     contacts = samples(found["wa_contacts"], "wa_contacts")
     assert contacts == {

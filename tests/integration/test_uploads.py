@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from campaigns.domain.admin import CommandRefused
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.registry import Change
 from campaigns.domain.states import CampaignStatus
 from campaigns.runtime.stores import resolve
 from campaigns.services import campaign_contacts, uploads
@@ -18,6 +19,7 @@ from campaigns.services import campaigns as campaign_service
 from campaigns.storage import campaign_contacts as contacts_db
 from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate, UploadOut
+from tests.integration.registry_support import learn
 
 DE_A = "+4915123456701"
 DE_B = "+4915123456702"
@@ -154,10 +156,7 @@ def test_duplicates_keep_the_first_within_and_across_uploads(db: Engine) -> None
 
 def test_opted_out_phone_is_rejected(db: Engine) -> None:
     campaign_id = make_campaign(db)
-    with db.begin() as conn:
-        conn.execute(
-            text("INSERT INTO opt_outs (phone_e164, source) VALUES (:p, 'test')"), {"p": DE_B}
-        )
+    learn(db, DE_B, Change.OPTED_OUT, source="test")
     upload = upload_bytes(db, campaign_id, BASIC)
     assert upload.reasons == {"opted_out": 1}
     assert [r["reason"] for r in contacts(db, campaign_id)] == [None, "opted out"]

@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from campaigns.domain.registry import Change
 from campaigns.services import campaigns as campaign_service
 from schemas.api import CampaignCreate
+from tests.integration.registry_support import OPT_OUTS, learn
 from tests.integration.test_uploads import upload_bytes
 from tests.integration.test_webhooks import TS, Seed, contact, deliver, status, text_message
 
@@ -33,7 +35,7 @@ def body(field: str = "messages", **value: Any) -> bytes:
 
 def opt_outs(db: Engine) -> list[tuple[str, str]]:
     with db.connect() as conn:
-        rows = conn.execute(text("SELECT phone_e164, source FROM opt_outs ORDER BY 1, 2"))
+        rows = conn.execute(text(OPT_OUTS + " ORDER BY 1, 2"))
         return [(r.phone_e164, r.source) for r in rows]
 
 
@@ -141,10 +143,7 @@ def test_user_preferences_stop_then_resume(db: Engine) -> None:
 
 def test_resume_never_lifts_a_stop_reply_or_an_operators_opt_out(db: Engine) -> None:
     deliver(db, body(messages=[text_message(PHONE, "STOP", wamid="wamid.in.s")]))
-    with db.begin() as conn:
-        conn.execute(
-            text("INSERT INTO opt_outs (phone_e164, source) VALUES ('+4915123456788', 'operator')")
-        )
+    learn(db, "+4915123456788", Change.OPTED_OUT, source="operator")
     deliver(db, preference("stop"))  # already opted out by the reply: the row stays the reply's
     stats = deliver(db, preference("resume"))
     assert stats.opt_ins == 0

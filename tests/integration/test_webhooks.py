@@ -43,6 +43,7 @@ from campaigns.storage import uploads as uploads_db
 from schemas.api import CampaignCreate
 from schemas.whatsapp import SIGNATURE_HEADER, sign_payload
 from tests.conftest import API_TOKEN
+from tests.integration.registry_support import OPT_OUTS
 from tests.integration.test_uploads import contacts as upload_contacts
 from tests.integration.test_uploads import upload_bytes
 
@@ -803,7 +804,7 @@ def test_stop_reply_opts_the_phone_out_of_later_uploads(db: Engine) -> None:
     again = deliver(db, envelope(messages=[stop]))  # the platform delivers it again
     assert (again.inbound, again.opt_outs) == (0, 0)
     with db.connect() as conn:
-        opted = conn.execute(text("SELECT phone_e164, source FROM opt_outs")).all()
+        opted = conn.execute(text(OPT_OUTS)).all()
         stored = conn.execute(
             text("SELECT wamid, from_wa_id, text, raw FROM inbound_messages ORDER BY wamid")
         ).all()
@@ -832,7 +833,7 @@ def test_opt_out_covers_the_number_sent_to_when_the_wa_id_differs(db: Engine) ->
     stats = deliver(db, envelope(messages=[text_message("5215512345678", "Baja")]), policy=policy)
     assert stats.opt_outs == 2
     with db.connect() as conn:
-        opted = conn.execute(text("SELECT phone_e164 FROM opt_outs ORDER BY 1")).scalars().all()
+        opted = conn.execute(text(OPT_OUTS + " ORDER BY 1")).scalars().all()
     assert opted == ["+5215512345678", "+525512345678"]
     campaign_id = campaign_service.create_campaign(
         db, CampaignCreate(name="mx", template="bf_offer", region="MX")

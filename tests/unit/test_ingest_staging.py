@@ -8,6 +8,7 @@ import json
 import pytest
 
 from campaigns.domain.csv_intake import RecordBatch
+from campaigns.domain.registry import PersonStatus, Standing
 from campaigns.domain.uploads import COPY_COLUMNS, ChunkResult, ChunkSpec, StagedChunk, stage_chunk
 
 DE_A = "+4915123456701"
@@ -62,11 +63,16 @@ def settle(
     prior: dict[str, tuple[int, int]] | None = None,
     opted_out: set[str] | None = None,
     stored: set[int] | None = None,
+    standings: dict[str, Standing] | None = None,
+    require_opt_in: bool = False,
 ) -> tuple[ChunkResult, list[dict[str, object]]]:
+    known = {phone: Standing(opted_out=True) for phone in opted_out or ()}
+    known.update(standings or {})
     result = chunk.settle(
         SPEC.upload_id,
         prior=prior or {},
-        opted_out=opted_out or set(),
+        standings=known,
+        require_opt_in=require_opt_in,
         stored_lines=stored or set(),
     )
     return result, parse_copy(chunk.copy_text())
@@ -92,6 +98,7 @@ def test_valid_and_invalid_rows_become_copy_rows() -> None:
             "line_no": "2",
             "phone_raw": "0151 23456701",
             "phone_e164": DE_A,
+            "person_id": DE_A[1:],
             "variables": {"first_name": "Anna", "code": "X1"},
             "state": "initial",
             "reason_code": None,
@@ -103,6 +110,7 @@ def test_valid_and_invalid_rows_become_copy_rows() -> None:
             "line_no": "3",
             "phone_raw": "call me",
             "phone_e164": None,
+            "person_id": None,
             "variables": {"first_name": "Ben", "code": "X2"},
             "state": "invalid_record",
             "reason_code": "not_a_number",
@@ -114,6 +122,7 @@ def test_valid_and_invalid_rows_become_copy_rows() -> None:
             "line_no": "4",
             "phone_raw": DE_B,
             "phone_e164": None,
+            "person_id": None,
             "variables": {"first_name": " ", "code": "X3"},
             "state": "invalid_record",
             "reason_code": "missing_variable",
@@ -332,3 +341,135 @@ def test_phone_reason_comes_before_missing_variables() -> None:
 def test_without_required_variables_empty_values_are_fine() -> None:
     row = stage_one(PHONE, {}, ())
     assert (row["phone_e164"], row["state"]) == (PHONE, "initial")
+
+
+def test_every_row_with_a_number_carries_its_person_id() -> None:
+    chunk = stage_chunk(
+        batch((2, DE_A, "a", ""), (3, "bad", "b", ""), (4, DE_A, "c", ""), (5, DE_B, "", "")),
+        SPEC,
+    )
+    _, rows = settle(chunk)
+    # The id is the number's digits; a row without a number (or one refused before its
+    # number counts, a missing variable) links to nobody.
+    assert [r["person_id"] for r in rows] == [DE_A[1:], None, DE_A[1:], None]
+
+
+@pytest.mark.parametrize(
+    ("standing", "require", "code"),
+    [
+        (Standing(PersonStatus.UNAVAILABLE), False, "unavailable"),
+        (Standing(PersonStatus.BLOCKED, opted_out=True), False, "blocked"),
+        (Standing(opted_out=True, opted_in=True), True, "opted_out"),
+        (Standing(), True, "not_opted_in"),
+        (Standing(opted_in=True), True, None),
+        (Standing(), False, None),
+    ],
+)
+def test_the_registry_refuses_people_with_their_reason(
+    standing: Standing, require: bool, code: str | None
+) -> None:
+    chunk = stage_chunk(batch((2, DE_A, "a", ""), (3, DE_B, "b", "")), SPEC)
+    result, rows = settle(chunk, standings={DE_A: standing}, require_opt_in=require)
+    assert rows[0]["reason_code"] == code
+    assert rows[0]["state"] == ("initial" if code is None else "invalid_record")
+    # A person the registry has no record of is refused only for a missing opt-in.
+    assert rows[1]["reason_code"] == ("not_opted_in" if require else None)
+    assert result.valid == 2 - (code is not None) - require
+
+
+OPT_SPEC = ChunkSpec(
+    campaign_id=3,
+    upload_id=9,
+    region="DE",
+    variable_names=("first_name", "opted_in"),
+    required=("first_name",),
+    opt_in_index=1,
+)
+
+
+def test_the_opted_in_column_is_read_and_decides_a_required_opt_in() -> None:
+    chunk = stage_chunk(
+        batch(
+            (2, DE_A, "a", "Yes"),
+            (3, DE_B, "b", "0"),
+            (4, "+4915123456703", "c", ""),
+            (5, "+4915123456704", "d", "maybe"),
+            (6, DE_A, "e", "no"),  # a duplicate's cell counts for nothing
+        ),
+        OPT_SPEC,
+    )
+    assert chunk.opt_ins == {DE_A: True, DE_B: False}
+    result, rows = settle(
+        chunk,
+        standings={"+4915123456703": Standing(opted_in=True), DE_B: Standing(opted_in=True)},
+        require_opt_in=True,
+    )
+    assert [r["reason_code"] for r in rows] == [
+        None,
+        "not_opted_in",  # this upload says no: it wins over the record's yes
+        None,  # blank: the record's opt-in stands
+        "invalid_opted_in",
+        "duplicate",
+    ]
+    assert "opted_in must be true/false" in str(rows[3]["reason"])
+    assert result.reasons == {"not_opted_in": 1, "invalid_opted_in": 1, "duplicate": 1}
+
+
+def test_an_uploaded_opt_in_does_not_lift_an_opt_out() -> None:
+    chunk = stage_chunk(batch((2, DE_A, "a", "true")), OPT_SPEC)
+    _, rows = settle(chunk, opted_out={DE_A}, require_opt_in=True)
+    assert rows[0]["reason_code"] == "opted_out"
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profile_cells_are_checked_staged_and_written_once_per_person() -> None:
+    from campaigns.domain.profile_docs import profile_columns
+    from tests.unit.test_profile_docs import V2
+
+    de_c = "+4915123456703"
+    names = ("first_name", "age", "consent", "nickname")
+    spec = ChunkSpec(
+        campaign_id=3,
+        upload_id=9,
+        region="DE",
+        variable_names=names,
+        required=(),
+        profile=profile_columns(V2, names, ["name"]),
+    )
+    records = RecordBatch(
+        [2, 3, 4, 5],
+        (DE_A, DE_B, DE_A, de_c),
+        (
+            ("Anna", "Ben", "Again", "Cleo"),
+            ("31", "x", "32", ""),
+            ("yes", "no", "no", ""),
+            ("", "", "", ""),
+        ),
+    )
+    chunk = stage_chunk(records, spec)
+    # name is a template variable without a column: the stored profiles must have it
+    assert chunk.needs == {DE_A: ("name",), de_c: ("name",)}
+    result = chunk.settle(9, prior={}, standings={}, filled={DE_A: frozenset({"name"})})
+    rows = parse_copy(chunk.copy_text())
+    codes = [r["reason_code"] for r in rows]
+    assert codes == [None, "profile_invalid", "duplicate", "missing_variable"]
+    assert rows[1]["reason"] == "age: expected INTEGER, got 'x'"
+    assert rows[0]["variables"] == {"first_name": "Anna", "age": "31", "nickname": ""}  # no consent
+    assert result.reasons == {"profile_invalid": 1, "duplicate": 1, "missing_variable": 1}
+    # One patch, the first record's; the refused, repeated and missing ones write nothing
+    assert json.loads(chunk.profiles or "") == {DE_A[1:]: {"age": 31, "consent": True}}
+
+
+def test_a_number_an_earlier_chunk_of_the_upload_had_writes_no_profile() -> None:
+    from campaigns.domain.profile_docs import profile_columns
+    from tests.unit.test_profile_docs import V2
+
+    spec = ChunkSpec(3, 9, "DE", ("age",), (), profile=profile_columns(V2, ("age",), []))
+    chunk = stage_chunk(RecordBatch([9], (DE_A,), (("5",),)), spec)
+    chunk.settle(9, prior={DE_A: (2, 9)}, standings={})
+    assert chunk.profiles is None
+    chunk = stage_chunk(RecordBatch([9], (DE_A,), (("5",),)), spec)
+    chunk.settle(9, prior={DE_A: (2, 8)}, standings={})  # another upload had it: written
+    assert json.loads(chunk.profiles or "") == {DE_A[1:]: {"age": 5}}

@@ -21,6 +21,9 @@ def test_key_names_are_stable() -> None:
     assert keys.queue_head_seen("t1") == "wa:m:qseen:t1"
     assert keys.upload_progress(3, 9) == "wa:upload:3:9"
     assert keys.WEBHOOK_KICK == "wa:webhooks:kick"
+    assert keys.rate_bucket(keys.contact_check_sender("555")) == "wa:rl:check:555"
+    assert keys.check_pending("+4915") == "wa:check:pending:+4915"
+    assert keys.check_campaign(7) == "wa:check:campaign:7"
     hashes = (
         keys.MESSAGES,
         keys.PROVIDER_ERRORS,
@@ -29,6 +32,8 @@ def test_key_names_are_stable() -> None:
         keys.WEBHOOK_LAG,
         keys.LIMITER,
         keys.UPLOAD_ROWS,
+        keys.SUPPRESSED,
+        keys.CONTACT_CHECKS,
     )
     assert hashes == (
         "wa:m:msg",
@@ -38,6 +43,8 @@ def test_key_names_are_stable() -> None:
         "wa:m:whlag",
         "wa:m:lim",
         "wa:m:upl",
+        "wa:m:supp",
+        "wa:m:chk",
     )
 
 

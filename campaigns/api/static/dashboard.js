@@ -35,6 +35,33 @@
   const $ = (id) => document.getElementById(id);
   const match = location.pathname.match(/^\/dashboard\/campaigns\/(\d+)\/?$/);
   const campaignId = match ? Number(match[1]) : null;
+  const contactsPage = /^\/dashboard\/contacts\/?$/.test(location.pathname);
+  const SUPPRESSION = [
+    ["blocked", "Blocked by an operator"],
+    ["unavailable", "Unavailable (not on WhatsApp)"],
+    ["opted_out", "Opted out"],
+    ["not_opted_in", "No opt-in (required)"],
+    ["not_on_whatsapp", "Contacts check: not on WhatsApp"],
+  ];
+  const RECORD = [
+    ["status", "Status"],
+    ["wa_id", "wa_id"],
+    ["unavailable_since", "Unavailable since"],
+    ["unavailable_code", "Proved by code"],
+    ["blocked_at", "Blocked at"],
+    ["blocked_reason", "Block reason"],
+    ["opted_in", "Opted in"],
+    ["opted_in_at", "Opted in at"],
+    ["opt_in_source", "Opt-in source"],
+    ["opted_out", "Opted out"],
+    ["opted_out_at", "Opted out at"],
+    ["opt_out_source", "Opt-out source"],
+    ["check_status", "Contacts check"],
+    ["checked_at", "Checked at"],
+    ["first_seen_at", "First seen"],
+    ["last_sent_at", "Last sent"],
+    ["removed_at", "Record removed at"],
+  ];
   let lastCampaign = null;
   let lastOps = null; // {at, waits} for the limiter waits/s
   let timer = null;
@@ -366,6 +393,83 @@
     }
   }
 
+  function renderSuppressed(body) {
+    const rows = SUPPRESSION.map(([reason, label]) =>
+      el("tr", { "data-reason": reason, className: body.reasons[reason] ? "" : "zero" }, [
+        el("td", { text: label }),
+        el("td", { className: "num", text: num(body.reasons[reason] || 0) }),
+      ])
+    );
+    document.querySelector("#suppressed-table tbody").replaceChildren(...rows);
+    $("suppressed-caption").textContent =
+      num(body.total) + " contacts refused at upload (invalid_record) or at send time (sending_failed)";
+  }
+
+  // ------------------------------------------------------------------ contact lookup
+
+  function shown(value) {
+    if (value === null || value === undefined || value === "") return "–";
+    if (value === true) return "yes";
+    if (value === false) return "no";
+    if (typeof value === "string" && /^\d{4}-\d\d-\d\dT/.test(value)) return new Date(value).toLocaleString();
+    return String(value);
+  }
+
+  function renderContact(person) {
+    $("contact-result").hidden = false;
+    $("contact-title").textContent = person.phone_e164;
+    document.querySelector("#contact-record tbody").replaceChildren(
+      ...RECORD.map(([key, label]) =>
+        el("tr", { "data-field": key }, [el("th", { text: label }), el("td", { text: shown(person[key]) })])
+      )
+    );
+    const campaigns = person.campaigns || [];
+    document.querySelector("#contact-campaigns tbody").replaceChildren(
+      ...campaigns.map((c) =>
+        el("tr", { "data-campaign": String(c.campaign_id) }, [
+          el("td", { text: String(c.campaign_id) }),
+          el("td", {}, [el("a", { href: "/dashboard/campaigns/" + c.campaign_id, text: c.campaign_name })]),
+          el("td", {}, [statusBadge(c.campaign_status)]),
+          el("td", { className: "contact-state", text: c.state }),
+          el("td", { text: c.reason_code ? c.reason_code + (c.reason ? ": " + c.reason : "") : "–" }),
+          el("td", { text: shown(c.sent_at) }),
+        ])
+      )
+    );
+    $("contact-campaigns-empty").hidden = campaigns.length > 0;
+    $("contact-campaigns").hidden = campaigns.length === 0;
+  }
+
+  async function lookUp(phone) {
+    const message = $("contact-message");
+    message.textContent = "looking up " + phone + "…";
+    message.className = "muted";
+    try {
+      const person = await api("/contacts/" + encodeURIComponent(phone));
+      message.textContent = "";
+      renderContact(person);
+      history.replaceState(null, "", location.pathname + "#phone=" + encodeURIComponent(phone));
+    } catch (err) {
+      $("contact-result").hidden = true;
+      message.textContent = err.status === 404 ? "No record of " + phone + "." : err.message;
+      message.className = "error";
+    }
+  }
+
+  function startContacts() {
+    $("contact-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const phone = $("contact-phone").value.trim();
+      if (phone) lookUp(phone);
+    });
+    const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const phone = (fragment.get("phone") || "").trim();
+    if (phone) {
+      $("contact-phone").value = phone;
+      lookUp(phone);
+    }
+  }
+
   // ------------------------------------------------------------------ ops panel
 
   function renderOps(ops) {
@@ -406,7 +510,9 @@
 
   async function refresh() {
     const jobs = [api("/ops/queues").then(renderOps)];
-    if (campaignId === null) {
+    if (contactsPage) {
+      // The lookup runs when asked; only the queue panel polls here.
+    } else if (campaignId === null) {
       jobs.push(api("/campaigns").then(renderList));
     } else {
       jobs.push(
@@ -415,6 +521,7 @@
           return api("/campaigns/" + campaignId + "/rate?seconds=300").then((points) => renderRate(points, c.rate_per_s));
         }),
         api("/campaigns/" + campaignId + "/errors").then(renderErrors),
+        api("/campaigns/" + campaignId + "/suppressed").then(renderSuppressed),
         api("/campaigns/" + campaignId + "/uploads").then(renderUploads)
       );
     }
@@ -444,8 +551,10 @@
 
   function start() {
     takeTokenFromFragment();
-    $("list-view").hidden = campaignId !== null;
+    $("list-view").hidden = campaignId !== null || contactsPage;
     $("campaign-view").hidden = campaignId === null;
+    $("contact-view").hidden = !contactsPage;
+    if (contactsPage) startContacts();
     for (const button of document.querySelectorAll("[data-command]")) {
       button.addEventListener("click", () => runCommand(button.dataset.command));
     }

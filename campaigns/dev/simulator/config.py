@@ -54,6 +54,9 @@ class SimulatorConfig:
     webhook_timeout_s: float = 10.0
 
     timeout_hang_s: float = 30.0
+    # POST /v1/contacts: "classic" (valid / invalid, processing under no_wait) or
+    # "repurposed" (valid with a wa_id for every number, seed 004).
+    contacts_mode: str = "classic"
     missing_templates: frozenset[str] = frozenset()
     template_param_counts: Mapping[str, int] = field(default_factory=dict)
     outcomes: OutcomeRules = field(default_factory=OutcomeRules)
@@ -75,6 +78,8 @@ class SimulatorConfig:
             raise ValueError("webhook_batch_size and webhook_concurrency must be >= 1")
         if self.webhook_max_tries < 1 or self.webhook_tick_s <= 0:
             raise ValueError("webhook_max_tries must be >= 1 and webhook_tick_s > 0")
+        if self.contacts_mode not in ("classic", "repurposed"):
+            raise ValueError("contacts_mode must be 'classic' or 'repurposed'")
         if not isinstance(self.missing_templates, frozenset):
             object.__setattr__(self, "missing_templates", frozenset(self.missing_templates))
 
@@ -131,6 +136,7 @@ RUNTIME_FIELDS = frozenset(
         "timeout_hang_s",
         "missing_templates",
         "template_param_counts",
+        "contacts_mode",
     }
 )
 _OUTCOME_FIELDS = frozenset(

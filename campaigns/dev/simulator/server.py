@@ -20,6 +20,8 @@ Endpoints:
   (posts a user message webhook; ``from_user_id`` instead of ``from`` for a user known only
   by a username), ``POST /_sim/user_preferences`` ``{"wa_id": digits, "value": "stop"}``
   (a user_preferences webhook: stop / resume marketing messages), ``GET /_sim/health``.
+- ``POST /v1/contacts`` - the on-premises / BSP contacts check (seeds 002, 004), in
+  ``classic`` or ``repurposed`` mode (:mod:`campaigns.dev.simulator.contacts`).
 - Any other path or method: HTTP 400 with a Graph error body (code 100, subcode 33).
 
 Template checks: component types are case-insensitive (``"BODY"``); a text parameter with a
@@ -46,6 +48,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from campaigns.dev.simulator import contacts
 from campaigns.dev.simulator.config import SimulatorConfig, apply_updates
 from campaigns.dev.simulator.outcomes import (
     PARAM_TEXT_DETAILS,
@@ -94,6 +97,8 @@ class _Counts:
     requests_total: int = 0
     accepted_total: int = 0
     timeouts_total: int = 0
+    contacts_checked_total: int = 0
+    contacts_requests_total: int = 0
 
 
 class SimulatorState:
@@ -115,6 +120,7 @@ class SimulatorState:
         self.last_accepted: dict[str, float] = {}
         self.rejected_by_code: Counter[int] = Counter()
         self.buckets: dict[str, TokenBucket] = {}
+        self.contacts_seen: set[str] = set()
 
     def set_config(self, config: SimulatorConfig) -> None:
         old = self.config
@@ -155,6 +161,8 @@ class SimulatorState:
             "webhooks_failed": wh.failed,
             "webhooks_given_up": wh.given_up,
             "webhooks_pending": self.webhooks.pending,
+            "contacts_checked_total": self.counts.contacts_checked_total,
+            "contacts_requests_total": self.counts.contacts_requests_total,
         }
         if by_recipient:
             out["accepted_by_recipient"] = self.accepted_by_recipient
@@ -318,6 +326,31 @@ async def send_message(request: web.Request) -> web.Response:
     return _success(req.to or digits, wa_id, wamid)
 
 
+async def check_contacts(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    cfg = state.config
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or token.strip() != cfg.access_token:
+        return _error(state, 190)
+    try:
+        body = json.loads(await request.read())
+        items = body["contacts"]
+        assert isinstance(items, list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        return _error(state, 100, "contacts: a list of phone numbers is required")
+    wait = body.get("blocking", "no_wait") == "wait"
+    state.counts.contacts_requests_total += 1
+    state.counts.contacts_checked_total += len(items)
+    out = [
+        contacts.answer(
+            item, mode=cfg.contacts_mode, rules=cfg.outcomes, wait=wait, seen=state.contacts_seen
+        )
+        for item in items
+    ]
+    return web.json_response({"contacts": out})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     by_recipient = request.query.get("by_recipient", "1") not in ("0", "false", "no")
@@ -438,6 +471,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/{version}/{phone_number_id}/messages", send_message)
+    app.router.add_post("/v1/contacts", check_contacts)
     app.router.add_get("/_sim/stats", get_stats)
     app.router.add_post("/_sim/reset", post_reset)
     app.router.add_get("/_sim/config", get_config)

@@ -23,12 +23,13 @@ from campaigns.domain.dispatch import (
     released_to,
     window_reason,
 )
-from campaigns.domain.outcomes import OutcomeKind
+from campaigns.domain.outcomes import OutcomeKind, SendResult
+from campaigns.domain.registry import Change, Learned, rule_for_code
 from campaigns.domain.states import AUTO_PAUSE_PREFIX, CampaignStatus, ContactState
 from campaigns.storage import admin as admin_db
 from campaigns.storage import campaigns as campaigns_db
 from campaigns.storage import dispatch as dispatch_db
-from campaigns.storage import opt_outs as opt_outs_db
+from campaigns.storage import registry as registry_db
 from campaigns.storage import sql
 
 C = ContactState
@@ -59,6 +60,7 @@ class BatchReport:
     completed: bool = False
     cancelled: bool = False  # the campaign is cancelled (its chains stop)
     held: int = 0  # accepted but held for a quality assessment
+    suppressed: Counter[str] = field(default_factory=Counter)  # refused at send, by reason
 
 
 def claim_batch(
@@ -78,7 +80,9 @@ def claim_batch(
             return []
     lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
     with engine.begin() as conn:
-        return dispatch_db.claim_due(conn, plan.id, limit=size, lease_s=lease)
+        return dispatch_db.claim_due(
+            conn, plan.id, limit=size, lease_s=lease, profile=plan.profile_fields
+        )
 
 
 def released(claimed: Sequence[ClaimedContact]) -> list[Attempt]:
@@ -122,7 +126,7 @@ def recorded_outcome(attempt: Attempt) -> RecordedOutcome:
 class _Tally:
     report: BatchReport
     pause_reason: str | None = None  # the first answer that pauses the campaign says why
-    opted_out: list[str] = field(default_factory=list)  # phones that stopped marketing
+    learned: list[tuple[str, Learned]] = field(default_factory=list)  # for the registry
 
 
 def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
@@ -130,6 +134,9 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
     report = tally.report
     for attempt in attempts:
         decision, result = attempt.decision, attempt.result
+        if attempt.suppressed is not None:  # the registry refused it: Sending failed already
+            report.suppressed[attempt.suppressed] += 1
+            continue
         if decision is None or result is None:
             report.outcomes["released"] += 1
             if attempt.tier_free_at is not None:
@@ -150,9 +157,25 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
             report.held += 1
         if decision.pause_campaign and tally.pause_reason is None:
             tally.pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
-        if decision.opted_out:
-            tally.opted_out.append(attempt.contact.phone_e164)
+        fact = learned_from_answer(result, decision.kind, attempt.answered_at)
+        if fact is not None:
+            tally.learned.append((attempt.contact.phone_e164, fact))
     return tally
+
+
+def learned_from_answer(
+    result: SendResult, kind: OutcomeKind, at: datetime | None
+) -> Learned | None:
+    """What a send's answer teaches the registry (domain.registry.LEARNING): an accepted
+    send its time and wa_id, 131026 / 1013 UNAVAILABLE, 131050 an opt-out."""
+    if at is None:
+        return None
+    if kind is OutcomeKind.SENT:
+        return Learned(Change.SENT, at, wa_id=result.wa_id)
+    rule = rule_for_code(result.error_code)
+    if rule is None:
+        return None
+    return Learned(rule.change, at, source=rule.source, code=result.error_code)
 
 
 @dataclass(frozen=True)
@@ -200,10 +223,12 @@ def record_outcomes(
     tallies = [_tally(f.plan.id, f.attempts) for f in ordered]
     with engine.begin() as conn:
         dispatch_db.record_outcomes(
-            conn, [recorded_outcome(a) for f in ordered for a in f.attempts]
+            conn,
+            [recorded_outcome(a) for f in ordered for a in f.attempts if a.suppressed is None],
         )
-        opted_out = [phone for t in tallies for phone in t.opted_out]
-        opt_outs_db.insert_opt_outs(conn, opted_out, source="platform 131050")
+        learned = [fact for t in tallies for fact in t.learned]
+        if learned:  # one statement for the flush's people
+            registry_db.apply(conn, learned)
         ids = [f.plan.id for f in ordered]
         states = dispatch_db.campaign_states(conn, ids)
         pending = dispatch_db.campaigns_with_pending(conn, ids)

@@ -19,6 +19,7 @@ from campaigns.domain.dispatch import (
 from campaigns.domain.states import CampaignStatus
 from campaigns.services.dispatch.batch import BatchReport, claim_batch
 from campaigns.services.dispatch.ledger import StartLedger
+from campaigns.services.dispatch.people import SendTimeCheck
 from campaigns.services.dispatch.plan import load_plan, note_tier_wait, note_window_wait
 from campaigns.services.dispatch.ports import MessageTransport, SendGate
 from campaigns.services.dispatch.recorder import Recorder
@@ -63,6 +64,8 @@ async def run_chain(
     plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
     if plan is None or plan.status is not CampaignStatus.RUNNING:
         return False
+    if plan.awaiting_check:  # its contacts check runs first (services.contact_checks)
+        return False
     if await gate.is_paused(campaign_id):
         return False  # a pause is on its way to Postgres
     own = recorder is None
@@ -76,7 +79,10 @@ async def run_chain(
     recorder.resume(plan)
     pace = (lambda: rate(plan)) if rate is not None else None
     starter = ledger or StartLedger(engine)  # own: closed at the end
-    sender = Sender(plan, gate, transport, starter, recorder, concurrency=concurrency, rate=pace)
+    people = SendTimeCheck(engine, require_opt_in=plan.require_opt_in)
+    sender = Sender(
+        plan, gate, transport, starter, recorder, concurrency=concurrency, rate=pace, people=people
+    )
     sender.stopped = stopped or sender.stopped
     chain = Chain(engine, plan, gate, sender, lease_margin_s=lease_margin_s)
     try:

@@ -12,7 +12,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from campaigns.domain.dispatch import Attempt, CampaignPlan, GroupGrant, SendJob, TierRoom
+from campaigns.domain.dispatch import (
+    Attempt,
+    CampaignPlan,
+    ClaimedContact,
+    GroupGrant,
+    SendJob,
+    TierRoom,
+)
 from campaigns.domain.outcomes import Decision, SendResult
 
 
@@ -93,4 +100,14 @@ class OutcomeSink(Protocol):
 
     def note_answer(self, plan: CampaignPlan, decision: Decision, result: SendResult) -> bool:
         """Counts an answer; True when it stops the campaign now (raise the pause flag)."""
+        ...
+
+
+class PeopleCheck(Protocol):
+    """The contact registry at send time (``campaigns.services.dispatch.people``)."""
+
+    async def refuse(self, group: Sequence[ClaimedContact]) -> dict[int, str]:
+        """Moves the group's contacts whose person the registry refuses now (unavailable,
+        blocked, opted out; without an opt-in when the campaign requires one) to Sending
+        failed with that reason code; contact id -> reason code. Nothing else changes."""
         ...

@@ -21,7 +21,13 @@ from campaigns.domain.dispatch import (
 )
 from campaigns.domain.outcomes import classify
 from campaigns.domain.send_window import openings
-from campaigns.services.dispatch.ports import MessageTransport, OutcomeSink, SendGate, Starter
+from campaigns.services.dispatch.ports import (
+    MessageTransport,
+    OutcomeSink,
+    PeopleCheck,
+    SendGate,
+    Starter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class Sender:
         rate: Callable[[], float] | None = None,
         stopped: Callable[[], bool] | None = None,
         rng: random.Random | None = None,
+        people: PeopleCheck | None = None,
     ) -> None:
         """``rate``: the campaign's pacing rate now (its fair share of the sender; default
         its configured rate). ``stopped``: the chain must stop opening groups (its key was
@@ -63,6 +70,7 @@ class Sender:
         self.rate: Callable[[], float] = rate or (lambda: plan.rate_per_s)
         self.stopped: Callable[[], bool] = stopped or (lambda: False)
         self.rng = rng or random.Random()
+        self.people = people  # the registry's check of each group before its start
         self.slots = asyncio.Semaphore(concurrency)
         self.inflight: set[asyncio.Task[None]] = set()
         self.start_s = 0.0  # how long the start statement took lately (moving average)
@@ -124,12 +132,16 @@ class Sender:
             await self.slots.acquire()
         try:
             admitted, go = await self._pass_gate(group)
+            tier_refused = {c.id for c in group} - {c.id for c, _ in admitted} if go else set()
+            checked = await self._ask_registry(admitted)
+            admitted, suppressed = checked if checked is not None else ([], set())
+            go = go and checked is not None
             started = await self._start(admitted) if admitted else {}
         except BaseException:
             self._free(len(group))
             self.release(group)
             raise
-        refused = {c.id for c in group} - {c.id for c, _ in admitted} if go else set()
+        refused = tier_refused | suppressed  # recorded already
         for contact in group:
             if contact.id in started:
                 task = asyncio.create_task(self._send(contact, started[contact.id]))
@@ -137,10 +149,9 @@ class Sender:
                 task.add_done_callback(self.inflight.discard)
                 continue
             self.slots.release()
-            if contact.id not in refused:  # the tier's refusals went back already
+            if contact.id not in refused:
                 self.release([contact])  # paused, unreachable, or its lease ran out
-        tier_full = go and len(admitted) < len(group)
-        return go and not tier_full and len(started) == len(admitted)
+        return go and not tier_refused and len(started) == len(admitted)
 
     async def _pass_gate(
         self, group: Sequence[ClaimedContact]
@@ -172,6 +183,25 @@ class Sender:
         if grant.refused and grant.tier_free_at is not None:
             self.tier_free_at.append(grant.tier_free_at)
         return admitted, True
+
+    async def _ask_registry(
+        self, admitted: list[tuple[ClaimedContact, float]]
+    ) -> tuple[list[tuple[ClaimedContact, float]], set[int]] | None:
+        """The registry's check of the admitted contacts: those it refuses are Sending
+        failed already (recorded as suppressed, never sent); (the rest, the refused ids).
+        None if it could not be asked: none may go (they go back unsent, the batch stops)."""
+        if self.people is None or not admitted:
+            return admitted, set()
+        try:
+            refused = await self.people.refuse([c for c, _ in admitted])
+        except Exception:
+            log.warning("registry check failed: the rest of the batch goes back", exc_info=True)
+            return None
+        for contact, _ in admitted:
+            if contact.id in refused:
+                attempt = Attempt(contact, None, None, None, None, suppressed=refused[contact.id])
+                self.recorder.add(self.plan, attempt)
+        return [(c, d) for c, d in admitted if c.id not in refused], set(refused)
 
     async def _start(self, admitted: Sequence[tuple[ClaimedContact, float]]) -> dict[int, float]:
         """The start statement for the admitted contacts: those that may leave, with their

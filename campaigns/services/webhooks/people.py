@@ -1,33 +1,55 @@
-"""What webhooks prove about people: who opted out, who resumed, which user id is which phone.
+"""What webhooks prove about people: who is not on WhatsApp, who opted out, who resumed,
+which user id is which phone.
 
 Read from each applied body (:class:`PeopleFacts`), written with the body's statuses in the
-applier's transaction (:func:`apply_people`), through :mod:`campaigns.storage.opt_outs`:
+applier's transaction (:func:`apply_people`), through the registry
+(:mod:`campaigns.storage.registry`) under the rules of :mod:`campaigns.domain.registry`:
 
+- 131026 or 1013 in a ``failed`` status makes the recipient UNAVAILABLE (with the code);
 - a STOP reply (source ``whatsapp reply``) and 131050 in a ``failed`` status (source
   ``platform 131050``, as the synchronous answer) opt the sender / recipient out;
 - a ``user_preferences`` item of category ``marketing_messages``: ``stop`` opts out with source
   ``user_preferences``, ``resume`` lifts only an opt-out of that source;
+- a ``contacts[].profile.name`` is kept as the person's WhatsApp profile name (the
+  profile's ``whatsapp_profile_name``; people the registry knows only);
 - a payload showing a phone and a business-scoped user id together keeps the pair in
-  ``user_ids``; an opt-out known only by a user id is kept against it (``user:<id>``) and
-  written for the phone as soon as the pair is known.
+  ``user_ids``; an opt-out known only by a user id is kept against it (a person with that
+  ``user_id`` and no phone) and written for the phone as soon as the pair is known.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Connection
 
+from campaigns.domain.registry import (
+    SOURCE_OPTED_OUT_CODE,
+    SOURCE_PREFERENCES,
+    SOURCE_REPLY,
+    Change,
+    Learned,
+    rule_for_code,
+)
 from campaigns.domain.webhooks import opt_out_numbers
-from campaigns.storage import opt_outs as opt_outs_db
+from campaigns.storage import profiles as profiles_db
+from campaigns.storage import registry as registry_db
+from campaigns.storage import sql
 from schemas.whatsapp import WebhookUpdates
 
-SOURCE_REPLY = "whatsapp reply"
-SOURCE_OPTED_OUT_CODE = "platform 131050"
-SOURCE_PREFERENCES = "user_preferences"
-OPTED_OUT_CODE = 131050
+__all__ = [
+    "SOURCE_OPTED_OUT_CODE",
+    "SOURCE_PREFERENCES",
+    "SOURCE_REPLY",
+    "PeopleFacts",
+    "PeopleStats",
+    "apply_people",
+]
+
 MARKETING = "marketing_messages"
+MAX_PROFILE_NAME = 256
 _PREFERENCE_VALUES = frozenset({"stop", "resume"})
 
 
@@ -46,6 +68,8 @@ class PeopleFacts:
     )  # source -> [(wa_id, user id)]
     preferences: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     user_only: set[str] = field(default_factory=set)  # user ids of opt-outs without a phone
+    unavailable: dict[str, int] = field(default_factory=dict)  # E.164 -> code (131026, 1013)
+    names: dict[str, str] = field(default_factory=dict)  # E.164 -> WhatsApp profile name
 
     def pair(self, wa_id: str | None, user_id: str | None) -> None:
         if wa_id and user_id:
@@ -63,13 +87,25 @@ class PeopleFacts:
         """Everything of one parsed body but its inbound replies (see :meth:`reply`)."""
         for contact in parsed.contacts():
             self.pair(contact.wa_id, contact.user_id)
+            name = contact.profile.name if contact.profile is not None else None
+            phone = _e164(contact.wa_id)
+            if name and name.strip() and phone is not None:
+                self.names[phone] = name.strip()[:MAX_PROFILE_NAME]
         for _, message in parsed.inbound_messages():
             self.pair(message.from_, message.from_user_id)
         for _, status in parsed.statuses():
             if status.recipient_user_id:
                 self.pair(status.recipient_id, status.recipient_user_id)
-            if status.errors and any(e.code == OPTED_OUT_CODE for e in status.errors):
-                self.stop(SOURCE_OPTED_OUT_CODE, status.recipient_id, status.recipient_user_id)
+            for error in status.errors or ():
+                rule = rule_for_code(error.code)
+                if rule is None:
+                    continue
+                if rule.change is Change.OPTED_OUT and rule.source is not None:
+                    self.stop(rule.source, status.recipient_id, status.recipient_user_id)
+                elif rule.change is Change.UNAVAILABLE and error.code is not None:
+                    phone = _e164(status.recipient_id)
+                    if phone is not None:
+                        self.unavailable.setdefault(phone, error.code)
         for _, pref in parsed.user_preferences():
             self.pair(pref.wa_id, pref.user_id)
             value = (pref.value or "").strip().lower()
@@ -81,62 +117,81 @@ class PeopleFacts:
 
 @dataclass
 class PeopleStats:
-    opted_out: int = 0  # opt-out rows written (phones and user-id keys)
+    opted_out: int = 0  # opt-outs written (phones and user ids)
     resumed: int = 0  # user_preferences opt-outs lifted
     mapped: int = 0  # user id -> phone pairs new or changed
-
-
-def _keys(wa_id: str | None, user_id: str | None) -> set[str]:
-    if wa_id:
-        return set(opt_out_numbers(wa_id))
-    return {opt_outs_db.user_key(user_id)} if user_id else set()
+    unavailable: int = 0  # people made (or found) UNAVAILABLE
+    names: int = 0  # WhatsApp profile names new or changed
 
 
 def apply_people(conn: Connection, facts: PeopleFacts) -> PeopleStats:
     """Writes the batch's facts; preferences in their order, so a stop then a resume ends
     resumed. Runs in the applier's transaction."""
     stats = PeopleStats()
-    changed = opt_outs_db.record_user_ids(conn, facts.phones_by_user)
+    stats.names = profiles_db.record_profile_names(conn, facts.names)
+    changed = registry_db.record_user_ids(conn, facts.phones_by_user)
     stats.mapped = len(changed)
+    if not (facts.preferences or facts.stops or facts.unavailable or changed or facts.user_only):
+        return stats
+    at = sql.now(conn)
     for value, wa_id, user_id in facts.preferences:
         if value == "stop":
-            keys = _keys(wa_id, user_id)
-            stats.opted_out += opt_outs_db.insert_opt_outs(conn, keys, source=SOURCE_PREFERENCES)
+            stats.opted_out += _opt_out(conn, SOURCE_PREFERENCES, [(wa_id, user_id)], at)
         else:
-            stats.resumed += _resume(conn, wa_id, user_id)
+            stats.resumed += _resume(conn, wa_id, user_id, at)
     for source, who in facts.stops.items():
-        keys = {key for wa_id, user_id in who for key in _keys(wa_id, user_id)}
-        stats.opted_out += opt_outs_db.insert_opt_outs(conn, keys, source=source)
+        stats.opted_out += _opt_out(conn, source, who, at)
+    if facts.unavailable:
+        learned = [
+            (phone, Learned(Change.UNAVAILABLE, at, code=code))
+            for phone, code in sorted(facts.unavailable.items())
+        ]
+        stats.unavailable += len(registry_db.apply(conn, learned).changed)
     stats.opted_out += _reach_phones(conn, {*changed, *facts.user_only})
     return stats
 
 
-def _resume(conn: Connection, wa_id: str | None, user_id: str | None) -> int:
+def _opt_out(
+    conn: Connection, source: str, who: list[tuple[str | None, str | None]], at: datetime
+) -> int:
+    phones = {phone for wa_id, _ in who if wa_id for phone in opt_out_numbers(wa_id)}
+    users = {user_id for wa_id, user_id in who if not wa_id and user_id}
+    learned = [(p, Learned(Change.OPTED_OUT, at, source=source)) for p in sorted(phones)]
+    done = len(registry_db.apply(conn, learned).changed) if learned else 0
+    return done + registry_db.opt_out_users(conn, users, source=source, at=at)
+
+
+def _resume(conn: Connection, wa_id: str | None, user_id: str | None, at: datetime) -> int:
     """Lifts the person's ``user_preferences`` opt-outs, by phone and by user id; any other
     source (a STOP reply, 131050, an operator) stays."""
     phones = set(opt_out_numbers(wa_id)) if wa_id else set()
     users = {user_id} if user_id else set()
     if user_id:
-        mapped = opt_outs_db.phones_of_users(conn, [user_id]).get(user_id)
+        mapped = registry_db.phones_of_users(conn, [user_id]).get(user_id)
         if mapped:
             phones |= opt_out_numbers(mapped)
-    users |= set(opt_outs_db.users_of_phones(conn, phones))
-    keys = phones | {opt_outs_db.user_key(u) for u in users}
-    return opt_outs_db.remove_opt_outs(conn, keys, source=SOURCE_PREFERENCES)
+    users |= set(registry_db.users_of_phones(conn, phones))
+    before = registry_db.people_by_phone(conn, phones)
+    learned = [(p, Learned(Change.RESUMED, at)) for p in sorted(phones)]
+    registry_db.apply(conn, learned)
+    lifted = sum(
+        1 for p in before.values() if p.opted_out and p.opt_out_source == SOURCE_PREFERENCES
+    )
+    return lifted + registry_db.resume_users(conn, users)
 
 
 def _reach_phones(conn: Connection, user_ids: set[str]) -> int:
     """Writes each opt-out kept against one of these user ids for its phone, once known."""
-    kept = opt_outs_db.user_opt_outs(conn, user_ids)
+    kept = registry_db.user_opt_outs(conn, user_ids)
     if not kept:
         return 0
-    phones = opt_outs_db.phones_of_users(conn, {u for u, _ in kept})
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for user_id, source in kept:
+    phones = registry_db.phones_of_users(conn, {u for u, _, _ in kept})
+    learned: list[tuple[str, Learned]] = []
+    for user_id, source, at in sorted(kept):
         phone = phones.get(user_id)
         if phone:
-            by_source[source] |= opt_out_numbers(phone)
-    return sum(
-        opt_outs_db.insert_opt_outs(conn, numbers, source=source)
-        for source, numbers in sorted(by_source.items())
-    )
+            learned += [
+                (p, Learned(Change.OPTED_OUT, at, source=source))
+                for p in sorted(opt_out_numbers(phone))
+            ]
+    return len(registry_db.apply(conn, learned).changed) if learned else 0

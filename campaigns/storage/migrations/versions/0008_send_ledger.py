@@ -6,8 +6,8 @@
 - ``contacts.message_status``: the send answer's ``message_status`` (``accepted``,
   ``held_for_quality_assessment``, ``paused``), counted in the campaign's output.
 
-Revision ID: 0006_send_ledger
-Revises: 0005_platform_2026
+Revision ID: 0008_send_ledger
+Revises: 0007_profiles
 Create Date: 2026-12-12 10:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_send_ledger"
-down_revision = "0005_platform_2026"
+revision = "0008_send_ledger"
+down_revision = "0007_profiles"
 branch_labels = None
 depends_on = None
 
