@@ -57,33 +57,26 @@ async def run_chain(
     ``rate`` (the campaign's fair share of its sender) and ``stopped`` (the chain's key was
     lost), and does not wait for the last answers. Without a recorder the chain has its own
     and returns once every send is answered and recorded (``after_batch``: each flush's
-    report). With a messaging limit each claim takes at most the tier's headroom, and a full
-    tier stops the chain and shows the wait; with a send window, closed contacts go back
-    until their next opening, and the campaign shows the wait when nothing else is due.
+    report). A full tier or a closed send window stops it and shows the wait.
     """
-    plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
-    if plan is None or plan.status is not CampaignStatus.RUNNING:
+    plan = await _runnable_plan(engine, campaign_id, gate, default_sender)
+    if plan is None:
         return False
-    if plan.awaiting_check:  # its contacts check runs first (services.contact_checks)
-        return False
-    if await gate.is_paused(campaign_id):
-        return False  # a pause is on its way to Postgres
     own = recorder is None
-    recorder = recorder or Recorder(
-        engine,
-        pause_after=pause_after,
-        tier_limit=gate.messaging_limit,
-        tier_window_s=gate.tier_window_s,
-        on_report=after_batch,
-    )
+    recorder = recorder or _own_recorder(engine, gate, pause_after, after_batch)
     recorder.resume(plan)
-    pace = (lambda: rate(plan)) if rate is not None else None
-    starter = ledger or StartLedger(engine)  # own: closed at the end
-    people = SendTimeCheck(engine, require_opt_in=plan.require_opt_in)
+    starter = ledger or StartLedger(engine)  # its own: closed at the end
     sender = Sender(
-        plan, gate, transport, starter, recorder, concurrency=concurrency, rate=pace, people=people
+        plan,
+        gate,
+        transport,
+        starter,
+        recorder,
+        concurrency=concurrency,
+        rate=(lambda: rate(plan)) if rate is not None else None,
+        stopped=stopped,
+        people=SendTimeCheck(engine, require_opt_in=plan.require_opt_in),
     )
-    sender.stopped = stopped or sender.stopped
     chain = Chain(engine, plan, gate, sender, lease_margin_s=lease_margin_s)
     try:
         more = await chain.run(max_s)
@@ -95,6 +88,32 @@ async def run_chain(
             await starter.close()
     await chain.show_waits(more)
     return more and not sender.halted()
+
+
+def _own_recorder(
+    engine: Engine, gate: SendGate, pause_after: int, after_batch: AfterBatch | None
+) -> Recorder:
+    """A chain's own recorder (no dispatcher's): ``after_batch`` gets each flush's report."""
+    return Recorder(
+        engine,
+        pause_after=pause_after,
+        tier_limit=gate.messaging_limit,
+        tier_window_s=gate.tier_window_s,
+        on_report=after_batch,
+    )
+
+
+async def _runnable_plan(
+    engine: Engine, campaign_id: int, gate: SendGate, default_sender: str
+) -> CampaignPlan | None:
+    """The campaign's plan if it may send now: running, not awaiting its contacts check
+    (services.contact_checks), and no pause on its way to Postgres."""
+    plan = await asyncio.to_thread(load_plan, engine, campaign_id, default_sender)
+    if plan is None or plan.status is not CampaignStatus.RUNNING or plan.awaiting_check:
+        return None
+    if await gate.is_paused(campaign_id):
+        return None
+    return plan
 
 
 class Chain:
