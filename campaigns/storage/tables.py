@@ -209,6 +209,11 @@ class Contact(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_detail: Mapped[str | None] = mapped_column(Text)
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The durable start mark of the current attempt: its requests may have left (the send
+    # ledger; NULL: provably never sent). Cleared by every claim.
+    send_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The send answer's message_status (accepted, held_for_quality_assessment, paused).
+    message_status: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

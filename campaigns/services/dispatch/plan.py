@@ -35,6 +35,7 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=int(row["max_attempts"]),
         window=window,
+        named_variables=bool(row["named_variables"]),
         require_opt_in=bool(row["require_opt_in"]),
         awaiting_check=bool(row["check_contacts"]) and row["contacts_checked_at"] is None,
         profile_fields=tuple(f for name in variables if (f := schema.get(name)) is not None),
