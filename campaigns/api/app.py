@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from campaigns.api import campaigns, dashboard, docs, errors, registry, server, webhooks
+from campaigns.api import campaigns, dashboard, docs, errors, registry, retry, server, webhooks
 from campaigns.api.deps import require_token
 from campaigns.api.security import SecurityHeaders
 from campaigns.runtime.config import get_settings
@@ -24,6 +24,7 @@ def create_app() -> FastAPI:
     app.include_router(docs.router)
     app.include_router(campaigns.router, dependencies=[Depends(require_token)])
     app.include_router(registry.router, dependencies=[Depends(require_token)])
+    app.include_router(retry.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.pages)
     app.include_router(webhooks.router)  # signed by the platform: no bearer token

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import click
 
-from campaigns.cli import admin, campaigns, contacts, ops, output, tokens, uploads
+from campaigns.cli import admin, campaigns, contacts, ops, output, retry, tokens, uploads
 
-FEATURES = (campaigns, uploads, admin, contacts, tokens, ops)
+FEATURES = (campaigns, uploads, admin, retry, contacts, tokens, ops)
 
 SHELLS = ("bash", "zsh", "fish")
 
