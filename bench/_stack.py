@@ -26,12 +26,15 @@ from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The project first, before this folder (the script's own): bench/campaigns.py must never
+# shadow the campaigns package, even when ROOT is already on the path further down.
+if str(ROOT) in sys.path:
+    sys.path.remove(str(ROOT))
+sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Engine, text  # noqa: E402
 
-from campaigns.dev.processes import Child, Supervisor  # noqa: E402
+from campaigns.dev.processes import Child, Supervisor, cli_argv  # noqa: E402
 
 SIM_TOKEN = "sim-token"
 DEFAULT_SENDER = "555"
@@ -141,14 +144,30 @@ class Stack:
     ) -> Child:
         return self.supervisor.start(name, argv, env=env, cwd=cwd)
 
-    def start_simulator(self, *, rate: float | None = None) -> str:
+    def start_simulator(
+        self,
+        *,
+        rate: float | None = None,
+        demo: bool = False,
+        webhook_url: str | None = None,
+        app_secret: str | None = None,
+        settings: Mapping[str, object] | None = None,
+    ) -> str:
+        """The simulator; ``demo``: its failure mix; ``webhook_url``/``app_secret``: signed
+        status webhooks to our receiver; ``settings``: ``--set KEY=JSON`` values."""
         from campaigns.runtime.embedded import free_port
 
         port = free_port()
         argv = [sys.executable, "-m", "campaigns.dev.simulator", "--port", str(port)]
         argv += ["--pair-interval", "0", "--token", SIM_TOKEN]
-        if rate:
+        if rate is not None:
             argv += ["--rate", str(rate)]
+        if demo:
+            argv += ["--demo"]
+        if webhook_url and app_secret:
+            argv += ["--webhook-url", webhook_url, "--app-secret", app_secret]
+        for key, value in (settings or {}).items():
+            argv += ["--set", f"{key}={json.dumps(value)}"]
         proc = self.spawn("simulator", argv)
         self.sim_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -171,6 +190,35 @@ class Stack:
         self.wait_ready(proc)
         return proc
 
+    def start_worker(self, name: str, queues: str, *, concurrency: int, beat: bool) -> Child:
+        """``wa-campaigns worker -Q queues`` as the CLI runs it, in its own process group."""
+        from campaigns.cli.main import worker_argv
+
+        argv = worker_argv(queues, concurrency, hostname=f"{name}@{self.name}", beat=beat)
+        proc = self.spawn(name, argv)
+        self.wait_ready(proc)
+        return proc
+
+    def start_api(self) -> str:
+        """``wa-campaigns serve`` (the webhook receiver); its base URL once healthy."""
+        from campaigns.runtime.embedded import free_port
+
+        port = free_port()
+        proc = self.spawn("api", cli_argv("serve", "--port", str(port)))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            healthz = base + "/healthz"
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(healthz, timeout=2) as answer,  # noqa: S310
+            ):
+                if answer.status == 200:
+                    return base
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not start: {proc.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+
     def wait_ready(self, proc: Child, *, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while b" ready." not in proc.log_path.read_bytes():
@@ -189,6 +237,17 @@ class Stack:
     def sim_post(self, path: str) -> dict[str, Any]:
         url = self.sim_url + path
         request = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            data: dict[str, Any] = json.loads(response.read())
+        return data
+
+    def sim_config(self, **updates: object) -> dict[str, Any]:
+        """Runtime changes of the simulator (``POST /_sim/config``)."""
+        url = self.sim_url + "/_sim/config"
+        body = json.dumps(updates).encode()
+        request = urllib.request.Request(  # noqa: S310
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             data: dict[str, Any] = json.loads(response.read())
         return data
@@ -257,6 +316,20 @@ class Stack:
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE contacts"))
         return campaign_id
+
+    def send_starts(self, campaign_id: int) -> list[float]:
+        """Unix times of the campaign's start marks (the send ledger: when each message's
+        group passed the start statement, right before it left), sorted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT extract(epoch FROM send_started_at) FROM contacts"
+                    " WHERE campaign_id = :c AND send_started_at IS NOT NULL"
+                    " ORDER BY send_started_at"
+                ),
+                {"c": campaign_id},
+            ).scalars()
+            return [float(t) for t in rows]
 
     def counts(self, campaign_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -355,3 +428,15 @@ def telemetry(stack: Stack, campaign_id: int) -> dict[str, Any]:
         deciles = statistics.quantiles(inner, n=10) if len(inner) >= 2 else inner * 9
         out["per_second_p10_p50_p90"] = [round(deciles[0]), round(deciles[4]), round(deciles[8])]
     return out
+
+
+def middle_rate(times: Sequence[float], share: float = 0.9) -> float:
+    """Sends per second over the middle ``share`` of sorted send times (the ramp-up and the
+    tail left out)."""
+    n = len(times)
+    if n < 20:
+        return 0.0
+    lo = int(n * (1 - share) / 2)
+    hi = n - 1 - lo
+    span = times[hi] - times[lo]
+    return (hi - lo) / span if span > 0 else 0.0

@@ -1,8 +1,11 @@
 """Upload benchmark: a full upload into Postgres vs the bare phonenumbers loop on the same rows.
 
-    python bench/ingest.py [--rows 1000000]
+    python bench/ingest.py [--rows 1000000] [--profile-fields N]
 
-Prints one JSON line: rows, upload_rows_per_s, bare_parse_rows_per_s, ratio, peak_rss_mb.
+Prints one JSON line: rows, upload_rows_per_s, bare_parse_rows_per_s, ratio, peak_rss_mb,
+profile_fields. ``--profile-fields N`` creates a profile schema of N fields (INTEGER, ENUM,
+STRING, BOOLEAN, FLOAT, DATETIME in turn) and gives every row N more columns named like them,
+so the upload checks and writes N profile values per row (removed again afterwards).
 The upload runs in a child process; the peak RSS figure is that of the largest process of the
 upload (the ingest process or one of its parse processes). Postgres and Redis are the embedded
 ones unless DATABASE_URL / REDIS_URL are set.
@@ -18,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 
@@ -59,17 +64,57 @@ def bare_parse_rate(path: Path) -> tuple[int, float]:
     return total, total / elapsed
 
 
-def child_upload(path: Path) -> None:
+# Profile fields of the benchmark: (type, extra schema keys, the value of row n).
+PROFILE_KINDS: list[tuple[str, dict[str, object], Callable[[int], str]]] = [
+    ("INTEGER", {"default": 0}, lambda n: str(n % 97)),
+    (
+        "ENUM",
+        {"default": "A", "enum": [{"value": v, "display": v} for v in ("A", "B", "C")]},
+        lambda n: "abc"[n % 3],
+    ),
+    ("STRING", {"default": None, "null": True}, lambda n: f"text {n}"),
+    ("BOOLEAN", {"default": False}, lambda n: "yes" if n % 2 else "no"),
+    ("FLOAT", {"default": 0.0}, lambda n: f"{n % 1000 / 7:.3f}"),
+    ("DATETIME", {"default": None, "null": True}, lambda n: f"19{n % 90 + 10}-05-0{n % 9 + 1}"),
+]
+
+
+def profile_schema(fields: int) -> dict[str, object]:
+    kinds = [PROFILE_KINDS[i % len(PROFILE_KINDS)] for i in range(fields)]
+    return {
+        "version": f"bench-{fields}",
+        "fields": [
+            {"name": f"p{i}", "display": f"P{i}", "type": kind, "is_private": False, **extra}
+            for i, (kind, extra, _) in enumerate(kinds)
+        ],
+    }
+
+
+def add_profile_columns(path: Path, fields: int) -> None:
+    """Rewrites the CSV with ``fields`` more columns p0..pN-1, a value of its type each."""
+    makers = [PROFILE_KINDS[i % len(PROFILE_KINDS)][2] for i in range(fields)]
+    out = path.with_suffix(".tmp")
+    with path.open(newline="", encoding="utf-8") as src, out.open("w", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst)
+        writer.writerow([*next(reader), *(f"p{i}" for i in range(fields))])
+        for n, row in enumerate(reader):
+            writer.writerow([*row, *(make(n) for make in makers)])
+    out.replace(path)
+
+
+def child_upload(path: Path, profile_fields: int) -> None:
     """Runs in its own process: register + ingest exactly as the worker does."""
-    from sqlalchemy import text
 
     from campaigns.runtime.stores import resolve
     from campaigns.services import campaigns as campaign_service
-    from campaigns.services import uploads
+    from campaigns.services import profiles, uploads
     from schemas.api import CampaignCreate
 
     runtime = resolve()
     engine = runtime.engine
+    schema_uuid = None
+    if profile_fields:
+        schema_uuid = profiles.create_schema(engine, profile_schema(profile_fields)).uuid
     campaign = campaign_service.create_campaign(
         engine, CampaignCreate(name="bench", template="bf_offer", region=REGION)
     )
@@ -101,9 +146,22 @@ def child_upload(path: Path) -> None:
         ),
         flush=True,
     )
-    # Untimed: leave the database as it was (runs add a million rows each otherwise), the
-    # registry's people this upload made included, so the next run makes them again.
+    clean_up(engine, campaign.id, schema_uuid)
+
+
+def clean_up(engine: Any, campaign_id: int, schema_uuid: str | None) -> None:
+    """Untimed: leave the database as it was (runs add a million rows each otherwise), the
+    registry's people and the profiles this upload made included, so the next run makes
+    them again."""
+    from sqlalchemy import text
+
     with engine.begin() as conn:
+        if schema_uuid is not None:
+            for table, column in (("profiles", "schema_uuid"), ("profile_schemas", "uuid")):
+                conn.execute(
+                    text(f"DELETE FROM {table} WHERE {column} = CAST(:u AS uuid)"),
+                    {"u": schema_uuid},
+                )
         conn.execute(
             text(
                 """
@@ -116,12 +174,15 @@ def child_upload(path: Path) -> None:
                   )
                 """
             ),
-            {"id": campaign.id},
+            {"id": campaign_id},
         )
-        conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign.id})
+        conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign_id})
     # The next run inserts the same people again: not into a table of dead rows.
     with engine.connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM people"))
+        autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.execute(text("VACUUM people"))
+        if schema_uuid is not None:
+            autocommit.execute(text("VACUUM profiles"))
 
 
 def descendants_peak_rss_kb() -> int:
@@ -147,16 +208,22 @@ def descendants_peak_rss_kb() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--profile-fields", type=int, default=0, help="N profile fields filled by every row"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child_upload(args.child)
+        child_upload(args.child, args.profile_fields)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = sample_data.write_csv(Path(tmp) / "contacts.csv", args.rows, seed=11)
+        if args.profile_fields:
+            add_profile_columns(path, args.profile_fields)
         rows, bare_rate = bare_parse_rate(path)
+        child = [sys.executable, __file__, "--child", str(path)]
         done = subprocess.run(
-            [sys.executable, __file__, "--child", str(path)],
+            [*child, "--profile-fields", str(args.profile_fields)],
             check=True,
             capture_output=True,
             text=True,
@@ -177,6 +244,7 @@ def main() -> None:
                 "peak_rss_mb": round(peak_kb / 1024, 1),
                 "valid": upload["valid"],
                 "invalid": upload["invalid"],
+                "profile_fields": args.profile_fields,
             }
         )
     )

@@ -10,8 +10,8 @@ noted. The simulator's ``accepted_total`` (counted when a request arrives) is re
 the pause and then every few milliseconds for ``--settle`` seconds; a send that arrived after
 the pause shows as an increase between two reads, so the end of the read that first shows
 the last increase is an upper bound of that send's start. Then resume, and again.
-For context, ``last_gate_pass_s`` is when the last message passed the gate (the per-message
-pause-flag check that sets its started marker; from the marker's remaining TTL in Redis),
+For context, ``last_gate_pass_s`` is when the last message passed the start statement (its
+group's durable start mark in Postgres, which checks that the campaign is still running),
 relative to the pause returning: negative when it passed before.
 
 Prints one JSON line: runs (seconds per run), max_s, p50_s, target_s (1.0), plus the answers
@@ -53,35 +53,17 @@ def answers_after(stack: Stack, campaign_id: int, at: float) -> tuple[int, float
 
 
 def last_gate_pass(stack: Stack, campaign_id: int, since: float) -> float | None:
-    """Unix time the last send of the campaign passed the gate (pause flag checked, started
-    marker set), from the markers' remaining TTL: set time = now - (TTL - PTTL), in ms."""
-    import redis
-
-    from campaigns.clients import redis_keys
-    from campaigns.clients.send_gate import STARTED_TTL_S
-
+    """Unix time the last send of the campaign passed the start statement (the send
+    ledger's start mark, right before its group left)."""
     with stack.engine.connect() as conn:
-        attempts = [
-            str(a)
-            for a in conn.execute(
-                text(
-                    "SELECT attempt_id FROM contacts WHERE campaign_id = :c"
-                    " AND attempt_id IS NOT NULL AND in_progress_at > to_timestamp(:t)"
-                ),
-                {"c": campaign_id, "t": since},
-            ).scalars()
-        ]
-    if not attempts:
-        return None
-    client = redis.Redis.from_url(stack.redis_url)
-    pipe = client.pipeline(transaction=False)
-    pipe.time()
-    for attempt in attempts:
-        pipe.pttl(redis_keys.started(attempt))
-    (seconds, micros), *pttls = pipe.execute()
-    now = seconds + micros / 1e6
-    ages = [(STARTED_TTL_S * 1000 - p) / 1000 for p in pttls if p > 0]
-    return now - min(ages) if ages else None
+        value = conn.execute(
+            text(
+                "SELECT extract(epoch FROM max(send_started_at)) FROM contacts"
+                " WHERE campaign_id = :c AND send_started_at > to_timestamp(:t)"
+            ),
+            {"c": campaign_id, "t": since},
+        ).scalar_one()
+    return None if value is None else float(value)
 
 
 def one_pause(stack: Stack, campaign_id: int, settle_s: float) -> dict[str, float | int]:

@@ -175,6 +175,11 @@ class CampaignOut(BaseModel):
     finished_at: datetime | None
     counts: dict[str, int] = Field(description="contacts per state, every state listed")
     total: int
+    held: int = Field(
+        0,
+        description="sends the platform accepted but held for a quality assessment "
+        "(message_status held_for_quality_assessment); they may never be delivered",
+    )
     rate_now_per_s: float = Field(0.0, description="messages accepted per second, last 10 s")
     eta_seconds: float | None = Field(
         None, description="time left at the current (or configured) rate; null when idle"

@@ -374,11 +374,17 @@ class StatusUpdate(_Lean):
     errors: list[StatusError] = Field(default_factory=list)
 
 
+class ContactName(_Lean):
+    name: str | None = None
+
+
 class ContactIds(_Lean):
-    """A ``value.contacts[]`` item as the applier reads it: who is who."""
+    """A ``value.contacts[]`` item as the applier reads it: who is who, and the profile
+    name an inbound message shows (the profile's ``whatsapp_profile_name``)."""
 
     wa_id: str | None = None
     user_id: str | None = None
+    profile: ContactName | None = None
 
 
 class UpdateValue(_Lean):

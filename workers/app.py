@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    celeryd_after_setup,
+    setup_logging,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutting_down,
+)
 from kombu import Queue
 
 from campaigns.runtime.config import get_settings
@@ -78,6 +86,47 @@ def _setup_logging(loglevel: int | str | None = None, **_: Any) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+# Each process of a worker that consumes the dispatch queue runs one dispatcher (a thread with
+# an event loop serving every running campaign, workers.dispatch.start_dispatcher): the pool
+# processes of a prefork worker, else the worker process itself.
+_DISPATCHER_ENV = "WA_DISPATCHER"
+
+
+@celeryd_after_setup.connect
+def _note_dispatch_worker(instance: Any = None, **_: Any) -> None:
+    """In the worker's main process, once -Q is applied and before the pool starts."""
+    queues = set(instance.app.amqp.queues.consume_from) if instance is not None else set()
+    if "dispatch" not in queues:
+        return
+    prefork = getattr(instance.pool_cls, "__module__", "").endswith("prefork")
+    os.environ[_DISPATCHER_ENV] = "pool" if prefork else "main"
+
+
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     dispose_after_fork()
+    if os.environ.get(_DISPATCHER_ENV) == "pool":
+        from billiard.process import current_process
+
+        from workers.dispatch import start_dispatcher
+
+        start_dispatcher(preferred_slot=int(getattr(current_process(), "index", 0) or 0))
+
+
+@worker_ready.connect
+def _dispatcher_in_main(**_: Any) -> None:
+    if os.environ.get(_DISPATCHER_ENV) == "main":
+        from workers.dispatch import start_dispatcher
+
+        start_dispatcher()
+
+
+@worker_process_shutdown.connect
+@worker_shutting_down.connect
+def _stop_dispatcher(**_: Any) -> None:
+    """A warm shutdown: the dispatcher stops opening groups, and its answers in flight are
+    waited for (up to the request timeout) and recorded."""
+    if os.environ.get(_DISPATCHER_ENV):
+        from workers.dispatch import stop_dispatcher
+
+        stop_dispatcher(timeout_s=get_settings().whatsapp_timeout_s + 5)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from campaigns.api import campaigns, dashboard, docs, errors, registry, server, webhooks
+from campaigns.api import (
+    campaigns,
+    dashboard,
+    docs,
+    errors,
+    profiles,
+    registry,
+    retry,
+    server,
+    webhooks,
+)
 from campaigns.api.deps import require_token
 from campaigns.api.security import SecurityHeaders
 from campaigns.runtime.config import get_settings
@@ -23,7 +33,10 @@ def create_app() -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.include_router(docs.router)
     app.include_router(campaigns.router, dependencies=[Depends(require_token)])
+    # Before the registry's: /contacts/schemas is not a /contacts/{phone}.
+    app.include_router(profiles.router, dependencies=[Depends(require_token)])
     app.include_router(registry.router, dependencies=[Depends(require_token)])
+    app.include_router(retry.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.pages)
     app.include_router(webhooks.router)  # signed by the platform: no bearer token

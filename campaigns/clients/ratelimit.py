@@ -91,6 +91,61 @@ return {taken, math.ceil(wait)}
 """
 
 
+# A group's booking against two buckets at once: its campaign's (KEYS[1], at the campaign's
+# pacing rate) and its sender number's (KEYS[2], at the sender's platform limit: the safety
+# net when campaigns of one sender ask for more than it carries). ARGV: rate1, burst1, rate2,
+# burst2, cost, horizon_s. Both are charged ``cost`` together or neither; the wait is the
+# later of the two. Returns {taken, wait_us} as _BUCKET_LUA; the hashes have its format, so
+# its penalty (130429) on the sender's bucket holds up every campaign of that sender.
+# KEYS[3], if given, is a flag that refuses the booking while it exists: {-1, 0}, nothing
+# charged (the campaign's pause flag, checked in the same round trip).
+_PAIR_LUA = """
+if #KEYS > 2 and redis.call('EXISTS', KEYS[3]) == 1 then return {-1, 0} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[5])
+local horizon = tonumber(ARGV[6]) * 1000000
+local state = {}
+local wait = 0
+for i = 1, 2 do
+  local st = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local rate = tonumber(ARGV[2 * i - 1]) / 1000000
+  local burst = tonumber(ARGV[2 * i])
+  local tokens = tonumber(st[1])
+  local ts = tonumber(st[2])
+  if tokens == nil or ts == nil then
+    tokens = burst
+    ts = now
+  end
+  if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * rate)
+    ts = now
+  end
+  local need = cost - tokens
+  if need < 1e-9 then need = 0 end
+  wait = math.max(wait, (ts - now) + need / rate)
+  state[i] = {tokens, ts, rate, burst}
+end
+local taken = 0
+if wait <= horizon then
+  taken = 1
+else
+  wait = wait - horizon
+end
+local f = '%.17g'
+for i = 1, 2 do
+  local tokens, ts, rate, burst = state[i][1], state[i][2], state[i][3], state[i][4]
+  if taken == 1 then tokens = tokens - cost end
+  redis.call('HSET', KEYS[i], 'tokens', string.format(f, tokens), 'ts', string.format(f, ts),
+    'rate', string.format(f, rate * 1000000), 'burst', string.format(f, burst))
+  local full_in = ts - now
+  if rate > 0 then full_in = full_in + math.max(0, burst - tokens) / rate end
+  redis.call('PEXPIRE', KEYS[i], math.ceil(full_in / 1000) + 1000)
+end
+return {taken, math.ceil(wait)}
+"""
+
+
 def default_burst(rate_per_s: float) -> float:
     """A tenth of a second of tokens (at least one).
 
@@ -154,12 +209,17 @@ class RateLimiter:
         self._rng = rng or random.Random()
         # EVALSHA, falling back to SCRIPT LOAD after a Redis restart (NoScriptError).
         self._script = redis.register_script(_BUCKET_LUA)
-        self._gates: dict[str, asyncio.Lock] = {}  # per sender; see _book()
+        self._pair = redis.register_script(_PAIR_LUA)
+        self._gates: dict[str, asyncio.Lock] = {}  # per bucket; see _book()
         self.stats = LimiterStats()
 
     @staticmethod
     def key(sender_id: str) -> str:
         return redis_keys.rate_bucket(sender_id)
+
+    @staticmethod
+    def campaign_key(campaign_id: int) -> str:
+        return redis_keys.campaign_bucket(campaign_id)
 
     async def _call(
         self,
@@ -235,6 +295,52 @@ class RateLimiter:
         waits, waited = booking.waits()
         stats.waits += waits
         stats.waited_s += waited
+        return booking
+
+    async def reserve_pair(
+        self,
+        campaign_id: int,
+        rate_per_s: float,
+        cost: int,
+        *,
+        sender_id: str,
+        sender_rate_per_s: float,
+        refused_by: str | None = None,
+    ) -> Booking | None:
+        """As ``reserve``, against the campaign's own bucket (``rate_per_s``: its pacing
+        rate) and the sender's (``sender_rate_per_s``: the sender's limit) in one script
+        call: the group's tokens are due when both have them. So each campaign keeps its own
+        rate whatever else runs on the sender, and the sender's total never passes its limit.
+        None, with nothing booked, while the key ``refused_by`` exists (a pause flag).
+        """
+        burst = self._check(rate_per_s, None)
+        sender_burst = self._check(sender_rate_per_s, None)
+        if cost < 1:
+            raise ValueError("cost must be >= 1")
+        horizon = max(self._horizon, 2.0 * cost / rate_per_s)
+        key = self.campaign_key(campaign_id)
+        keys = [key, self.key(sender_id)] + ([refused_by] if refused_by else [])
+        args = [repr(rate_per_s), repr(burst), repr(sender_rate_per_s), repr(sender_burst)]
+        args += [str(cost), repr(horizon)]
+        slept = 0.0
+        async with self._gate(key):
+            while True:
+                self.stats.round_trips += 1
+                reply = await self._pair(keys=keys, args=args)
+                if int(reply[0]) < 0:
+                    return None
+                taken, wait_s = bool(int(reply[0])), int(reply[1]) / 1_000_000
+                if taken:
+                    break
+                pause = wait_s + self._rng.uniform(0.0, horizon / 2)
+                started = time.monotonic()
+                await asyncio.sleep(pause)
+                slept += time.monotonic() - started
+        booking = Booking(cost, wait_s, 1.0 / rate_per_s, slept)
+        self.stats.acquired += cost
+        waits, waited = booking.waits()
+        self.stats.waits += waits
+        self.stats.waited_s += waited
         return booking
 
     async def penalize(self, sender_id: str, seconds: float) -> None:

@@ -15,7 +15,12 @@ PAUSED = f"{ROOT}:paused"
 """``{PAUSED}:{campaign_id}`` exists while a campaign must not send (admin or auto pause)."""
 
 RATE_BUCKET = f"{ROOT}:rl"
-"""``{RATE_BUCKET}:{sender_id}``: the sender number's token bucket (hash)."""
+"""``{RATE_BUCKET}:{sender_id}``: the sender number's token bucket (hash), at its platform
+limit (``SENDER_MAX_RATE_PER_S``)."""
+
+CAMPAIGN_BUCKET = f"{ROOT}:rl:campaign"
+"""``{CAMPAIGN_BUCKET}:{campaign_id}``: the campaign's own token bucket (hash), at its fair
+share of its sender."""
 
 TIER = f"{ROOT}:tier"
 """``{TIER}:{sender_id}``: recipients messaged in the rolling 24 h (sorted set)."""
@@ -23,11 +28,12 @@ TIER = f"{ROOT}:tier"
 TIER_BLOCKED = f"{ROOT}:tier:blocked"
 """``{TIER_BLOCKED}:{sender_id}``: the tier is full until the key expires."""
 
-STARTED = f"{ROOT}:started"
-"""``{STARTED}:{attempt_id}``: "1" the send passed the gate, "x" revoked by lease recovery."""
-
 LOOP = f"{ROOT}:loop"
-"""``{LOOP}:{campaign_id}:{slot}``: a batch chain of the campaign is alive."""
+"""``{LOOP}:{campaign_id}:{slot}``: a batch chain of the campaign is alive; the value is the
+owning dispatcher's token."""
+
+DISPATCH_WAKE = f"{ROOT}:dispatch:wake"
+"""Pub/sub channel: start/resume wake every dispatcher (server-wide, like every channel)."""
 
 
 def paused(campaign_id: int) -> str:
@@ -46,8 +52,8 @@ def tier_blocked(sender_id: str) -> str:
     return f"{TIER_BLOCKED}:{sender_id}"
 
 
-def started(attempt_id: str) -> str:
-    return f"{STARTED}:{attempt_id}"
+def campaign_bucket(campaign_id: int) -> str:
+    return f"{CAMPAIGN_BUCKET}:{campaign_id}"
 
 
 def loop(campaign_id: int, slot: int) -> str:

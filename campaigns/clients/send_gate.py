@@ -1,94 +1,71 @@
-"""Redis side of dispatch: the gate per group of messages, pause flags for admin commands,
-started markers for lease recovery, and the keys that keep one dispatch loop per slot alive.
+"""Redis side of dispatch: the gate per group of messages (pacing, the pause flag, the
+messaging tier), pause flags for admin commands, the keys that keep one chain per slot
+alive, and the wake-up channel of the dispatchers.
+
+What may leave is decided in Postgres (the send ledger's start statement, see
+``campaigns.storage.dispatch.start_sends``); Redis holds nothing recovery needs. Losing Redis
+may slow a campaign, never give up a contact.
 
 Messages pass the gate in groups of ~50 ms of sending (``campaigns.domain.dispatch.group_size``):
-per group one limiter call books all its tokens, then - once the group's first token is
-due - one script call checks the pause flag and, only if the campaign is not paused, marks
-every attempt of the group as started in the same round trip. The marker is what lets
-recovery tell "never sent, safe to release" from "outcome unknown"; a marked attempt that
-the batch then decides not to send (its own pause decision) gets its marker removed
-(``unmark``) before the batch is recorded.
+per group one limiter call checks the pause flag (a fast pre-check; the start statement
+checks the campaign's status) and books all its tokens from the campaign's bucket and the
+sender's (``RateLimiter.reserve_pair``); the group waits until its first token is due.
 
 The messaging tier (``WHATSAPP_MESSAGING_LIMIT`` unique recipients per rolling 24 h per
 sender number) is a sorted set ``wa:tier:{sender}`` of recipients scored by their last send
 (ms, Redis clock). With a limit, the group's script admits recipients in the same call that
-checks the pause flag and sets the markers: a recipient already in the window is admitted
-free, a new one only while the set holds fewer than the limit; only admitted attempts are
-marked, and refused ones set ``wa:tier:blocked:{sender}`` until the oldest entry leaves the
-window. Without a limit none of this runs (the plain script, no tier keys).
+checks the pause flag: a recipient already in the window is admitted free, a new one only
+while the set holds fewer than the limit, and refused ones set ``wa:tier:blocked:{sender}``
+until the oldest entry leaves the window. Without a limit none of this runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from campaigns.clients import redis_keys
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.domain.dispatch import TIER_WINDOW_S, GroupGrant, TierRoom
 
 __all__ = [
-    "DispatchLoops",
+    "WAKE_CHANNEL",
+    "ChainKeys",
     "RedisSendGate",
     "SyncPauseFlags",
-    "markers_since",
-    "started_attempts",
+    "WakeListener",
+    "publish_wake",
     "tier_blocked",
 ]
 
-# Longer than any lease plus the recovery grace: the marker must outlive the question.
-STARTED_TTL_S = 2 * 24 * 3600
-
-# A marker is "1" (started: the send may have gone out) or "x" (revoked: lease recovery
-# found it unstarted and gave the contact back; it must never be sent). Recovery and the
-# gate decide with SET NX on the same key, so exactly one of them wins.
-_STARTED = "1"
-_REVOKED = "x"
-
-# KEYS[1] pause flag, KEYS[2..] started markers; ARGV[1] marker TTL.
-# {0}: paused, nothing marked. {1, i...}: all marked started except the (1-based) i's,
-# revoked before the gate reached them. Atomic: a pause is before the whole group or after.
-_GO_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
-local out = {1}
-for i = 2, #KEYS do
-  if not redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
-    out[#out + 1] = i - 1
-  end
-end
-return out
-"""
+# Start and resume publish here; every dispatcher listens and refreshes at once.
+WAKE_CHANNEL = redis_keys.DISPATCH_WAKE
 
 # The group script with the messaging tier. KEYS[1] pause flag, KEYS[2] tier set, KEYS[3]
-# blocked key, KEYS[4..] started markers; ARGV[1] marker TTL, ARGV[2] limit, ARGV[3] window
-# ms, ARGV[4..] the recipients (ARGV[i] belongs to KEYS[i]).
-# {0}: paused, nothing marked or admitted. {1, free_at_ms, n, revoked (n 1-based indexes),
-# refused (the rest)}: free_at_ms is when the oldest entry leaves the window (0: none
-# refused). A revoked attempt is not admitted; a refused one is not marked.
+# blocked key; ARGV[1] limit, ARGV[2] window ms, ARGV[3..] the recipients.
+# {0}: paused, nothing admitted. {1, free_at_ms, refused (1-based indexes)...}: free_at_ms
+# is when the oldest entry leaves the window (0: none refused).
 _GO_TIER_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[2])
-local revoked = {}
 local refused = {}
-for i = 4, #KEYS do
+for i = 3, #ARGV do
   local known = redis.call('ZSCORE', KEYS[2], ARGV[i])
   if (not known) and count >= limit then
-    refused[#refused + 1] = i - 3
-  elseif redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    refused[#refused + 1] = i - 2
+  else
     redis.call('ZADD', KEYS[2], now, ARGV[i])
     if not known then count = count + 1 end
-  else
-    revoked[#revoked + 1] = i - 3
   end
 end
 local free_at = 0
@@ -98,8 +75,7 @@ if #refused > 0 then
   redis.call('SET', KEYS[3], free_at, 'PX', math.max(1, free_at - now))
 end
 if count > 0 then redis.call('PEXPIRE', KEYS[2], window) end
-local out = {1, free_at, #revoked}
-for _, i in ipairs(revoked) do out[#out + 1] = i end
+local out = {1, free_at}
 for _, i in ipairs(refused) do out[#out + 1] = i end
 return out
 """
@@ -122,21 +98,6 @@ redis.call('SET', KEYS[2], free_at, 'PX', math.max(1, free_at - now))
 return {0, free_at}
 """
 
-# KEYS: started markers; ARGV[1] TTL. Per key 1: started; 0: not started, now revoked.
-_PROBE_LUA = """
-local out = {}
-for i = 1, #KEYS do
-  if redis.call('SET', KEYS[i], 'x', 'NX', 'EX', ARGV[1]) then
-    out[i] = 0
-  elseif redis.call('GET', KEYS[i]) == '1' then
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
-
 
 class RedisSendGate:
     """``campaigns.services.dispatch.ports.SendGate`` on Redis; one per event loop."""
@@ -149,18 +110,20 @@ class RedisSendGate:
         *,
         messaging_limit: int = 0,
         tier_window_s: float = TIER_WINDOW_S,
+        sender_max_rate_per_s: float = 1000.0,
     ) -> None:
         """``messaging_limit``: unique recipients per sender number per ``tier_window_s``
-        (0: unlimited, no tier keys are touched)."""
+        (0: unlimited, no tier keys are touched). ``sender_max_rate_per_s``: a sender
+        number's platform throughput, the rate of its own bucket."""
         self._redis = client
         self._limiter = limiter
         self._flags = flags
-        self._go = client.register_script(_GO_LUA)
         self._go_tier = client.register_script(_GO_TIER_LUA)
         self._tier_room = client.register_script(_TIER_ROOM_LUA)
         self._messaging_limit = messaging_limit
         self._tier_window_s = tier_window_s
         self._tier_window_ms = max(1, round(tier_window_s * 1000))
+        self._sender_max = sender_max_rate_per_s
 
     @property
     def limiter(self) -> RateLimiter:
@@ -174,57 +137,66 @@ class RedisSendGate:
     def tier_window_s(self) -> float:
         return self._tier_window_s
 
+    @property
+    def sender_max_rate_per_s(self) -> float:
+        return self._sender_max
+
     async def open_group(
         self,
         campaign_id: int,
         sender_id: str,
         rate: float,
-        attempts: Sequence[str],
+        count: int,
         recipients: Sequence[str] = (),
     ) -> GroupGrant:
-        """Books one token per attempt, waits until the first is due, then checks the pause
-        flag and marks all of them started (or none, if paused). The flag is read after the
-        wait: a pause during the wait for tokens still counts. With a messaging limit the
-        recipients pass the sender's tier in that same script call (module docstring)."""
-        booking = await self._limiter.reserve(sender_id, rate, len(attempts))
+        """Books ``count`` tokens (the campaign's bucket at ``rate`` and the sender's) unless
+        the pause flag is up, in one script call, and waits until the first is due (at most
+        the booking horizon, ~0.1 s). A pause after the booking is the start statement's to
+        see (Postgres; the flag is only the fast pre-check). With a messaging limit the
+        recipients then pass the sender's tier in one more call that checks the flag again
+        (module docstring)."""
+        booking = await self._limiter.reserve_pair(
+            campaign_id,
+            rate,
+            count,
+            sender_id=sender_id,
+            sender_rate_per_s=self._sender_max,
+            refused_by=self._flags.key(campaign_id),
+        )
+        if booking is None:
+            return GroupGrant(False, ())
         loop = asyncio.get_running_loop()
         booked_at = loop.time()
         first = booking.due_in(0)
         if first > 0:
             await asyncio.sleep(first)
-        due_at = tuple(booked_at + booking.due_in(i) for i in range(len(attempts)))
-        keys = [self._flags.key(campaign_id)]
+        due_at = tuple(booked_at + booking.due_in(i) for i in range(count))
         if self._messaging_limit:
-            return await self._open_tiered(keys, sender_id, attempts, recipients, due_at)
-        keys.extend([redis_keys.started(a) for a in attempts])
-        reply = await self._go(keys=keys, args=[STARTED_TTL_S])
-        if not int(reply[0]):
-            return GroupGrant(False, ())
-        revoked = frozenset(int(i) - 1 for i in reply[1:])
-        return GroupGrant(True, due_at, revoked)
+            return await self._open_tiered(campaign_id, sender_id, recipients, due_at)
+        return GroupGrant(True, due_at)
 
     async def _open_tiered(
         self,
-        keys: list[str],
+        campaign_id: int,
         sender_id: str,
-        attempts: Sequence[str],
         recipients: Sequence[str],
         due_at: tuple[float, ...],
     ) -> GroupGrant:
-        if len(recipients) != len(attempts):
+        if len(recipients) != len(due_at):
             raise ValueError("with a messaging limit every attempt needs its recipient")
-        keys.extend([redis_keys.tier(sender_id), redis_keys.tier_blocked(sender_id)])
-        keys.extend([redis_keys.started(a) for a in attempts])
-        args: list[str | int] = [STARTED_TTL_S, self._messaging_limit, self._tier_window_ms]
-        args.extend(recipients)
+        keys = [
+            self._flags.key(campaign_id),
+            redis_keys.tier(sender_id),
+            redis_keys.tier_blocked(sender_id),
+        ]
+        args: list[str | int] = [self._messaging_limit, self._tier_window_ms, *recipients]
         reply = await self._go_tier(keys=keys, args=args)
         if not int(reply[0]):
             return GroupGrant(False, ())
-        free_at_ms, n_revoked = int(reply[1]), int(reply[2])
-        revoked = frozenset(int(i) - 1 for i in reply[3 : 3 + n_revoked])
-        refused = frozenset(int(i) - 1 for i in reply[3 + n_revoked :])
+        free_at_ms = int(reply[1])
+        refused = frozenset(int(i) - 1 for i in reply[2:])
         free_at = free_at_ms / 1000 if refused else None
-        return GroupGrant(True, due_at, revoked, refused, free_at)
+        return GroupGrant(True, due_at, refused, free_at)
 
     async def tier_room(self, sender_id: str) -> TierRoom:
         """How many new recipients the sender may still reach now; at 0 it is blocked until
@@ -237,11 +209,6 @@ class RedisSendGate:
         )
         room, free_at_ms = int(reply[0]), int(reply[1])
         return TierRoom(room=max(0, room), free_at=free_at_ms / 1000 if room <= 0 else None)
-
-    async def unmark(self, attempts: Sequence[str]) -> None:
-        """Removes the started markers of attempts this gate marked that were not sent."""
-        if attempts:
-            await self._redis.delete(*[redis_keys.started(a) for a in attempts])
 
     async def is_paused(self, campaign_id: int) -> bool:
         return await self._flags.is_paused(campaign_id)
@@ -273,59 +240,107 @@ class SyncPauseFlags:
         return bool(self._redis.exists(self.key(campaign_id)))
 
 
-def tier_blocked(client: redis.Redis, sender_id: str) -> bool:
+async def tier_blocked(client: aioredis.Redis, sender_id: str) -> bool:
     """The sender's messaging tier is full and refused a send (or a claim found no room):
-    chains of its campaigns wait until the key expires with the oldest entry's window."""
-    return bool(client.exists(redis_keys.tier_blocked(sender_id)))
+    the dispatchers start no chain for its campaigns until the key expires with the oldest
+    entry's window."""
+    return bool(await client.exists(redis_keys.tier_blocked(sender_id)))
 
 
-def started_attempts(client: redis.Redis, attempts: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these attempts passed the gate (their send may have reached the platform).
+def publish_wake(client: redis.Redis) -> None:
+    """Wakes every dispatcher now (after start/resume): each refreshes its campaigns."""
+    client.publish(WAKE_CHANNEL, b"1")
 
-    The others are revoked in the same step: a gate that reaches them later will not send
-    them, so recovery may give their contacts back without risking a second message.
+
+# KEYS: chain keys; ARGV[1] owner token, ARGV[2] TTL ms. Per key 1: still ours (TTL renewed),
+# 0: it expired or another dispatcher took it.
+_RENEW_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+# KEYS[1] chain key; ARGV[1] owner token. Deletes it only if it is still ours.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ChainKeys:
+    """One chain per (campaign, slot) across every dispatcher: a key taken with SET NX and
+    an owner token, renewed while the chain lives and deleted when it ends. A dispatcher that
+    dies lets its keys expire after ``ttl_s``; another one takes them at its next refresh.
     """
-    if not attempts:
-        return set()
-    probe = client.register_script(_PROBE_LUA)
-    flags = probe(keys=[redis_keys.started(str(a)) for a in attempts], args=[STARTED_TTL_S])
-    return {a for a, started in zip(attempts, flags, strict=True) if int(started)}
 
-
-def markers_since(client: redis.Redis) -> datetime:
-    """When the running Redis process started (its own clock, one INFO round trip).
-
-    Markers are written to the AOF once a second (``appendfsync everysec``): a Redis that
-    crashed and came back may lack markers of sends that went out just before, so recovery
-    trusts a missing marker only for leases claimed after this
-    (``campaigns.domain.dispatch.markers_trusted``).
-    """
-    info = client.info("server")
-    now_s = int(info["server_time_usec"]) / 1e6
-    return datetime.fromtimestamp(now_s - int(info["uptime_in_seconds"]), UTC)
-
-
-class DispatchLoops:
-    """One self-re-enqueuing batch chain per (campaign, slot), kept alive by the beat tick.
-
-    The tick takes the key with SET NX before enqueueing a chain; each batch refreshes its TTL;
-    a chain that runs out of due work deletes it. A chain whose worker died simply lets the
-    key expire, and the next tick starts a new one.
-    """
-
-    def __init__(self, client: redis.Redis, *, ttl_s: int = 30) -> None:
+    def __init__(self, client: aioredis.Redis, owner: str, *, ttl_s: float = 30) -> None:
         self._redis = client
-        self._ttl = ttl_s
+        self._owner = owner
+        self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._renew = client.register_script(_RENEW_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
 
     @staticmethod
     def key(campaign_id: int, slot: int) -> str:
         return redis_keys.loop(campaign_id, slot)
 
-    def try_take(self, campaign_id: int, slot: int) -> bool:
-        return bool(self._redis.set(self.key(campaign_id, slot), b"1", nx=True, ex=self._ttl))
+    async def try_take(self, campaign_id: int, slot: int) -> bool:
+        key = self.key(campaign_id, slot)
+        return bool(await self._redis.set(key, self._owner, nx=True, px=self._ttl_ms))
 
-    def refresh(self, campaign_id: int, slot: int) -> None:
-        self._redis.set(self.key(campaign_id, slot), b"1", ex=self._ttl)
+    async def renew(self, chains: Sequence[tuple[int, int]]) -> list[bool]:
+        """Renews the keys of these chains in one call; which are still ours."""
+        if not chains:
+            return []
+        keys = [self.key(c, s) for c, s in chains]
+        reply = await self._renew(keys=keys, args=[self._owner, self._ttl_ms])
+        return [bool(int(x)) for x in reply]
 
-    def release(self, campaign_id: int, slot: int) -> None:
-        self._redis.delete(self.key(campaign_id, slot))
+    async def release(self, campaign_id: int, slot: int) -> None:
+        await self._release(keys=[self.key(campaign_id, slot)], args=[self._owner])
+
+
+class WakeListener:
+    """A dispatcher's bounded wait: returns when start/resume publishes a wake-up
+    (``publish_wake``) or after the timeout, whichever comes first. Without Redis it simply
+    waits out the timeout (the dispatcher then refreshes on its period)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._pubsub: PubSub | None = None
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Whether a wake-up came (False: the timeout passed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            if self._pubsub is None:
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(WAKE_CHANNEL)
+                self._pubsub = pubsub
+            while (left := deadline - loop.time()) > 0:
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=left
+                )
+                if message is not None:
+                    return True
+            return False
+        except (redis.RedisError, OSError):
+            await self.close()
+            left = deadline - loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+            return False
+
+    async def close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

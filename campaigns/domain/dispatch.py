@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from campaigns.domain.outcomes import Decision, SendResult
+from campaigns.domain.outcomes import Decision, OutcomeKind, SendResult
+from campaigns.domain.profiles import FieldDef
 from campaigns.domain.send_window import SendWindow
 from campaigns.domain.states import (
     CampaignStatus,
@@ -46,18 +48,16 @@ class SendJob:
 class GroupGrant:
     """The gate's answer for a group of attempts.
 
-    ``go`` False: the campaign is paused, none of them is marked and none may be sent.
-    ``go`` True: every attempt of the group is marked started and may be sent once the
-    event loop's clock (``loop.time()``) reaches its entry of ``due_at`` (its token's time),
-    except the indexes in ``revoked``: lease recovery gave those contacts back already (the
-    lease ran out before the gate reached them), so they must not be sent.
+    ``go`` False: the campaign's pause flag is up: none of them may be sent.
+    ``go`` True: the group's tokens are booked; each attempt may be sent once the event
+    loop's clock (``loop.time()``) reaches its entry of ``due_at`` (its token's time) and it
+    passed the start statement (Postgres, the authority on what may leave).
     """
 
     go: bool
     due_at: tuple[float, ...]
-    revoked: frozenset[int] = frozenset()
     # The messaging tier refused these indexes (new recipients, the sender's window is full):
-    # not marked, not sent. ``tier_free_at``: when its oldest entry leaves the window (epoch s).
+    # not sent. ``tier_free_at``: when its oldest entry leaves the window (epoch s).
     refused: frozenset[int] = frozenset()
     tier_free_at: float | None = None
 
@@ -77,10 +77,19 @@ def batch_size_for(rate_per_s: float) -> int:
     return max(MIN_BATCH, min(MAX_BATCH, math.ceil(rate_per_s * 2)))
 
 
-def group_size(rate_per_s: float) -> int:
+MAX_GROUP_S = 0.1  # however slow the start statement, a group never holds more than this
+
+
+def group_size(rate_per_s: float, start_s: float = 0.0) -> int:
     """Messages per gate group: ~``GROUP_S`` of sending at the rate, at least one. Small at
-    low rates (4 at 80/s), so a group never holds more than a blink of the campaign."""
-    return max(1, math.ceil(rate_per_s * GROUP_S))
+    low rates (4 at 80/s), so a group never holds more than a blink of the campaign.
+
+    ``start_s``: how long the start statement takes lately. A chain opens its groups one
+    after the other, each after the previous one's start statement returned, so a group
+    must cover at least that much sending or the chain falls behind its rate: when Postgres
+    is slow a group grows to the statement's time (at most ``MAX_GROUP_S``)."""
+    covers = min(MAX_GROUP_S, max(GROUP_S, start_s))
+    return max(1, math.ceil(rate_per_s * covers - 1e-9))
 
 
 def lease_seconds(batch: int, rate_per_s: float, *, margin_s: float) -> float:
@@ -107,6 +116,9 @@ class CampaignPlan:
     named_variables: bool = False  # body_variables are the template's variable names
     require_opt_in: bool = False  # the registry refuses people without an opt-in
     awaiting_check: bool = False  # --check-contacts: no send before its check is done
+    # Template variables that are fields of the newest profile schema: a contact without
+    # its own value for one gets its profile's, read in the claim.
+    profile_fields: tuple[FieldDef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,52 +173,74 @@ def reason_after_batch(
 
 
 OUTCOME_UNKNOWN = "outcome unknown: the worker stopped after the send started"
-
-
-OUTCOME_UNKNOWN_STORE = (
-    "outcome unknown: Redis restarted after the claim, so a missing started marker proves nothing"
-)
-
-
-# Slack on "claimed after Redis started": clock skew between the Postgres and Redis hosts,
-# and Redis reports its uptime in whole seconds.
-MARKER_CLOCK_SLACK_S = 5.0
-
-
-def markers_trusted(lease: ExpiredLease, markers_since: datetime | None) -> bool:
-    """Whether "no started marker" proves the send never started.
-
-    Redis writes its AOF to disk once a second: a crash can lose the markers of the last
-    second, i.e. of groups that did go out. ``markers_since`` is when the running Redis
-    process started (None: not known, trusted as before). Only a lease claimed after that,
-    with ``MARKER_CLOCK_SLACK_S`` to spare, can have had its marker written to this process
-    and nowhere else; for an older lease the marker may have been lost.
-    """
-    if markers_since is None:
-        return True
-    if lease.claimed_at is None:
-        return False
-    return lease.claimed_at >= markers_since + timedelta(seconds=MARKER_CLOCK_SLACK_S)
+RELEASED_UNSTARTED = "released: the worker stopped before sending"
 
 
 def decide_expired_lease(
-    lease: ExpiredLease,
-    *,
-    started: bool,
-    now: datetime,
-    grace_s: float,
-    markers_since: datetime | None = None,
+    lease: ExpiredLease, *, now: datetime, grace_s: float
 ) -> tuple[ContactState, str] | None:
-    """Released if the send provably never started; otherwise Error after the grace (no
-    webhook came). A lease claimed before Redis last (re)started counts as started whatever
-    the probe says (``markers_trusted``): its marker may be lost, and a release could be a
-    second message."""
-    trusted = markers_trusted(lease, markers_since)
-    if not started and trusted:
-        return released_to(lease.attempts), "released: the worker stopped before sending"
+    """What an expired lease becomes, from the send ledger alone (Postgres, never Redis).
+
+    Without a start mark the attempt never passed the start statement, so nothing of it left:
+    released (Initial / Retry scheduled, the attempt not counted), whatever happened to Redis.
+    With one, its request may have reached the platform: it waits ``grace_s`` after the lease
+    for its webhook (which settles it by attempt id), then becomes Error "outcome unknown".
+    None: keep waiting."""
+    if not lease.started:
+        return released_to(lease.attempts), RELEASED_UNSTARTED
     if lease.lease_expires_at + timedelta(seconds=grace_s) <= now:
-        return C.ERROR, OUTCOME_UNKNOWN if started else OUTCOME_UNKNOWN_STORE
+        return C.ERROR, OUTCOME_UNKNOWN
     return None
+
+
+def fair_rates(running: Sequence[tuple[int, str, float]], sender_max: float) -> dict[int, float]:
+    """Each running campaign's pacing rate: its own, scaled down in proportion when the
+    campaigns of one sender number ask for more than ``sender_max`` together.
+
+    ``running``: (campaign id, sender id, configured rate) of the campaigns with work due.
+    A sender's total never passes ``sender_max``; below it every campaign keeps its rate."""
+    total: dict[str, float] = {}
+    for _, sender, rate in running:
+        total[sender] = total.get(sender, 0.0) + rate
+    out: dict[int, float] = {}
+    for campaign_id, sender, rate in running:
+        share = min(1.0, sender_max / total[sender]) if total[sender] > 0 else 1.0
+        out[campaign_id] = rate * share
+    return out
+
+
+@dataclass(slots=True)
+class AnswerStreak:
+    """One campaign's answers in a row that say the campaign, not a contact, is wrong.
+
+    ``unknown``: consecutive answers with a code the error table does not know (any other
+    answer resets it). ``parameter_only``: every answer so far refused the parameters (the
+    template and the data do not fit); any other answer ends that for good."""
+
+    unknown: int = 0
+    answers: int = 0
+    parameter_only: bool = True
+
+    def note(self, decision: Decision, result: SendResult, *, pause_after: int) -> str | None:
+        """Counts one answer; the pause reason once a streak reaches ``pause_after``."""
+        if decision.kind is OutcomeKind.UNKNOWN:
+            return None  # no answer: says nothing about the campaign
+        self.answers += 1
+        self.parameter_only = self.parameter_only and decision.parameter_problem
+        self.unknown = self.unknown + 1 if decision.unknown_error else 0
+        if pause_after <= 0:
+            return None
+        code = "" if result.error_code is None else f" {result.error_code}"
+        message = " - ".join(x for x in (result.error_title, result.error_details) if x)
+        said = f": {message}"[:300] if message else ""
+        if self.unknown >= pause_after:
+            return f"{self.unknown} answers in a row with an unknown error{code}{said}"
+        if self.parameter_only and self.answers >= pause_after:
+            return (
+                f"the first {self.answers} answers all refused the template parameters"
+                f"{code}{said} (the template and the data do not fit)"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +268,7 @@ class RecordedOutcome:
     retry_after_s: float | None = None
     at: datetime | None = None  # when the platform answered (sent_at)
     released: bool = False  # a claim given back unsent: the attempt did not happen
+    message_status: str | None = None  # the send answer's (held_for_quality_assessment, ...)
     not_before: datetime | None = None  # released: due again then (its send window opens)
 
 
@@ -244,6 +279,6 @@ class ExpiredLease:
     attempt_id: uuid.UUID
     attempts: int
     lease_expires_at: datetime
-    # When the lease was claimed: recovery trusts a missing started marker only if Redis has
-    # been up since then (a Redis crash may lose the last second of markers).
-    claimed_at: datetime | None = None
+    # The attempt passed the start statement (``contacts.send_started_at``): it may have
+    # reached the platform.
+    started: bool = False

@@ -72,6 +72,7 @@ class Change(StrEnum):
     RESUMED = "resumed"  # lifts an opt-out that user_preferences set (and no other)
     OPTED_IN = "opted_in"  # the person's own opt-in: lifts any opt-out
     UPLOAD_OPT_IN = "upload_opt_in"  # an upload's opted_in column (true or false)
+    OPT_IN_WITHDRAWN = "opt_in_withdrawn"  # a profile write: no opt-in recorded (opt-out kept)
     BLOCKED = "blocked"
     UNBLOCKED = "unblocked"
     REMOVED = "removed"  # the record goes; its opt-out stays
@@ -84,6 +85,7 @@ SOURCE_REPLY = "whatsapp reply"
 SOURCE_OPTED_OUT_CODE = "platform 131050"
 SOURCE_PREFERENCES = "user_preferences"
 SOURCE_OPERATOR = "operator"
+SOURCE_PROFILE = "profile"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ LEARNING: tuple[Rule, ...] = (
     Rule("operator opt-out (API, CLI)", Change.OPTED_OUT, SOURCE_OPERATOR),
     Rule("operator records the person's opt-in (API, CLI)", Change.OPTED_IN, SOURCE_OPERATOR),
     Rule("upload with an opted_in column", Change.UPLOAD_OPT_IN, "upload"),
+    Rule("profile write of opted_in true (API, CLI)", Change.OPTED_IN, SOURCE_PROFILE),
+    Rule("profile write of opted_in false, a PUT or a reset", Change.OPT_IN_WITHDRAWN),
     Rule("operator block", Change.BLOCKED),
     Rule("operator unblock", Change.UNBLOCKED),
     Rule("operator remove (DELETE)", Change.REMOVED),
@@ -256,6 +260,10 @@ def _upload_opt_in(p: Person, f: Learned) -> Person:
     return replace(p, opted_in=bool(f.value), opted_in_at=f.at, opt_in_source=f.source)
 
 
+def _opt_in_withdrawn(p: Person, f: Learned) -> Person:
+    return replace(p, opted_in=False, opted_in_at=None, opt_in_source=None)
+
+
 def _blocked(p: Person, f: Learned) -> Person:
     return replace(p, blocked_at=p.blocked_at or f.at, blocked_reason=f.reason)
 
@@ -294,6 +302,7 @@ _CHANGES: Mapping[Change, Callable[[Person, Learned], Person]] = MappingProxyTyp
         Change.RESUMED: _resumed,
         Change.OPTED_IN: _opted_in,
         Change.UPLOAD_OPT_IN: _upload_opt_in,
+        Change.OPT_IN_WITHDRAWN: _opt_in_withdrawn,
         Change.BLOCKED: _blocked,
         Change.UNBLOCKED: _unblocked,
         Change.REMOVED: _removed,

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import compress, repeat
 from json.encoder import encode_basestring
 from operator import add
 
@@ -32,6 +32,7 @@ from campaigns.domain.parameters import (
     parameter_too_long_reason,
 )
 from campaigns.domain.phones import REPAIRED_INTERNATIONAL, PhoneBad, PhoneOk, normalize_phone
+from campaigns.domain.profile_docs import PROFILE_INVALID, ProfileColumns, ProfileStager
 from campaigns.domain.registry import (
     INVALID_OPT_IN,
     OPT_IN_REASON,
@@ -73,6 +74,7 @@ class ChunkSpec:
     variable_names: tuple[str, ...]  # layout.variable_columns, the order of batch.values
     required: tuple[str, ...]  # template variables every row must fill
     opt_in_index: int | None = None  # the opted_in column among variable_names, if any
+    profile: ProfileColumns | None = None  # columns that fill profiles, private ones
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,20 @@ class StagedChunk:
     firsts: dict[str, int] = field(default_factory=dict)  # E.164 -> its first valid record
     repeats: list[tuple[int, str]] = field(default_factory=list)  # later ones: (index, E.164)
     opt_ins: dict[str, bool] = field(default_factory=dict)  # E.164 -> its opted_in cell
+    patches: dict[str, str] = field(default_factory=dict)  # E.164 -> its profile cells (JSON)
+    # E.164 -> template variables its cells leave to the stored profile (checked in settle)
+    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    profiles: str | None = None  # after settle: {"<person id>": patch, ...} to write, if any
 
     @property
     def last_line(self) -> int:
         return self.lines[-1]
+
+    def keep_profile(self, phone: str, patch: str | None, needs: tuple[str, ...]) -> None:
+        if patch is not None:
+            self.patches[phone] = patch
+        if needs:
+            self.needs[phone] = needs
 
     def settle(
         self,
@@ -109,6 +121,7 @@ class StagedChunk:
         standings: Mapping[str, Standing],
         require_opt_in: bool = False,
         stored_lines: Collection[int] = (),
+        filled: Mapping[str, frozenset[str]] | None = None,
     ) -> ChunkResult:
         """Applies what the database knows; afterwards :meth:`copy_text` is final.
 
@@ -117,6 +130,9 @@ class StagedChunk:
         chunk's people (the others have no record that refuses them); with this upload's
         ``opted_in`` cells they decide :func:`~campaigns.domain.registry.suppression`.
         ``stored_lines``: lines a previous run of this upload already stored (left out).
+        ``filled``: of the people in :attr:`needs`, the fields their stored profile fills
+        (a record whose template variable is in neither its file nor its profile is
+        ``missing_variable``). Afterwards :attr:`profiles` holds the profile patches to write.
         """
         tails, codes, firsts = self.tails, self.codes, self.firsts
         for phone, (line, upload) in prior.items():
@@ -130,6 +146,8 @@ class StagedChunk:
         for reason, index in self._refused(standings, require_opt_in, prior):
             tails[index] = _invalid_tail(reason, SUPPRESSION_REASONS[reason])
             codes[index] = reason.value
+        self._check_needs(filled or {})
+        self.profiles = self._profile_patches(upload_id, prior, stored_lines)
         if stored_lines:
             keep = [i for i, line in enumerate(self.lines) if line not in stored_lines]
             self.lines = [self.lines[i] for i in keep]
@@ -169,6 +187,35 @@ class StagedChunk:
                 out.append((reason, index))
         return out
 
+    def _check_needs(self, filled: Mapping[str, frozenset[str]]) -> None:
+        for phone, names in self.needs.items():
+            index = self.firsts[phone]
+            missing = [name for name in names if name not in filled.get(phone, ())]
+            if missing and self.codes[index] is None:
+                reason = (
+                    f"{missing_variables_reason(missing)} (neither in the file nor the profile)"
+                )
+                self.tails[index] = _invalid_tail(MISSING_VARIABLE, reason)
+                self.codes[index] = MISSING_VARIABLE
+
+    def _profile_patches(
+        self,
+        upload_id: int,
+        prior: Mapping[str, tuple[int, int]],
+        stored_lines: Collection[int],
+    ) -> str | None:
+        """The patches to write as one JSON object by person id: every first record of a
+        number with profile cells, unless its own template variables refused it, a line of
+        this upload had the number first, or a previous run stored it already."""
+        docs = [
+            f'"{phone[1:]}":{patch}'
+            for phone, patch in self.patches.items()
+            if self.codes[self.firsts[phone]] != MISSING_VARIABLE
+            and prior.get(phone, (0, None))[1] != upload_id
+            and self.lines[self.firsts[phone]] not in stored_lines
+        ]
+        return "{" + ",".join(docs) + "}" if docs else None
+
     def copy_text(self) -> str:
         return "".join(map(add, self.heads, self.tails))
 
@@ -183,29 +230,24 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
     names = spec.variable_names
     required = [(name, names.index(name)) for name in spec.required]
     opt_in_at = spec.opt_in_index
-    # The variables JSON of a row whose values need neither JSON nor COPY escaping is the
-    # template with the values put in as they are: the common case, and cheaper than encoding.
-    keys = [encode_basestring(name) for name in names]
-    template = "{" + ", ".join(f'{key.replace("%", "%%")}: "%s"' for key in keys) + "}"
-    plain_template = not _special(template.replace('"', ""))
+    profile = spec.profile if spec.profile is not None and spec.profile.active else None
+    encode = _variables_encoder(names, profile.hidden if profile is not None else frozenset())
+    stage = ProfileStager(profile) if profile is not None else None
     lines = batch.lines
-    heads: list[str] = []
-    tails: list[str] = []
-    codes: list[str | None] = []
-    firsts: dict[str, int] = {}
-    repeats: list[tuple[int, str]] = []
-    opt_ins: dict[str, bool] = {}
+    chunk = StagedChunk(lines, [], [], [])
+    heads, tails, codes, firsts = chunk.heads, chunk.tails, chunk.codes, chunk.firsts
     rows = zip(*batch.values, strict=True) if batch.values else repeat((), len(lines))
     for index, (line, raw, values) in enumerate(zip(lines, batch.phones, rows, strict=True)):
         joined = "".join(values)
-        if plain_template and not _special(joined):
-            variables = template % values
-        else:
-            variables = _escape(_json_object(keys, values))
+        variables = encode(values, joined)
         result = normalize_phone(raw, region)
         if _special(raw):
             raw = _escape(raw)
         refusal = _refusal(result, required, values, joined, opt_in_at)
+        staged = None
+        if refusal is None and stage is not None:
+            staged = stage(values)
+            refusal = (PROFILE_INVALID, staged[1]) if staged[1] is not None else None
         if refusal is not None:
             heads.append(f"{prefix}{line}\t{raw}\t\\N\t\\N\t{variables}\t")
             tails.append(_invalid_tail(*refusal))
@@ -223,12 +265,38 @@ def stage_chunk(batch: RecordBatch, spec: ChunkSpec) -> StagedChunk:
             )
             codes.append(None)
             if opt_in_at is not None and (opted := opt_in_value(values[opt_in_at])) is not None:
-                opt_ins[e164] = opted
+                chunk.opt_ins[e164] = opted
+            if staged is not None:
+                chunk.keep_profile(e164, staged[0], staged[2])
         else:
-            repeats.append((index, e164))
+            chunk.repeats.append((index, e164))
             tails.append(_invalid_tail(DUPLICATE, f"duplicate of line {lines[first]}"))
             codes.append(DUPLICATE)
-    return StagedChunk(lines, heads, tails, codes, firsts, repeats, opt_ins)
+    return chunk
+
+
+def _variables_encoder(
+    names: Sequence[str], hidden: frozenset[int]
+) -> Callable[[tuple[str, ...], str], str]:
+    """Each record's ``variables`` JSON (COPY-escaped), without the columns of private
+    profile fields (``hidden``): those are kept in the profile only."""
+    keep = [j not in hidden for j in range(len(names))]
+    shown = list(compress(names, keep))
+    # The variables JSON of a row whose values need neither JSON nor COPY escaping is the
+    # template with the values put in as they are: the common case, and cheaper than encoding.
+    keys = [encode_basestring(name) for name in shown]
+    template = "{" + ", ".join(f'{key.replace("%", "%%")}: "%s"' for key in keys) + "}"
+    plain_template = not _special(template.replace('"', ""))
+
+    def encode(values: tuple[str, ...], joined: str) -> str:
+        if hidden:
+            values = tuple(compress(values, keep))
+            joined = "".join(values)
+        if plain_template and not _special(joined):
+            return template % values
+        return _escape(_json_object(keys, values))
+
+    return encode
 
 
 def _refusal(

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         0, ge=0, description="unique recipients per sender number per rolling 24 h (0: unlimited)"
     )
 
+    sender_max_rate_per_s: float = Field(
+        1000.0,
+        gt=0,
+        description="a sender number's platform throughput: its campaigns' rates together "
+        "never pass it (shared in proportion to their rates when they ask for more)",
+    )
     dispatch_parallel_batches: int = Field(
         2, ge=1, description="batch chains per running campaign (spread over dispatch workers)"
     )

@@ -134,9 +134,10 @@ class EmbeddedPostgres:
                 return False
         return True
 
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every client connection is cut (reliability tests)."""
-        self._pg_ctl("-w", "-m", "fast", "restart")
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m fast``: every client connection is cut (reliability tests);
+        ``mode="immediate"``: a crash restart (no checkpoint, WAL replayed at start)."""
+        self._pg_ctl("-w", "-m", mode, "restart")
 
     def kill(self) -> None:
         """Hard crash of the postmaster (reliability tests)."""

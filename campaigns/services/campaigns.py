@@ -72,14 +72,15 @@ def list_campaigns(
 ) -> list[CampaignOut]:
     """A page of campaigns, newest first: at most ``limit`` (capped at :data:`MAX_PAGE`),
     older than ``after_id`` (the last id of the page before). Two queries per page: the
-    campaigns, and their counts per state in one GROUP BY."""
+    campaigns, and their counts per state (and held sends) in one GROUP BY."""
     limit = max(1, min(limit, MAX_PAGE))
     with engine.connect() as conn:
         rows = campaigns_db.list_campaigns(conn, limit=limit, before_id=after_id)
-        counts = contacts_db.counts_by_state_for(conn, [int(r["id"]) for r in rows])
+        ids = [int(r["id"]) for r in rows]
+        counts, held = contacts_db.counts_and_held_for(conn, ids)
         return [
-            _campaign_out(conn, int(r["id"]), r, rate_now=rate_now, counts=counts[int(r["id"])])
-            for r in rows
+            _campaign_out(conn, i, r, rate_now=rate_now, counts=counts[i], held=held[i])
+            for i, r in zip(ids, rows, strict=True)
         ]
 
 
@@ -101,12 +102,14 @@ def _campaign_out(
     *,
     rate_now: RateReader | None = None,
     counts: dict[str, int] | None = None,
+    held: int | None = None,
 ) -> CampaignOut:
     row = row or campaigns_db.get_campaign(conn, campaign_id)
     if row is None:
         raise NotFound("campaign", campaign_id)
-    if counts is None:
-        counts = contacts_db.counts_by_state(conn, campaign_id)
+    if counts is None or held is None:
+        all_counts, all_held = contacts_db.counts_and_held_for(conn, [campaign_id])
+        counts, held = all_counts[campaign_id], all_held[campaign_id]
     status = CampaignStatus(row["status"])
     rate = rate_now(campaign_id) if rate_now is not None else 0.0
     pending = sum(counts[s.value] for s in PENDING_CONTACT_STATES)
@@ -138,6 +141,7 @@ def _campaign_out(
         finished_at=row["finished_at"],
         counts=counts,
         total=sum(counts.values()),
+        held=held,
         rate_now_per_s=round(rate, 1),
         eta_seconds=eta_seconds(status, pending, rate, float(row["rate_per_s"])),
     )

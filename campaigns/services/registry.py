@@ -30,6 +30,7 @@ from campaigns.domain.registry import (
     phone_key,
 )
 from campaigns.storage import campaigns as campaigns_db
+from campaigns.storage import profiles as profiles_db
 from campaigns.storage import registry as registry_db
 from campaigns.storage import sql
 from schemas.registry import (
@@ -89,6 +90,7 @@ def remove(engine: Engine, phone: str) -> RemovedOut:
         if target is None:
             raise PersonNotFound(phone)
         registry_db.apply(conn, [(target, Learned(Change.REMOVED, sql.now(conn)))])
+        profiles_db.forget(conn, [target])  # the profile goes with the record
         row = registry_db.find_person(conn, [target], None)
     assert row is not None
     return RemovedOut(phone_e164=target, opted_out=bool(row["opted_out"]))
@@ -188,6 +190,8 @@ def bulk(
                 item.target = _resolve(item.key, change, known)
         facts = [(i.target, _learned(change, at, reason)) for i in items if i.target]
         found = registry_db.apply(conn, facts).found if facts else set()
+        if change is Change.REMOVED:
+            profiles_db.forget(conn, found)
     return BulkReport(results=[_result(item, change, found) for item in items])
 
 

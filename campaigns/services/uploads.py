@@ -27,6 +27,8 @@ from campaigns.domain.csv_intake import (
     sniff_layout,
 )
 from campaigns.domain.csv_limits import DEFAULT_MAX_FIELDS
+from campaigns.domain.profile_docs import ProfileColumns, profile_columns, template_columns
+from campaigns.domain.profiles import NO_SCHEMA, ProfileSchema
 from campaigns.domain.refusals import NotFound
 from campaigns.domain.registry import is_opt_in_column
 from campaigns.domain.states import CampaignStatus
@@ -37,6 +39,7 @@ from campaigns.domain.uploads import (
     stage_chunk,
 )
 from campaigns.storage import campaigns as campaigns_db
+from campaigns.storage import profiles as profiles_db
 from campaigns.storage import sql
 from campaigns.storage import uploads as uploads_db
 from schemas.api import (
@@ -117,10 +120,12 @@ def register_upload(
             check_upload(CampaignStatus(campaign["status"]))
             with spooled.path.open("rb") as handle:
                 head = handle.read(HEAD_BYTES)
+            # A template variable that is a profile field needs no column: the profile has it.
+            schema = profiles_db.newest_schema(conn)
             layout = sniff_layout(
                 head,
                 phone_column=phone_column,
-                required_variables=campaign["body_variables"],
+                required_variables=template_columns(schema, campaign["body_variables"]),
                 max_columns=max_columns,
             )
             upload_id = uploads_db.insert_upload(
@@ -284,9 +289,16 @@ class _Run:
     spool_path: Path
     phone_column: str | None
     region: str
-    required: tuple[str, ...]  # the campaign's template variables
+    template: tuple[str, ...]  # the campaign's template variables
     last_line: int  # resume after this line (a previous run committed up to it)
     require_opt_in: bool = False  # the registry refuses people without an opt-in
+    schema: ProfileSchema = NO_SCHEMA  # the newest profile schema when the run started
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Template variables every row must fill from its own columns (the others are
+        profile fields: a blank or missing cell is filled from the profile)."""
+        return tuple(template_columns(self.schema, self.template))
 
 
 def _ingest_locked(
@@ -326,15 +338,17 @@ def _start_run(engine: Engine, upload_id: int) -> _Run | UploadOut:
         uploads_db.update_upload(
             conn, upload_id, status="processing", error=None, started_at=sql.now(conn)
         )
+        schema = profiles_db.newest_schema(conn)
     return _Run(
         upload_id=upload_id,
         campaign_id=int(upload["campaign_id"]),
         spool_path=Path(upload["spool_path"]),
         phone_column=upload["phone_column"],
         region=upload["region"] or campaign["default_region"],
-        required=tuple(campaign["body_variables"]),
+        template=tuple(campaign["body_variables"]),
         last_line=int(upload["last_line"]),
         require_opt_in=bool(campaign["require_opt_in"]),
+        schema=schema,
     )
 
 
@@ -357,18 +371,26 @@ def _store_chunks(
             variable_names=layout.variable_columns,
             required=run.required,
             opt_in_index=_opt_in_index(layout.variable_columns),
+            profile=profile_columns(run.schema, layout.variable_columns, run.template),
         )
         chunks = _stage_chunks(stream, layout, spec, limits, run.last_line)
         for chunk in chunks:
             try:
-                _store_chunk(engine, run, chunk, racing=False)
+                _store_chunk(engine, run, chunk, spec.profile, racing=False)
             except uploads_db.PeopleRaced:  # nothing stored: again, sharing its people
-                _store_chunk(engine, run, chunk, racing=True)
+                _store_chunk(engine, run, chunk, spec.profile, racing=True)
             if on_progress is not None:
                 on_progress(get_upload(engine, run.upload_id))
 
 
-def _store_chunk(engine: Engine, run: _Run, chunk: StagedChunk, *, racing: bool) -> None:
+def _store_chunk(
+    engine: Engine,
+    run: _Run,
+    chunk: StagedChunk,
+    profile: ProfileColumns | None,
+    *,
+    racing: bool,
+) -> None:
     """One chunk and the upload's counters and resume point, in one transaction."""
     with engine.begin() as conn:
         result = uploads_db.ingest_chunk(
@@ -378,6 +400,7 @@ def _store_chunk(engine: Engine, run: _Run, chunk: StagedChunk, *, racing: bool)
             chunk=chunk,
             require_opt_in=run.require_opt_in,
             racing=racing,
+            profile=profile,
         )
         uploads_db.add_upload_progress(
             conn,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, RowMapping, func, select
 
+from campaigns.domain.outcomes import HELD_FOR_QUALITY_ASSESSMENT
 from campaigns.domain.states import (
     ContactState,
 )
@@ -24,19 +25,30 @@ def counts_by_state(conn: Connection, campaign_id: int) -> dict[str, int]:
     return {state.value: found.get(state.value, 0) for state in ContactState}
 
 
-def counts_by_state_for(conn: Connection, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
-    """:func:`counts_by_state` of many campaigns in one GROUP BY (a listing page)."""
+def counts_and_held_for(
+    conn: Connection, campaign_ids: list[int]
+) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
+    """:func:`counts_by_state` of many campaigns, and per campaign its sends the platform
+    holds for a quality assessment, in one GROUP BY (a listing page)."""
     counts = {cid: dict.fromkeys((s.value for s in ContactState), 0) for cid in campaign_ids}
+    held = dict.fromkeys(campaign_ids, 0)
     if not campaign_ids:
-        return counts
+        return counts, held
+    is_held = contacts_t.c.message_status == HELD_FOR_QUALITY_ASSESSMENT
     query = (
-        select(contacts_t.c.campaign_id, contacts_t.c.state, func.count())
+        select(
+            contacts_t.c.campaign_id,
+            contacts_t.c.state,
+            func.count(),
+            func.count().filter(is_held),
+        )
         .where(contacts_t.c.campaign_id.in_(campaign_ids))
         .group_by(contacts_t.c.campaign_id, contacts_t.c.state)
     )
-    for campaign_id, state, n in conn.execute(query):
+    for campaign_id, state, n, n_held in conn.execute(query):
         counts[int(campaign_id)][str(state)] = int(n)
-    return counts
+        held[int(campaign_id)] += int(n_held)
+    return counts, held
 
 
 EXPORT_COLUMNS = (

@@ -8,14 +8,20 @@ Functions take a Connection and never commit.
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, text
+import psycopg
+from sqlalchemy import Connection, Engine, RowMapping, text
 
 from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome
+from campaigns.domain.profile_docs import PeopleValues, fill_parameters
+from campaigns.domain.profiles import FieldDef
 from campaigns.domain.states import (
     PENDING_CONTACT_STATES,
+    CampaignStatus,
     ContactState,
     contact_sources,
     contact_transition,
@@ -42,36 +48,158 @@ WITH due AS (
     UPDATE contacts c
     SET state = 'in_progress', attempt_id = gen_random_uuid(), attempts = c.attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
-        in_progress_at = now(), updated_at = now()
+        in_progress_at = now(), send_started_at = NULL, message_status = NULL,
+        updated_at = now()
     FROM due
     WHERE c.id = due.id
-    RETURNING c.id, due.state AS from_state, c.phone_e164, c.variables, c.attempts, c.attempt_id
+    RETURNING c.id, due.state AS from_state, c.phone_e164, c.variables, c.attempts, c.attempt_id,
+              c.person_id
 ), events AS (
     INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
     SELECT id, :campaign_id, from_state, 'in_progress', 'dispatch', 'attempt ' || attempt_id
     FROM claimed
 )
-SELECT * FROM claimed ORDER BY id
+SELECT {{profile}} FROM claimed cl {{joins}} ORDER BY cl.id
 """
+_PLAIN = _CLAIM.replace("{profile}", "cl.*").replace("{joins}", "")
+
+
+def _with_profiles(count: int) -> str:
+    """The claim that also reads the profile values a campaign's template names (its
+    template variables that are profile fields): one join per batch, only their keys."""
+    keys = ", ".join(f"CAST(:f{i} AS text), pr.fields -> CAST(:f{i} AS text)" for i in range(count))
+    return _CLAIM.replace(
+        "{profile}",
+        f"cl.*, jsonb_build_object({keys}) AS profile, p.opted_in, p.opted_in_at, "
+        "p.whatsapp_profile_name, p.wa_id AS person_wa_id",
+    ).replace(
+        "{joins}",
+        "LEFT JOIN people p ON p.id = cl.person_id "
+        "LEFT JOIN profiles pr ON pr.person_id = cl.person_id",
+    )
 
 
 def claim_due(
-    conn: Connection, campaign_id: int, *, limit: int, lease_s: float
+    conn: Connection,
+    campaign_id: int,
+    *,
+    limit: int,
+    lease_s: float,
+    profile: Sequence[FieldDef] = (),
 ) -> list[ClaimedContact]:
-    rows = conn.execute(
-        text(_CLAIM), {"campaign_id": campaign_id, "limit": limit, "lease_s": lease_s}
-    ).mappings()
+    """Claims up to ``limit`` due contacts. ``profile``: template variables that are profile
+    fields; a contact whose upload has no (or a blank) value gets its profile's."""
+    params: dict[str, Any] = {"campaign_id": campaign_id, "limit": limit, "lease_s": lease_s}
+    params |= {f"f{i}": f.name for i, f in enumerate(profile)}
+    statement = _with_profiles(len(profile)) if profile else _PLAIN
+    rows = conn.execute(text(statement), params).mappings()
     return [
         ClaimedContact(
             id=int(r["id"]),
             from_state=ContactState(r["from_state"]),
             phone_e164=str(r["phone_e164"]),
-            variables=dict(r["variables"] or {}),
+            variables=_variables(r, profile),
             attempt_no=int(r["attempts"]),
             attempt_id=r["attempt_id"],
         )
         for r in rows
     ]
+
+
+def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
+    variables = dict(row["variables"] or {})
+    if not profile:
+        return variables
+    people = PeopleValues(
+        opted_in=bool(row["opted_in"]),
+        opted_in_at=row["opted_in_at"],
+        whatsapp_profile_name=row["whatsapp_profile_name"],
+        whatsapp_id=row["person_wa_id"],
+    )
+    return fill_parameters(variables, profile, row["profile"], people)
+
+
+# The send ledger's start statement: one per gate group, committed synchronously before any
+# of the group's requests leave. It marks the attempts that may go and returns only those.
+# Guards: the attempt is still this claim's (in progress, same attempt id), its lease has not
+# run out (lease recovery takes only expired leases), and the campaign is still running (a
+# pause committed before this statement stops the group; the Redis flag is only a fast
+# pre-check). Row locks make this and recovery's release mutually exclusive: whichever comes
+# second re-checks its WHERE on the row the first one wrote (READ COMMITTED), so a contact is
+# either started here or released there, never both.
+#
+# The registry's "may this person be messaged now" goes into the WHERE below as one more
+# AND condition on ``c`` (a contact it refuses is then not started: it comes back to the
+# caller as not started and is released unsent like a paused one).
+_START = """
+WITH g AS (
+    SELECT * FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempt_ids)s AS uuid[]))
+        AS g(id, attempt_id)
+), started AS (
+    UPDATE contacts c SET send_started_at = now()
+    FROM g
+    WHERE c.id = g.id AND c.attempt_id = g.attempt_id
+      AND c.state = 'in_progress'
+      AND c.lease_expires_at > now()
+      -- A scalar subquery, not EXISTS: EXISTS would be flattened into a join that walks
+      -- every in-progress contact of every running campaign for each statement.
+      AND (SELECT k.status FROM campaigns k WHERE k.id = c.campaign_id) = 'running'
+    RETURNING c.id
+)
+SELECT id FROM started
+"""
+
+
+def _start_params(attempts: Sequence[tuple[int, uuid.UUID]]) -> dict[str, Any]:
+    ordered = sorted(attempts)  # lock order: no deadlocks with a record or recovery
+    return {"ids": [i for i, _ in ordered], "attempt_ids": [a for _, a in ordered]}
+
+
+def start_sends(conn: Connection, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+    """Marks (contact id, attempt id) pairs started; the ids that may be sent. The caller
+    commits at once; the commit is synchronous whatever the server's default."""
+    if not attempts:
+        return set()
+    conn.execute(text("SET LOCAL synchronous_commit = on"))
+    rows = conn.exec_driver_sql(_START, _start_params(attempts))
+    return {int(r[0]) for r in rows}
+
+
+class StartStatements:
+    """The start statement on its own asyncio connection (psycopg, in the caller's event
+    loop: no thread, no pool), ``synchronous_commit`` on for the session. One statement at a
+    time; a failed one drops the connection (the next one reconnects)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+        """As ``start_sends``, committed; raises if it could not tell (nothing may go)."""
+        if not attempts:
+            return set()
+        conn = await self._connect()
+        try:
+            async with conn.transaction():
+                cursor = await conn.execute(_START, _start_params(attempts))
+                rows = await cursor.fetchall()
+        except BaseException:
+            await self.close()
+            raise
+        return {int(r[0]) for r in rows}
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            await conn.execute("SET synchronous_commit = on")
+            self._conn = conn
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 # One statement per batch. Rows still in progress under this attempt move; a row a status
@@ -83,15 +211,18 @@ WITH o AS (
         CAST(:reasons AS text[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]),
         CAST(:codes AS integer[]), CAST(:details AS text[]), CAST(:retry_after AS float8[]),
         CAST(:ats AS timestamptz[]), CAST(:released AS boolean[]),
-        CAST(:not_before AS timestamptz[])
+        CAST(:not_before AS timestamptz[]), CAST(:message_statuses AS text[])
     ) AS o(id, attempt_id, state, reason, wamid, wa_id, code, detail, retry_after, at, released,
-           not_before)
+           not_before, message_status)
 ), moved AS (
     UPDATE contacts c SET
         state = coalesce(o.state, c.state),
         reason = CASE WHEN o.state IS NULL OR o.released THEN c.reason ELSE o.reason END,
         wamid = coalesce(o.wamid, c.wamid),
         wa_id = coalesce(o.wa_id, c.wa_id),
+        message_status = coalesce(o.message_status, c.message_status),
+        -- Released unsent: the attempt never happened, so it has no start mark either.
+        send_started_at = CASE WHEN o.released THEN NULL ELSE c.send_started_at END,
         error_code = CASE WHEN o.released THEN c.error_code ELSE coalesce(o.code, c.error_code) END,
         error_detail = CASE WHEN o.released THEN c.error_detail
                             ELSE coalesce(o.detail, c.error_detail) END,
@@ -114,6 +245,7 @@ WITH o AS (
 ), late AS (
     UPDATE contacts c SET
         wamid = o.wamid, wa_id = coalesce(c.wa_id, o.wa_id),
+        message_status = coalesce(c.message_status, o.message_status),
         sent_at = coalesce(c.sent_at, o.at), updated_at = now()
     FROM o
     WHERE c.id = o.id AND c.attempt_id = o.attempt_id AND c.state <> 'in_progress'
@@ -149,17 +281,49 @@ def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tu
         "ats": [o.at for o in ordered],
         "released": [o.released for o in ordered],
         "not_before": [o.not_before for o in ordered],
+        "message_statuses": [o.message_status for o in ordered],
     }
     row = conn.execute(text(_RECORD), params).one()
     return int(row.moved), int(row.late)
 
 
 def has_pending(conn: Connection, campaign_id: int) -> bool:
+    """Whether the campaign still has a contact Initial, In progress or Retry scheduled.
+    ORDER BY on the index's columns keeps it one probe of ix_contacts_campaign_state (with
+    EXISTS the planner may scan the table when it expects many matches)."""
     query = text(
-        f"SELECT EXISTS (SELECT 1 FROM contacts WHERE campaign_id = :cid "
-        f"AND state IN ({in_list(PENDING_CONTACT_STATES)}))"
+        f"SELECT 1 FROM contacts WHERE campaign_id = :cid "
+        f"AND state IN ({in_list(PENDING_CONTACT_STATES)}) ORDER BY campaign_id, state LIMIT 1"
     )
-    return bool(conn.execute(query, {"cid": campaign_id}).scalar_one())
+    return conn.execute(query, {"cid": campaign_id}).first() is not None
+
+
+def campaign_states(
+    conn: Connection, campaign_ids: Sequence[int]
+) -> dict[int, tuple[CampaignStatus, str | None]]:
+    """Status and status_reason of these campaigns, one statement (no lock)."""
+    rows = conn.execute(
+        text("SELECT id, status, status_reason FROM campaigns WHERE id = ANY(:ids)"),
+        {"ids": list(campaign_ids)},
+    )
+    return {int(r[0]): (CampaignStatus(r[1]), r[2]) for r in rows}
+
+
+def campaigns_with_pending(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
+    """Which of these campaigns still have a contact Initial, In progress or Retry scheduled:
+    one index probe per campaign."""
+    # LATERAL ... ORDER BY ... LIMIT 1 keeps it one index probe per campaign (an EXISTS may
+    # be flattened into, or planned as, a scan of many contacts).
+    rows = conn.execute(
+        text(
+            f"SELECT k.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) CROSS JOIN LATERAL ("
+            f"SELECT 1 FROM contacts c WHERE c.campaign_id = k.id "
+            f"AND c.state IN ({in_list(PENDING_CONTACT_STATES)}) "
+            f"ORDER BY c.campaign_id, c.state LIMIT 1) AS p"
+        ),
+        {"ids": list(campaign_ids)},
+    )
+    return {int(r[0]) for r in rows}
 
 
 def next_due_in_s(conn: Connection, campaign_id: int) -> float | None:
@@ -178,8 +342,8 @@ def next_due_in_s(conn: Connection, campaign_id: int) -> float | None:
 def expired_leases(conn: Connection, *, limit: int = 1000) -> list[ExpiredLease]:
     rows = conn.execute(
         text(
-            "SELECT id, campaign_id, attempt_id, attempts, lease_expires_at, in_progress_at "
-            "FROM contacts "
+            "SELECT id, campaign_id, attempt_id, attempts, lease_expires_at,"
+            " send_started_at IS NOT NULL AS started FROM contacts "
             "WHERE state = 'in_progress' AND lease_expires_at < now() "
             "ORDER BY lease_expires_at LIMIT :limit"
         ),
@@ -192,7 +356,7 @@ def expired_leases(conn: Connection, *, limit: int = 1000) -> list[ExpiredLease]
             attempt_id=r["attempt_id"],
             attempts=int(r["attempts"]),
             lease_expires_at=r["lease_expires_at"],
-            claimed_at=r["in_progress_at"],
+            started=bool(r["started"]),
         )
         for r in rows
     ]
@@ -211,6 +375,9 @@ WITH o AS (
     FROM o
     WHERE c.id = o.id AND c.attempt_id = o.attempt_id AND c.state = 'in_progress'
       AND c.lease_expires_at < now()
+      -- A release needs the ledger to say "never started" on the row as it is now: after
+      -- waiting for a start statement's lock, this re-check sees its mark and lets it be.
+      AND (o.state = 'error' OR c.send_started_at IS NULL)
     RETURNING c.id, c.campaign_id, o.state, o.reason
 ), events AS (
     INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
@@ -223,7 +390,8 @@ SELECT count(*) FROM moved
 def settle_leases(
     conn: Connection, settled: Sequence[tuple[ExpiredLease, ContactState, str]]
 ) -> int:
-    """Expired leases -> released (never sent) or Error (outcome unknown), one statement."""
+    """Expired leases -> released (never started) or Error (outcome unknown), one statement;
+    a release that lost the race to a start statement does not happen (guarded in SQL)."""
     for _, state, _ in settled:
         contact_transition(C.IN_PROGRESS, state)
     ordered = sorted(settled, key=lambda s: s[0].id)
@@ -258,3 +426,18 @@ def due_scheduled_campaigns(conn: Connection) -> list[int]:
         )
     )
     return [int(r[0]) for r in rows]
+
+
+def running_with_due_work(conn: Connection) -> list[tuple[int, str | None, float]]:
+    """(id, sender number id or None for the default, configured rate) of every running
+    campaign with a contact due now: one statement over ix_contacts_due."""
+    rows = conn.execute(
+        text(
+            f"SELECT k.id, k.phone_number_id, k.rate_per_s FROM campaigns k "
+            f"WHERE k.status = 'running' AND EXISTS (SELECT 1 FROM contacts c "
+            f"WHERE c.campaign_id = k.id "
+            f"AND c.state IN ({in_list(contact_sources(C.IN_PROGRESS))}) "
+            f"AND c.next_attempt_at <= now()) ORDER BY k.id"
+        )
+    )
+    return [(int(r[0]), r[1], float(r[2])) for r in rows]

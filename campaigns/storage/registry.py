@@ -46,6 +46,7 @@ _RESUME = f"i.change = 'resumed' AND p.opted_out AND p.opt_out_source = {_PREF}"
 _LIFTS_OPT_OUT = f"i.change = 'opted_in' OR ({_RESUME})"
 _UPLOAD_OPT_IN = "i.change = 'upload_opt_in' AND NOT p.opted_out"
 _REMOVED = "i.change = 'removed'"
+_WITHDRAWN = "i.change = 'opt_in_withdrawn'"
 
 # Each column after one change, as domain.registry.learn has it (p: the row, i: the change).
 _SET: Mapping[str, str] = {
@@ -59,11 +60,12 @@ _SET: Mapping[str, str] = {
         WHEN i.change = 'blocked' THEN coalesce(p.blocked_at, i.at) ELSE p.blocked_at END""",
     "blocked_reason": f"""CASE WHEN {_REMOVED} OR i.change = 'unblocked' THEN NULL
         WHEN i.change = 'blocked' THEN i.reason ELSE p.blocked_reason END""",
-    "opted_in": f"""CASE WHEN {_REMOVED} THEN false WHEN i.change = 'opted_in' THEN true
+    "opted_in": f"""CASE WHEN {_REMOVED} OR {_WITHDRAWN} THEN false
+        WHEN i.change = 'opted_in' THEN true
         WHEN {_UPLOAD_OPT_IN} THEN i.value ELSE p.opted_in END""",
-    "opted_in_at": f"""CASE WHEN {_REMOVED} THEN NULL
+    "opted_in_at": f"""CASE WHEN {_REMOVED} OR {_WITHDRAWN} THEN NULL
         WHEN i.change = 'opted_in' OR ({_UPLOAD_OPT_IN}) THEN i.at ELSE p.opted_in_at END""",
-    "opt_in_source": f"""CASE WHEN {_REMOVED} THEN NULL
+    "opt_in_source": f"""CASE WHEN {_REMOVED} OR {_WITHDRAWN} THEN NULL
         WHEN i.change = 'opted_in' OR ({_UPLOAD_OPT_IN}) THEN i.source
         ELSE p.opt_in_source END""",
     "opted_out": f"""CASE WHEN {_OPT_OUT_WINS} THEN true WHEN {_LIFTS_OPT_OUT} THEN false

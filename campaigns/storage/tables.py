@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -208,6 +209,11 @@ class Contact(Base):
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_detail: Mapped[str | None] = mapped_column(Text)
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The durable start mark of the current attempt: its requests may have left (the send
+    # ledger; NULL: provably never sent). Cleared by every claim.
+    send_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The send answer's message_status (accepted, held_for_quality_assessment, paused).
+    message_status: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -301,6 +307,35 @@ class Person(Base):
     )
     last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The contacts[].profile.name of the person's inbound messages (the profile's
+    # whatsapp_profile_name).
+    whatsapp_profile_name: Mapped[str | None] = mapped_column(Text)
+
+
+class ProfileSchemaRow(Base):
+    """A posted profile schema (seed 004), never changed; ``id`` orders them, newest last."""
+
+    __tablename__ = "profile_schemas"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    uuid: Mapped[str] = mapped_column(UUID(as_uuid=False), unique=True)
+    version: Mapped[str] = mapped_column(Text)
+    fields: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProfileRow(Base):
+    """A person's profile: its own fields' values, the schema it was written under and its
+    generation (every write adds 1). A person without a row has the defaults at 0."""
+
+    __tablename__ = "profiles"
+    __table_args__ = (CheckConstraint("jsonb_typeof(fields) = 'object'", name="object"),)
+
+    person_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    schema_uuid: Mapped[str | None] = mapped_column(UUID(as_uuid=False))
+    generation: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class UserId(Base):
@@ -336,6 +371,8 @@ campaign_events_t = cast(Table, CampaignEvent.__table__)
 people_t = cast(Table, Person.__table__)
 user_ids_t = cast(Table, UserId.__table__)
 api_tokens_t = cast(Table, ApiToken.__table__)
+profile_schemas_t = cast(Table, ProfileSchemaRow.__table__)
+profiles_t = cast(Table, ProfileRow.__table__)
 
 
 # --------------------------------------------------------------------------- webhooks

@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, RowMapping, insert, select, text, update
 
+from campaigns.domain.profile_docs import ProfileColumns
 from campaigns.domain.registry import Change, Learned, PersonStatus, Standing
 from campaigns.domain.uploads import COPY_COLUMNS, ChunkResult, StagedChunk
+from campaigns.storage import profiles as profiles_db
 from campaigns.storage import registry as registry_db
 from campaigns.storage import sql
 from campaigns.storage.tables import (
@@ -125,9 +127,11 @@ def ingest_chunk(
     chunk: StagedChunk,
     require_opt_in: bool = False,
     racing: bool = False,
+    profile: ProfileColumns | None = None,
 ) -> ChunkResult:
-    """Settles a staged chunk against the campaign's contacts and the registry, and COPYs it
-    into contacts (each row linked to its person)."""
+    """Settles a staged chunk against the campaign's contacts, the registry and the stored
+    profiles, COPYs it into contacts (each row linked to its person) and merges its profile
+    cells into the people's profiles (one statement)."""
     # The resume point commits with the rows, so a chunk lost to a crash is simply read again:
     # no need to wait for the WAL flush of every chunk.
     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
@@ -135,6 +139,37 @@ def ingest_chunk(
     conn.execute(text("SELECT pg_advisory_xact_lock(2, CAST(:id AS int))"), {"id": campaign_id})
     raw = conn.connection.driver_connection
     assert raw is not None
+    facts = _chunk_facts(raw, campaign_id, upload_id, chunk, require_opt_in, racing)
+    filled = None
+    if chunk.needs and profile is not None:  # template variables the profile must fill
+        fields = [f for f, _ in profile.fallback]
+        filled = profiles_db.filled_for(conn, chunk.needs, fields)
+    result = chunk.settle(
+        upload_id,
+        prior=facts.prior,
+        standings=facts.standings,
+        require_opt_in=require_opt_in,
+        stored_lines=facts.stored,
+        filled=filled,
+    )
+    if chunk.lines:
+        with raw.cursor() as cursor, cursor.copy(_COPY_CONTACTS) as copy:
+            copy.write(chunk.copy_text())
+    _learn_from_chunk(conn, upload_id, chunk, facts.removed)
+    if chunk.profiles is not None and profile is not None:
+        profiles_db.patch_many(conn, profile.schema_uuid, chunk.profiles)
+    return result
+
+
+def _chunk_facts(
+    raw: Any,
+    campaign_id: int,
+    upload_id: int,
+    chunk: StagedChunk,
+    require_opt_in: bool,
+    racing: bool,
+) -> _Facts:
+    """What the database knows of the chunk (and the people it makes), one round trip."""
     facts = _Facts()
     with raw.cursor() as cursor:
         _ask(
@@ -161,18 +196,7 @@ def ingest_chunk(
                 )
                 if removed:
                     facts.removed.append(phone)
-        result = chunk.settle(
-            upload_id,
-            prior=facts.prior,
-            standings=facts.standings,
-            require_opt_in=require_opt_in,
-            stored_lines=facts.stored,
-        )
-        if chunk.lines:
-            with cursor.copy(_COPY_CONTACTS) as copy:
-                copy.write(chunk.copy_text())
-    _learn_from_chunk(conn, upload_id, chunk, facts.removed)
-    return result
+    return facts
 
 
 def _ask(cursor: Any, query: str, params: Mapping[str, Any]) -> None:

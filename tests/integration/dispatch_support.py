@@ -16,12 +16,16 @@ from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, SyncPauseFlags
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
 from campaigns.dev.simulator.runner import RunningSimulator
-from campaigns.domain.dispatch import CHAIN_S
+from campaigns.domain.dispatch import CHAIN_S, CampaignPlan, ClaimedContact
 from campaigns.runtime.stores import resolve
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import uploads
 from campaigns.services.dispatch.batch import BatchReport
 from campaigns.services.dispatch.chain import run_chain
+from campaigns.services.dispatch.ledger import StartLedger
+from campaigns.services.dispatch.ports import PeopleCheck
+from campaigns.services.dispatch.recorder import Recorder
+from campaigns.services.dispatch.send import Sender
 from schemas.api import CampaignCreate
 
 T = TypeVar("T")
@@ -173,3 +177,32 @@ def send_ports(sim: RunningSimulator, **kw: Any) -> Iterator[SendPorts]:
         yield ports
     finally:
         ports.close()
+
+
+def send_claimed(
+    engine: Engine,
+    plan: CampaignPlan,
+    claimed: Sequence[ClaimedContact],
+    ports: SendPorts,
+    *,
+    tier: tuple[int, float] = (0, 86_400.0),
+    people: PeopleCheck | None = None,
+) -> list[BatchReport]:
+    """A claimed batch through the production sender (gate, start ledger, recorder) until
+    every answer is recorded; the recorder's reports."""
+    reports: list[BatchReport] = []
+
+    async def main() -> None:
+        async def keep(report: BatchReport) -> None:
+            reports.append(report)
+
+        recorder = Recorder(engine, on_report=keep, tier_limit=tier[0], tier_window_s=tier[1])
+        ledger = StartLedger(engine)
+        sender = Sender(plan, ports.gate, ports.transport, ledger, recorder, people=people)
+        await sender.send_batch(claimed)
+        await sender.finish()
+        await recorder.drain()
+        await ledger.close()
+
+    ports.run(main())
+    return reports

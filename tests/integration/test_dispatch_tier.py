@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 import redis
@@ -15,10 +14,10 @@ from campaigns.clients.send_gate import RedisSendGate, tier_blocked
 from campaigns.dev.simulator.runner import RunningSimulator
 from campaigns.runtime.stores import resolve
 from campaigns.services import admin
-from campaigns.services.dispatch.batch import claim_batch, record_batch
+from campaigns.services.dispatch.batch import claim_batch
+from campaigns.services.dispatch.dispatcher import Dispatcher, DispatcherConfig
 from campaigns.services.dispatch.plan import load_plan
 from campaigns.services.dispatch.recovery import recover_expired_leases
-from campaigns.services.dispatch.send import send_claimed
 from tests.integration.dispatch_support import (
     SENDER,
     SendPorts,
@@ -28,6 +27,7 @@ from tests.integration.dispatch_support import (
     contact_rows,
     counts,
     phone,
+    send_claimed,
     send_ports,
     sync_flags,
 )
@@ -54,7 +54,6 @@ def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
 ) -> None:
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(10)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
-    sync_redis = redis.Redis.from_url(resolve().redis_url)
     plan = load_plan(db, campaign_id, SENDER)
     assert plan is not None
 
@@ -62,27 +61,28 @@ def test_a_campaign_larger_than_the_tier_is_paced_over_windows(
     # admits 4 and the other 6 go back unsent, exactly like a pause release.
     claimed = claim_batch(db, plan, lease_margin_s=60)
     assert len(claimed) == 10
-    attempts = ports.run(send_claimed(plan, claimed, ports.gate, ports.transport))
-    report = record_batch(db, plan, attempts, tier_limit=LIMIT, tier_window_s=WINDOW_S)
+    reports = send_claimed(db, plan, claimed, ports, tier=(LIMIT, WINDOW_S))
 
     assert sim.stats()["accepted_total"] == LIMIT
-    assert report.outcomes["released"] == 6 and report.tier_free_at is not None
+    assert sum(r.outcomes["released"] for r in reports) == 6
+    assert any(r.tier_free_at is not None for r in reports)
     assert counts(db, campaign_id) == {"sent": 4, "initial": 6}
     rows = contact_rows(db, campaign_id)
     assert {r["attempts"] for r in rows if r["state"] == "initial"} == {0}
-    assert len(sync_redis.keys("wa:started:*")) == LIMIT  # refused ones were never marked
+    # Refused ones were never started; the sent ones were, before they left.
+    assert sum(1 for r in rows if r["send_started_at"] is not None) == LIMIT
     status, reason = campaign_status(db, campaign_id)
     assert status == "running"
     assert reason is not None and reason.startswith(
         f"waiting for the messaging tier: {LIMIT} unique recipients per 2 s, next slot at "
     )
-    assert tier_blocked(sync_redis, SENDER)
+    assert ports.run(tier_blocked(ports.redis, SENDER))
 
     # While blocked a chain claims nothing; lease recovery finds nothing to call unknown.
     assert not chain(db, campaign_id, ports)
     assert sim.stats()["requests_total"] == LIMIT
     assert counts(db, campaign_id) == {"sent": 4, "initial": 6}
-    recovery = recover_expired_leases(db, lambda a: set(), grace_s=0)
+    recovery = recover_expired_leases(db, grace_s=0)
     assert (recovery.released, recovery.errored) == (0, 0)
 
     # Pause and resume still work while waiting; the wait shows again on the next chain.
@@ -124,7 +124,7 @@ def test_the_claim_is_limited_by_the_headroom(
     assert counts(db, campaign_id) == {"sent": 4, "initial": 26}
     assert sim.stats()["requests_total"] == 4
     assert str(campaign_status(db, campaign_id)[1]).startswith("waiting for the messaging tier")
-    assert tier_blocked(redis.Redis.from_url(resolve().redis_url), SENDER)
+    assert ports.run(tier_blocked(ports.redis, SENDER))
 
     admin.cancel_campaign(db, sync_flags(), campaign_id)
     assert campaign_status(db, campaign_id) == ("cancelled", "cancelled by admin")
@@ -140,34 +140,55 @@ def test_limit_zero_never_touches_the_tier_keys(db: Engine, sim: RunningSimulato
     assert redis.Redis.from_url(resolve().redis_url).keys("wa:tier*") == []
 
 
-def test_the_tick_starts_no_chain_while_the_sender_is_blocked(
-    db: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from workers import dispatch as dispatch_task
+class Keys:
+    """Chain keys that remember what the dispatcher took (and give every one)."""
 
+    def __init__(self) -> None:
+        self.taken: list[tuple[int, int]] = []
+
+    async def try_take(self, campaign_id: int, slot: int) -> bool:
+        self.taken.append((campaign_id, slot))
+        return False  # no chain runs: this test looks only at what would start
+
+    async def renew(self, chains: object) -> list[bool]:
+        return []
+
+    async def release(self, campaign_id: int, slot: int) -> None:
+        return None
+
+
+class NoWait:
+    async def wait(self, timeout_s: float) -> bool:
+        return False
+
+
+def test_the_dispatcher_starts_no_chain_while_the_sender_is_blocked(
+    db: Engine, ports: SendPorts
+) -> None:
     campaign_id = campaign_with_contacts(db, [phone(i) for i in range(5)], rate=1000)
     admin.start_campaign(db, sync_flags(), campaign_id)
-    monkeypatch.setattr(resolve().settings, "whatsapp_messaging_limit", LIMIT)
-    queued: list[tuple[object, ...]] = []
-    monkeypatch.setattr(
-        dispatch_task.send_batch, "apply_async", lambda args, **kw: queued.append(args)
-    )
     sync_redis = redis.Redis.from_url(resolve().redis_url)
     sync_redis.set(f"wa:tier:blocked:{SENDER}", 1, px=60_000)
+    keys = Keys()
 
-    dispatch_task.tick()
-    assert queued == []
+    async def blocked(sender_id: str) -> bool:
+        return await tier_blocked(ports.redis, sender_id)
 
-    # A chain queued before the block ends at once: no plan, no claim, its loop key freed.
-    def no_chain(*a: object, **kw: object) -> None:
-        raise AssertionError("a blocked chain must not reach the database")
+    async def refresh_twice() -> None:
+        dispatcher = Dispatcher(
+            db,
+            ports.gate,
+            ports.transport,
+            keys,
+            NoWait(),
+            DispatcherConfig(default_sender=SENDER, parallel=2),
+            tier_blocked=blocked,
+        )
+        await dispatcher.refresh()
+        assert keys.taken == []
+        sync_redis.delete(f"wa:tier:blocked:{SENDER}")
+        await dispatcher.refresh()
 
-    monkeypatch.setattr(dispatch_task, "run_chain", no_chain)
-    monkeypatch.setattr(dispatch_task, "_context", lambda: SimpleNamespace(sync_redis=sync_redis))
-    dispatch_task.send_batch(campaign_id, 0, SENDER)
-    assert not sync_redis.exists(f"wa:loop:{campaign_id}:0")
-
-    sync_redis.delete(f"wa:tier:blocked:{SENDER}")
-    dispatch_task.tick()
-    slots = resolve().settings.dispatch_parallel_batches
-    assert sorted(queued) == [(campaign_id, s, SENDER) for s in range(slots)]
+    ports.run(refresh_twice())
+    # Its own slot at once; the other process's slot only after it stayed free a while.
+    assert keys.taken == [(campaign_id, 0)]

@@ -27,7 +27,7 @@ from campaigns.services import admin, uploads
 from campaigns.services import campaigns as campaign_service
 from campaigns.services.dispatch import send
 from campaigns.services.dispatch.plan import load_plan
-from campaigns.services.dispatch.tick import campaigns_with_due_work, complete_finished
+from campaigns.services.dispatch.tick import complete_finished, running_due
 from schemas.api import CampaignCreate
 from tests.integration.dispatch_support import (
     SENDER,
@@ -180,7 +180,7 @@ def test_closed_windows_wait_unsent_and_uncounted(
         ]
 
     # Nothing is due until the first opening: no chain, no claim, no completion.
-    assert campaign_id not in campaigns_with_due_work(db)
+    assert campaign_id not in [c for c, _, _ in running_due(db, SENDER)]
     assert not chain(db, campaign_id, ports)
     assert sim.stats()["requests_total"] == len(OPEN)
     assert campaign_id not in complete_finished(db)

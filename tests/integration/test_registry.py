@@ -56,6 +56,7 @@ FACTS: list[Learned] = [
     Learned(Change.OPTED_IN, T1, source="web form"),
     Learned(Change.UPLOAD_OPT_IN, T1, source="upload 3", value=True),
     Learned(Change.UPLOAD_OPT_IN, T1, source="upload 3", value=False),
+    Learned(Change.OPT_IN_WITHDRAWN, T1),
     Learned(Change.BLOCKED, T1, reason="spam"),
     Learned(Change.UNBLOCKED, T1),
     Learned(Change.REMOVED, T1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,10 +22,9 @@ from campaigns.runtime.contact_checks import make_checker
 from campaigns.runtime.stores import resolve
 from campaigns.services import admin, contact_checks
 from campaigns.services import campaigns as campaign_service
-from campaigns.services.dispatch.batch import claim_batch, record_batch
+from campaigns.services.dispatch.batch import claim_batch
 from campaigns.services.dispatch.people import SendTimeCheck
 from campaigns.services.dispatch.plan import load_plan
-from campaigns.services.dispatch.send import send_claimed
 from schemas.api import CampaignCreate
 from tests.conftest import exported
 from tests.integration.dispatch_support import (
@@ -34,6 +34,7 @@ from tests.integration.dispatch_support import (
     chain,
     contact_rows,
     phone,
+    send_claimed,
     send_ports,
     states,
     sync_flags,
@@ -91,10 +92,10 @@ def test_a_person_refused_after_the_upload_is_not_sent(
     learn(db, phone(2), Change.BLOCKED, reason="fraud")
     learn(db, phone(3), Change.UNAVAILABLE, code=131026)
     check = SendTimeCheck(db, require_opt_in=False)
-    attempts = ports.run(send_claimed(plan, claimed, ports.gate, ports.transport, people=check))
-    report = record_batch(db, plan, attempts)
+    reports = send_claimed(db, plan, claimed, ports, people=check)
 
-    assert report.suppressed == {"opted_out": 1, "blocked": 1, "unavailable": 1}
+    suppressed = sum((r.suppressed for r in reports), Counter[str]())
+    assert suppressed == {"opted_out": 1, "blocked": 1, "unavailable": 1}
     assert sim.stats()["requests_total"] == 3
     assert set(sim.stats()["accepted_by_recipient"]) == {phone(i)[1:] for i in (0, 4, 5)}
     rows = {r["phone_e164"]: r for r in contact_rows(db, campaign_id)}

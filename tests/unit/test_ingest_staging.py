@@ -419,3 +419,57 @@ def test_an_uploaded_opt_in_does_not_lift_an_opt_out() -> None:
     chunk = stage_chunk(batch((2, DE_A, "a", "true")), OPT_SPEC)
     _, rows = settle(chunk, opted_out={DE_A}, require_opt_in=True)
     assert rows[0]["reason_code"] == "opted_out"
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_profile_cells_are_checked_staged_and_written_once_per_person() -> None:
+    from campaigns.domain.profile_docs import profile_columns
+    from tests.unit.test_profile_docs import V2
+
+    de_c = "+4915123456703"
+    names = ("first_name", "age", "consent", "nickname")
+    spec = ChunkSpec(
+        campaign_id=3,
+        upload_id=9,
+        region="DE",
+        variable_names=names,
+        required=(),
+        profile=profile_columns(V2, names, ["name"]),
+    )
+    records = RecordBatch(
+        [2, 3, 4, 5],
+        (DE_A, DE_B, DE_A, de_c),
+        (
+            ("Anna", "Ben", "Again", "Cleo"),
+            ("31", "x", "32", ""),
+            ("yes", "no", "no", ""),
+            ("", "", "", ""),
+        ),
+    )
+    chunk = stage_chunk(records, spec)
+    # name is a template variable without a column: the stored profiles must have it
+    assert chunk.needs == {DE_A: ("name",), de_c: ("name",)}
+    result = chunk.settle(9, prior={}, standings={}, filled={DE_A: frozenset({"name"})})
+    rows = parse_copy(chunk.copy_text())
+    codes = [r["reason_code"] for r in rows]
+    assert codes == [None, "profile_invalid", "duplicate", "missing_variable"]
+    assert rows[1]["reason"] == "age: expected INTEGER, got 'x'"
+    assert rows[0]["variables"] == {"first_name": "Anna", "age": "31", "nickname": ""}  # no consent
+    assert result.reasons == {"profile_invalid": 1, "duplicate": 1, "missing_variable": 1}
+    # One patch, the first record's; the refused, repeated and missing ones write nothing
+    assert json.loads(chunk.profiles or "") == {DE_A[1:]: {"age": 31, "consent": True}}
+
+
+def test_a_number_an_earlier_chunk_of_the_upload_had_writes_no_profile() -> None:
+    from campaigns.domain.profile_docs import profile_columns
+    from tests.unit.test_profile_docs import V2
+
+    spec = ChunkSpec(3, 9, "DE", ("age",), (), profile=profile_columns(V2, ("age",), []))
+    chunk = stage_chunk(RecordBatch([9], (DE_A,), (("5",),)), spec)
+    chunk.settle(9, prior={DE_A: (2, 9)}, standings={})
+    assert chunk.profiles is None
+    chunk = stage_chunk(RecordBatch([9], (DE_A,), (("5",),)), spec)
+    chunk.settle(9, prior={DE_A: (2, 8)}, standings={})  # another upload had it: written
+    assert json.loads(chunk.profiles or "") == {DE_A[1:]: {"age": 5}}

@@ -1,9 +1,9 @@
-"""Lease recovery after a Redis restart, a send gate that becomes unreachable mid-batch, and
-the broker transport's behaviour on a lost connection: pure or in-process, no I/O."""
+"""Lease recovery's verdicts from the send ledger, a send gate that becomes unreachable
+mid-batch, and the broker transport's behaviour on a lost connection: pure or in-process,
+no I/O."""
 
 from __future__ import annotations
 
-import asyncio
 import types
 import uuid
 from collections.abc import Sequence
@@ -16,66 +16,46 @@ import redis
 from campaigns.domain import dispatch as rules
 from campaigns.domain.dispatch import ExpiredLease, GroupGrant
 from campaigns.domain.states import ContactState as C
-from campaigns.services.dispatch.send import send_claimed
-from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan
+from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, contacts, plan, send
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 GRACE = 600.0
 
 
-def lease(claimed_s_ago: float | None, *, expired_s_ago: float = 1.0) -> ExpiredLease:
+def lease(*, started: bool, expired_s_ago: float = 1.0, attempts: int = 1) -> ExpiredLease:
     return ExpiredLease(
         id=1,
         campaign_id=1,
         attempt_id=uuid.uuid4(),
-        attempts=1,
+        attempts=attempts,
         lease_expires_at=NOW - timedelta(seconds=expired_s_ago),
-        claimed_at=None if claimed_s_ago is None else NOW - timedelta(seconds=claimed_s_ago),
+        started=started,
     )
 
 
-def decide(item: ExpiredLease, *, started: bool, redis_up_s: float | None) -> tuple[C, str] | None:
-    since = None if redis_up_s is None else NOW - timedelta(seconds=redis_up_s)
-    return rules.decide_expired_lease(
-        item, started=started, now=NOW, grace_s=GRACE, markers_since=since
+def decide(item: ExpiredLease) -> tuple[C, str] | None:
+    return rules.decide_expired_lease(item, now=NOW, grace_s=GRACE)
+
+
+def test_a_lease_without_a_start_mark_is_released_whatever_happened_to_redis() -> None:
+    """The start mark lives in Postgres: without it nothing of the attempt left."""
+    assert decide(lease(started=False)) == (C.INITIAL, rules.RELEASED_UNSTARTED)
+    # Long expired too: never outcome unknown, never waiting.
+    assert decide(lease(started=False, expired_s_ago=GRACE * 10)) == (
+        C.INITIAL,
+        rules.RELEASED_UNSTARTED,
     )
+    # A retry that never started goes back to Retry scheduled (the attempt is not counted).
+    verdict = decide(lease(started=False, attempts=3))
+    assert verdict is not None and verdict[0] is C.RETRY_SCHEDULED
 
 
-def test_no_marker_releases_a_lease_claimed_while_redis_was_up() -> None:
-    verdict = decide(lease(60), started=False, redis_up_s=3600)
-    assert verdict is not None and verdict[0] is C.INITIAL
-
-
-def test_no_marker_proves_nothing_for_a_lease_claimed_before_redis_restarted() -> None:
-    """The crash may have lost the marker of a send that went out: wait for its webhook."""
-    assert decide(lease(60), started=False, redis_up_s=30) is None
-    # Within the clock slack after the restart: still not trusted.
-    slack = rules.MARKER_CLOCK_SLACK_S
-    assert decide(lease(30 - slack / 2), started=False, redis_up_s=30) is None
-    verdict = decide(lease(30 - slack * 2), started=False, redis_up_s=30)
-    assert verdict is not None and verdict[0] is C.INITIAL
-
-
-def test_an_untrusted_lease_becomes_outcome_unknown_after_the_grace() -> None:
-    old = lease(GRACE + 60, expired_s_ago=GRACE + 1)
-    verdict = decide(old, started=False, redis_up_s=GRACE)
-    assert verdict == (C.ERROR, rules.OUTCOME_UNKNOWN_STORE)
+def test_a_started_lease_waits_for_its_webhook_then_becomes_outcome_unknown() -> None:
+    assert decide(lease(started=True)) is None
+    assert decide(lease(started=True, expired_s_ago=GRACE - 1)) is None
+    verdict = decide(lease(started=True, expired_s_ago=GRACE + 1))
+    assert verdict == (C.ERROR, rules.OUTCOME_UNKNOWN)
     assert verdict[1].startswith("outcome unknown")
-
-
-def test_started_leases_are_unchanged_by_the_restart_rule() -> None:
-    assert decide(lease(60), started=True, redis_up_s=3600) is None
-    assert decide(lease(60), started=True, redis_up_s=30) is None
-    late = lease(GRACE + 60, expired_s_ago=GRACE + 1)
-    assert decide(late, started=True, redis_up_s=30) == (C.ERROR, rules.OUTCOME_UNKNOWN)
-
-
-def test_unknown_redis_start_or_claim_time() -> None:
-    # No start time known (older callers): markers trusted as before.
-    verdict = decide(lease(60), started=False, redis_up_s=None)
-    assert verdict is not None and verdict[0] is C.INITIAL
-    # No claim time on the lease: not trusted.
-    assert decide(lease(None), started=False, redis_up_s=3600) is None
 
 
 class FailingGate(RecordingGate):
@@ -90,28 +70,25 @@ class FailingGate(RecordingGate):
         campaign_id: int,
         sender_id: str,
         rate: float,
-        attempts: Sequence[str],
+        count: int,
         recipients: Sequence[str] = (),
     ) -> GroupGrant:
         if len(self.groups) >= self.ok:
             raise redis.exceptions.ConnectionError("Connection closed by server.")
-        return await super().open_group(campaign_id, sender_id, rate, attempts, recipients)
+        return await super().open_group(campaign_id, sender_id, rate, count, recipients)
 
 
 def test_an_unreachable_gate_gives_the_rest_of_the_batch_back() -> None:
-    """The groups that passed are sent and recorded; the rest never went out, so they are
-    released now rather than left In progress for lease recovery (which, after a Redis
-    restart, cannot tell them from sends whose markers were lost)."""
+    """The groups that passed are sent and recorded; the rest never started, so they are
+    released now rather than left In progress for lease recovery (which would release them
+    too, a lease later)."""
     gate, transport = FailingGate(ok=2), AcceptAll()
     claimed = contacts(20)
-    stopped: list[bool] = []
-    attempts = asyncio.run(
-        send_claimed(plan(20), claimed, gate, transport, on_opened=stopped.append)
-    )
+    attempts, stopped = send(plan(20), claimed, gate, transport)
     assert gate.groups == [1, 1]  # one message per group at 20 msg/s
     assert transport.sent == [c.phone_e164 for c in claimed[:2]]
     assert [a.result is not None for a in attempts] == [True] * 2 + [False] * 18
-    assert stopped == [True]  # the chain stops; the next tick starts a new one
+    assert stopped  # the chain stops; the dispatcher starts a new one
 
 
 def test_broker_channel_of_a_lost_connection_raises_a_connection_error() -> None:

@@ -1,4 +1,4 @@
-"""Redis key names outlive a deploy (pause flags, started markers, tier sets, counters are
+"""Redis key names outlive a deploy (pause flags, buckets, tier sets, counters are
 read by the next release): their spelling is pinned here."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ def test_key_names_are_stable() -> None:
     assert keys.rate_bucket("555") == "wa:rl:555"
     assert keys.tier("555") == "wa:tier:555"
     assert keys.tier_blocked("555") == "wa:tier:blocked:555"
-    assert keys.started("a1") == "wa:started:a1"
+    assert keys.campaign_bucket(7) == "wa:rl:campaign:7"
+    assert keys.DISPATCH_WAKE == "wa:dispatch:wake"
     assert keys.loop(7, 1) == "wa:loop:7:1"
     assert keys.rate_second(7, 1700000000) == "wa:m:rate:7:1700000000"
     assert keys.queue_head_seen("t1") == "wa:m:qseen:t1"

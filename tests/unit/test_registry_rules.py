@@ -132,6 +132,13 @@ CASES: list[tuple[str, Person | None, Learned, Person | None]] = [
         replace(KNOWN, opted_in=False, opted_in_at=T1, opt_in_source="upload 5"),
     ),
     (
+        "a profile's withdrawal clears the opt-in and its time, and keeps an opt-out",
+        replace(OUT_REPLY, opted_in=True, opted_in_at=T0, opt_in_source="web"),
+        at(Change.OPT_IN_WITHDRAWN),
+        OUT_REPLY,
+    ),
+    ("a withdrawal makes no record of an unknown person", None, at(Change.OPT_IN_WITHDRAWN), None),
+    (
         "an upload's opt-in cannot lift an opt-out",
         OUT_REPLY,
         at(Change.UPLOAD_OPT_IN, source="upload 4", value=True),

@@ -8,14 +8,14 @@ import fakeredis.aioredis
 import pytest
 
 from campaigns.clients.ratelimit import PauseFlags, RateLimiter
-from campaigns.clients.send_gate import RedisSendGate, started_attempts
+from campaigns.clients.send_gate import ChainKeys, RedisSendGate
 from campaigns.domain.dispatch import GroupGrant, group_size
 
 ATTEMPTS = ["a1", "a2", "a3", "a4"]
 
 
-def open_group(paused: bool) -> tuple[GroupGrant, list[bool], float]:
-    async def main() -> tuple[GroupGrant, list[bool], float]:
+def open_group(paused: bool) -> tuple[GroupGrant, list[bytes], float]:
+    async def main() -> tuple[GroupGrant, list[bytes], float]:
         r = fakeredis.aioredis.FakeRedis()
         try:
             flags = PauseFlags(r)
@@ -23,41 +23,28 @@ def open_group(paused: bool) -> tuple[GroupGrant, list[bool], float]:
             if paused:
                 await flags.set_paused(7)
             before = asyncio.get_running_loop().time()
-            grant = await gate.open_group(7, "s", 80.0, ATTEMPTS)
-            marked = [bool(await r.exists(f"wa:started:{a}")) for a in ATTEMPTS]
-            return grant, marked, before
+            grant = await gate.open_group(7, "s", 80.0, len(ATTEMPTS))
+            keys = [k if isinstance(k, bytes) else k.encode() for k in await r.keys("*")]
+            return grant, sorted(keys), before
         finally:
             await r.aclose()
 
     return asyncio.run(main())
 
 
-def test_a_group_is_marked_started_as_one() -> None:
-    grant, marked, before = open_group(paused=False)
-    assert grant.go and marked == [True] * 4
+def test_a_group_books_its_tokens_as_one() -> None:
+    grant, keys, before = open_group(paused=False)
+    assert grant.go
     # A fresh bucket (burst 8 at 80/s) has the four tokens now: due at once.
     assert len(grant.due_at) == 4
     assert all(before <= t <= before + 0.05 for t in grant.due_at)
+    # The campaign's bucket and the sender's; nothing about the attempts lives in Redis.
+    assert keys == [b"wa:rl:campaign:7", b"wa:rl:s"]
 
 
-def test_a_paused_campaign_marks_nothing() -> None:
-    grant, marked, _ = open_group(paused=True)
+def test_a_paused_campaign_gets_no_grant() -> None:
+    grant, _, _ = open_group(paused=True)
     assert not grant.go and grant.due_at == ()
-    assert marked == [False] * 4
-
-
-def test_unmark_removes_markers_of_unsent_attempts() -> None:
-    async def main() -> list[bool]:
-        r = fakeredis.aioredis.FakeRedis()
-        try:
-            gate = RedisSendGate(r, RateLimiter(r), PauseFlags(r))
-            await gate.open_group(1, "s", 80.0, ATTEMPTS)
-            await gate.unmark(ATTEMPTS[2:])
-            return [bool(await r.exists(f"wa:started:{a}")) for a in ATTEMPTS]
-        finally:
-            await r.aclose()
-
-    assert asyncio.run(main()) == [True, True, False, False]
 
 
 @pytest.mark.parametrize(("rate", "size"), [(1000.0, 50), (80.0, 4), (20.0, 1), (0.5, 1)])
@@ -65,40 +52,29 @@ def test_group_size_is_fifty_ms_of_sending(rate: float, size: int) -> None:
     assert group_size(rate) == size
 
 
-def test_started_attempts_reads_markers() -> None:
-    import uuid
-
-    import fakeredis
-
-    r = fakeredis.FakeRedis()
-    a, b = uuid.uuid4(), uuid.uuid4()
-    r.set(f"wa:started:{a}", b"1")
-    assert started_attempts(r, [a, b]) == {a}
-    assert started_attempts(r, []) == set()
-
-
-def test_recovery_revokes_unstarted_attempts_and_the_gate_skips_them() -> None:
-    import uuid
-
-    import fakeredis
-
-    server = fakeredis.FakeServer()
-    sync = fakeredis.FakeRedis(server=server)
-    started, late = uuid.uuid4(), uuid.uuid4()
-
-    async def main() -> tuple[set[uuid.UUID], GroupGrant, set[uuid.UUID]]:
-        r = fakeredis.aioredis.FakeRedis(server=server)
+def test_a_chain_key_has_one_owner_and_only_it_renews_or_releases() -> None:
+    async def main() -> tuple[bool, bool, list[bool], list[bool], bool]:
+        r = fakeredis.aioredis.FakeRedis()
         try:
-            gate = RedisSendGate(r, RateLimiter(r), PauseFlags(r))
-            await gate.open_group(1, "s", 80.0, [str(started)])
-            # The lease of `late` ran out before its group reached the gate.
-            probed = started_attempts(sync, [started, late])
-            grant = await gate.open_group(1, "s", 80.0, ["other", str(late)])
-            return probed, grant, started_attempts(sync, [started, late])
+            mine, theirs = ChainKeys(r, "me", ttl_s=30), ChainKeys(r, "them", ttl_s=30)
+            took = await mine.try_take(5, 0)
+            again = await theirs.try_take(5, 0)
+            renewed = await mine.renew([(5, 0), (5, 1)])
+            await theirs.release(5, 0)  # not theirs: stays
+            foreign = await theirs.renew([(5, 0)])
+            await mine.release(5, 0)
+            return took, again, renewed, foreign, bool(await r.exists("wa:loop:5:0"))
         finally:
             await r.aclose()
 
-    probed, grant, again = asyncio.run(main())
-    assert probed == {started}  # `late` is revoked by this very probe
-    assert grant.go and grant.revoked == frozenset({1})
-    assert again == {started}  # a revoked attempt never turns into a started one
+    took, again, renewed, foreign, left = asyncio.run(main())
+    assert took and not again
+    assert renewed == [True, False] and foreign == [False]
+    assert not left
+
+
+def test_a_group_covers_a_slow_start_statement_up_to_a_limit() -> None:
+    assert group_size(20.0, 0.01) == 1  # a fast ledger: ~50 ms of sending
+    assert group_size(1000.0, 0.08) == 80  # 80 ms statements: groups of 80 ms
+    assert group_size(1000.0, 5.0) == 100  # never more than MAX_GROUP_S of sending
+    assert group_size(20.0, 5.0) == 2

@@ -1,5 +1,6 @@
-"""One batch's database steps: claim it (one statement) and record its outcomes (one
-transaction), with what the outcomes do to the campaign (auto-pause, waits, completion)."""
+"""Dispatch's database steps around the sends: claim a batch (one statement), and record
+outcomes (one transaction for every campaign of a flush), with what the outcomes do to each
+campaign (auto-pause, waits, completion)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ class BatchReport:
     deferred: int = 0  # released unsent because their send window is closed
     window_opens_at: datetime | None = None  # the earliest opening among those
     completed: bool = False
+    cancelled: bool = False  # the campaign is cancelled (its chains stop)
+    held: int = 0  # accepted but held for a quality assessment
     suppressed: Counter[str] = field(default_factory=Counter)  # refused at send, by reason
 
 
@@ -77,7 +80,9 @@ def claim_batch(
             return []
     lease = ahead_s + lease_seconds(size, plan.rate_per_s, margin_s=lease_margin_s)
     with engine.begin() as conn:
-        return dispatch_db.claim_due(conn, plan.id, limit=size, lease_s=lease)
+        return dispatch_db.claim_due(
+            conn, plan.id, limit=size, lease_s=lease, profile=plan.profile_fields
+        )
 
 
 def released(claimed: Sequence[ClaimedContact]) -> list[Attempt]:
@@ -109,6 +114,7 @@ def recorded_outcome(attempt: Attempt) -> RecordedOutcome:
         reason=decision.reason if target is not C.SENT else None,
         wamid=result.wamid,
         wa_id=result.wa_id,
+        message_status=result.message_status,
         error_code=result.error_code,
         error_detail=detail,
         retry_after_s=decision.retry_after_s,
@@ -147,6 +153,8 @@ def _tally(campaign_id: int, attempts: Sequence[Attempt]) -> _Tally:
             report.latencies_s.append(attempt.latency_s)
         if decision.kind is OutcomeKind.SENT and attempt.answered_at is not None:
             report.accepted_at.append(attempt.answered_at.timestamp())
+        if result.held:
+            report.held += 1
         if decision.pause_campaign and tally.pause_reason is None:
             tally.pause_reason = f"{AUTO_PAUSE_PREFIX}: {decision.reason}"
         fact = learned_from_answer(result, decision.kind, attempt.answered_at)
@@ -170,6 +178,16 @@ def learned_from_answer(
     return Learned(rule.change, at, source=rule.source, code=result.error_code)
 
 
+@dataclass(frozen=True)
+class CampaignOutcomes:
+    """What one flush records for one campaign: its attempts, and a pause decided outside
+    them (a streak of answers, ``AnswerStreak``)."""
+
+    plan: CampaignPlan
+    attempts: Sequence[Attempt]
+    pause_reason: str | None = None
+
+
 def record_batch(
     engine: Engine,
     plan: CampaignPlan,
@@ -178,35 +196,79 @@ def record_batch(
     tier_limit: int = 0,
     tier_window_s: float = TIER_WINDOW_S,
 ) -> BatchReport:
-    """Writes the batch's outcomes. With a messaging limit, a batch the tier cut short shows
-    the wait in the campaign's ``status_reason``; a batch that sent clears that wait, and a
-    send window's wait too (the chain that stops with contacts waiting shows it)."""
-    tally = _tally(plan.id, attempts)
-    report = tally.report
-    with engine.begin() as conn:
-        dispatch_db.record_outcomes(
-            conn, [recorded_outcome(a) for a in attempts if a.suppressed is None]
-        )
-        if tally.learned:  # one statement for the batch's people
-            registry_db.apply(conn, tally.learned)
-        row = campaigns_db.get_campaign(conn, plan.id, for_update=True)
-        status = CampaignStatus(row["status"]) if row else plan.status
-        if tally.pause_reason and status is CampaignStatus.RUNNING:
-            _auto_pause(conn, plan.id, tally.pause_reason)
-            report.paused_reason = tally.pause_reason
-            status = CampaignStatus.PAUSED
-        if status is CampaignStatus.RUNNING and row is not None:
-            _show_waits(conn, plan, row["status_reason"], report, tier_limit, tier_window_s)
-        if status is CampaignStatus.CANCELLED and report.outcomes["released"]:
-            # Claims given back after a cancel are cancelled like every other unsent contact.
-            admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
-        if status is CampaignStatus.RUNNING and not dispatch_db.has_pending(conn, plan.id):
-            mark_completed(conn, plan.id)
-            report.completed = True
+    """One campaign's outcomes (``record_outcomes`` for one)."""
+    (report,) = record_outcomes(
+        engine,
+        [CampaignOutcomes(plan, attempts)],
+        tier_limit=tier_limit,
+        tier_window_s=tier_window_s,
+    )
     return report
 
 
-def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:
+def record_outcomes(
+    engine: Engine,
+    flush: Sequence[CampaignOutcomes],
+    *,
+    tier_limit: int = 0,
+    tier_window_s: float = TIER_WINDOW_S,
+) -> list[BatchReport]:
+    """Writes the outcomes of one or more campaigns in one transaction: one statement for
+    every contact, one read of the campaigns' statuses and of which still have contacts to
+    send, then per campaign only the writes its outcomes call for (a campaign row is locked
+    only to change it). With a messaging limit, outcomes the tier cut short show the wait in
+    the campaign's ``status_reason``; outcomes that sent clear that wait, and a send window's
+    wait too (the chain that stops with contacts waiting shows it)."""
+    ordered = sorted(flush, key=lambda f: f.plan.id)
+    tallies = [_tally(f.plan.id, f.attempts) for f in ordered]
+    with engine.begin() as conn:
+        dispatch_db.record_outcomes(
+            conn,
+            [recorded_outcome(a) for f in ordered for a in f.attempts if a.suppressed is None],
+        )
+        learned = [fact for t in tallies for fact in t.learned]
+        if learned:  # one statement for the flush's people
+            registry_db.apply(conn, learned)
+        ids = [f.plan.id for f in ordered]
+        states = dispatch_db.campaign_states(conn, ids)
+        pending = dispatch_db.campaigns_with_pending(conn, ids)
+        for outcomes, tally in zip(ordered, tallies, strict=True):
+            plan, report = outcomes.plan, tally.report
+            status, reason = states.get(plan.id, (plan.status, None))
+            pause = tally.pause_reason or outcomes.pause_reason
+            if pause and status is CampaignStatus.RUNNING:
+                status = _auto_pause(conn, plan.id, pause, report)
+            if status is CampaignStatus.RUNNING:
+                _show_waits(conn, plan, reason, report, tier_limit, tier_window_s)
+                if plan.id not in pending:
+                    report.completed = complete_if_done(conn, plan.id)
+            if status is CampaignStatus.CANCELLED:
+                report.cancelled = True
+                if report.outcomes["released"]:
+                    # Claims given back after a cancel are cancelled like every other one.
+                    admin_db.cancel_pending(conn, plan.id, detail="campaign cancelled")
+    return [t.report for t in tallies]
+
+
+def complete_if_done(conn: Connection, campaign_id: int) -> bool:
+    """A running campaign with nothing left to send becomes Completed (checked again with
+    its row locked); whether it did."""
+    row = campaigns_db.get_campaign(conn, campaign_id, for_update=True)
+    if row is None or row["status"] != CampaignStatus.RUNNING.value:
+        return False
+    if dispatch_db.has_pending(conn, campaign_id):
+        return False
+    mark_completed(conn, campaign_id)
+    return True
+
+
+def _auto_pause(
+    conn: Connection, campaign_id: int, reason: str, report: BatchReport
+) -> CampaignStatus:
+    """Pauses a running campaign (its row locked, the status checked again); its status."""
+    row = campaigns_db.get_campaign(conn, campaign_id, for_update=True)
+    if row is None or row["status"] != CampaignStatus.RUNNING.value:
+        return CampaignStatus(row["status"]) if row else CampaignStatus.RUNNING
     campaigns_db.set_campaign_status(
         conn,
         campaign_id,
@@ -216,6 +278,8 @@ def _auto_pause(conn: Connection, campaign_id: int, reason: str) -> None:
         detail=reason,
         extra={"status_reason": reason},
     )
+    report.paused_reason = reason
+    return CampaignStatus.PAUSED
 
 
 def _show_waits(
@@ -226,7 +290,8 @@ def _show_waits(
     tier_limit: int,
     tier_window_s: float,
 ) -> None:
-    """Updates a running campaign's tier or send-window wait after this batch."""
+    """Updates a running campaign's tier or send-window wait after these outcomes (a write
+    only when it changes)."""
     reason = reason_after_batch(
         current,
         sent=bool(report.outcomes[OutcomeKind.SENT.value]),

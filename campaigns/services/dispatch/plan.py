@@ -7,17 +7,21 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from campaigns.domain.dispatch import CampaignPlan, window_reason
+from campaigns.domain.profiles import NO_SCHEMA
 from campaigns.domain.send_window import SendWindow
 from campaigns.domain.states import CampaignStatus
 from campaigns.storage import campaigns as campaigns_db
 from campaigns.storage import dispatch as dispatch_db
+from campaigns.storage import profiles as profiles_db
 
 
 def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> CampaignPlan | None:
     with engine.connect() as conn:
         row = campaigns_db.get_campaign(conn, campaign_id)
+        schema = profiles_db.newest_schema(conn) if row and row["body_variables"] else NO_SCHEMA
     if row is None:
         return None
+    variables = tuple(row["body_variables"] or ())
     window = None
     if row["send_window_start"] is not None:
         window = SendWindow(row["send_window_start"], row["send_window_end"], row["send_window_tz"])
@@ -26,13 +30,15 @@ def load_plan(engine: Engine, campaign_id: int, default_sender: str) -> Campaign
         status=CampaignStatus(row["status"]),
         template=row["template_name"] or "",
         language=row["template_language"],
-        body_variables=tuple(row["body_variables"] or ()),
+        body_variables=variables,
         sender_id=row["phone_number_id"] or default_sender,
         rate_per_s=float(row["rate_per_s"]),
         max_attempts=int(row["max_attempts"]),
         window=window,
+        named_variables=bool(row["named_variables"]),
         require_opt_in=bool(row["require_opt_in"]),
         awaiting_check=bool(row["check_contacts"]) and row["contacts_checked_at"] is None,
+        profile_fields=tuple(f for name in variables if (f := schema.get(name)) is not None),
     )
 
 

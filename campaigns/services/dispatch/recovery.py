@@ -1,11 +1,10 @@
-"""Expired leases: what a claim whose worker went away becomes. Never a blind re-send."""
+"""Expired leases: what a claim whose worker went away becomes. Never a blind re-send.
+
+Decided from Postgres alone (the send ledger): Redis holds nothing recovery needs."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -22,46 +21,32 @@ class RecoveryReport:
     waiting: int = 0
 
 
-def recover_expired_leases(
-    engine: Engine,
-    started_probe: Callable[[Sequence[uuid.UUID]], set[uuid.UUID]],
-    *,
-    grace_s: float,
-    markers_since: Callable[[], datetime | None] | None = None,
-) -> RecoveryReport:
-    """Expired leases: never a blind re-send. A webhook of the attempt has already settled the
-    contact (the applier matches in-progress contacts by attempt id); what is left is released
-    when the send provably never started, or becomes Error after the grace period.
+def recover_expired_leases(engine: Engine, *, grace_s: float) -> RecoveryReport:
+    """Expired leases: a webhook of the attempt has already settled the contact (the applier
+    matches in-progress contacts by attempt id); what is left is released when it has no
+    start mark (it never passed the start statement, so nothing of it left), or becomes Error
+    "outcome unknown" once ``grace_s`` passed without a webhook.
 
-    ``markers_since`` (one call per pass, only when leases expired) says since when Redis
-    holds every marker (``markers_trusted``)."""
+    A start statement racing the release is settled by row locks in ``settle_leases``: a
+    release whose row got a start mark meanwhile does not happen (that lease waits instead).
+    """
     report = RecoveryReport()
     with engine.begin() as conn:
         leases = dispatch_db.expired_leases(conn)
         if not leases:
             return report
         now = sql.now(conn)
-        started = started_probe([lease.attempt_id for lease in leases])
-        # Asked after the probe: a restart between the two then shows, never the reverse
-        # (markers lost after we asked, read as trustworthy).
-        since = markers_since() if markers_since is not None else None
         settled: list[tuple[ExpiredLease, ContactState, str]] = []
         for lease in leases:
-            verdict = decide_expired_lease(
-                lease,
-                started=lease.attempt_id in started,
-                now=now,
-                grace_s=grace_s,
-                markers_since=since,
-            )
+            verdict = decide_expired_lease(lease, now=now, grace_s=grace_s)
             if verdict is None:
                 report.waiting += 1
                 continue
             settled.append((lease, *verdict))
-            if verdict[0] is ContactState.ERROR:
-                report.errored += 1
-            else:
-                report.released += 1
         if settled:
-            dispatch_db.settle_leases(conn, settled)
+            moved = dispatch_db.settle_leases(conn, settled)
+            errored = sum(1 for _, state, _ in settled if state is ContactState.ERROR)
+            report.errored = errored
+            # A release that lost the race to a start statement moved nothing.
+            report.released = max(0, moved - errored)
     return report

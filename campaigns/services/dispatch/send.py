@@ -1,5 +1,6 @@
-"""A claimed batch through the gate to the platform: send every contact once, paced by the
-shared token bucket, stopping at a pause; no transaction is open meanwhile."""
+"""A claimed batch through the gate to the platform: each group paced by the campaign's
+bucket, started in the send ledger (Postgres) just before it leaves, and every answer handed
+to the recorder as it arrives; no transaction is open meanwhile."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ from campaigns.domain.dispatch import (
     Attempt,
     CampaignPlan,
     ClaimedContact,
-    GroupGrant,
     SendJob,
     group_size,
 )
 from campaigns.domain.outcomes import classify
 from campaigns.domain.send_window import openings
-from campaigns.services.dispatch.ports import MessageTransport, PeopleCheck, SendGate
+from campaigns.services.dispatch.ports import (
+    MessageTransport,
+    OutcomeSink,
+    PeopleCheck,
+    SendGate,
+    Starter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,180 +40,197 @@ def job_for(plan: CampaignPlan, contact: ClaimedContact) -> SendJob:
         language=plan.language,
         body_params=tuple(contact.variables.get(name, "") for name in plan.body_variables),
         callback_data=str(contact.attempt_id),
+        param_names=plan.body_variables if plan.named_variables else (),
     )
 
 
-async def send_claimed(
-    plan: CampaignPlan,
-    claimed: Sequence[ClaimedContact],
-    gate: SendGate,
-    transport: MessageTransport,
-    *,
-    concurrency: int = 200,
-    rng: random.Random | None = None,
-    on_opened: Callable[[bool], None] | None = None,
-    people: PeopleCheck | None = None,
-) -> list[Attempt]:
-    """Sends every claimed contact once, paced by the gate; stops at a pause flag.
-
-    ``on_opened(stopped)`` is called once every group has passed the gate (``stopped``
-    False), or when the batch stopped opening groups (a pause, the tier): from then on the
-    batch books no more tokens, so the caller may start the next one while this one's last
-    answers (a slow or hanging request) come in.
-
-    Contacts pass the gate in groups (``group_size``): a group is booked, checked against
-    the pause flag and marked started as one, then each message goes out when its token is
-    due. A group is opened only when the concurrency limit has room for all of it. A
-    decision that pauses the campaign (bad token, missing template) raises the flag at once,
-    so the rest of this batch - including not yet sent messages of an open group, whose
-    markers are then removed - and every other worker's batch stop before their next send.
-
-    With a send window, contacts whose window is closed now never reach the gate: they go
-    back unsent with the time it opens (``Attempt.opens_at``).
-
-    ``people``: the registry's check, made as each group opens (after the gate): a contact
-    whose person became unavailable, blocked or opted out since its upload ends Sending
-    failed with that reason code (``Attempt.suppressed``) and no request is made for it.
-    """
-    batch = _BatchSend(plan, claimed, gate, transport, concurrency, rng or random.Random())
-    batch.people = people
-    sendable = await batch.defer_closed_windows()
-    stopped = True  # until every group has been opened
-    try:
-        stopped = await batch.open_groups(sendable)
-    except BaseException:
-        # Let the sends already started finish (their markers are set) before giving up.
-        await asyncio.gather(*batch.tasks, return_exceptions=True)
-        raise
-    finally:
-        if on_opened is not None:
-            on_opened(stopped)
-    return await batch.attempts()
-
-
-class _BatchSend:
-    """One batch's send phase: its groups at the gate, its sends, what each became."""
+class Sender:
+    """One chain's sending: its concurrency limit, its in-flight sends, and the ports."""
 
     def __init__(
         self,
         plan: CampaignPlan,
-        claimed: Sequence[ClaimedContact],
         gate: SendGate,
         transport: MessageTransport,
-        concurrency: int,
-        rng: random.Random,
+        ledger: Starter,
+        recorder: OutcomeSink,
+        *,
+        concurrency: int = 200,
+        rate: Callable[[], float] | None = None,
+        stopped: Callable[[], bool] | None = None,
+        rng: random.Random | None = None,
+        people: PeopleCheck | None = None,
     ) -> None:
-        self.plan, self.claimed, self.gate, self.transport = plan, claimed, gate, transport
-        self.rng = rng
-        self.loop = asyncio.get_running_loop()
+        """``rate``: the campaign's pacing rate now (its fair share of the sender; default
+        its configured rate). ``stopped``: the chain must stop opening groups (its key was
+        lost)."""
+        self.plan, self.gate, self.transport = plan, gate, transport
+        self.ledger, self.recorder = ledger, recorder
+        self.concurrency = concurrency
+        self.rate: Callable[[], float] = rate or (lambda: plan.rate_per_s)
+        self.stopped: Callable[[], bool] = stopped or (lambda: False)
+        self.rng = rng or random.Random()
+        self.people = people  # the registry's check of each group before its start
         self.slots = asyncio.Semaphore(concurrency)
-        # A group opens only when the concurrency limit has room for all of it: never larger
-        # than that limit, or it would wait for slots forever.
-        self.group_size = min(group_size(plan.rate_per_s), concurrency)
-        self.tiered = gate.messaging_limit > 0  # recipients pass the sender's tier
-        self.done: list[Attempt | None] = [None] * len(claimed)
-        self.tasks: list[asyncio.Task[None]] = []
-        self.unsent_marked: list[str] = []
-        self.stop = False  # this batch paused the campaign
-        self.people: PeopleCheck | None = None
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.start_s = 0.0  # how long the start statement took lately (moving average)
+        self.tier_free_at: list[float] = []  # the tier refused contacts: it frees up then
+        self.window_opens: list[datetime] = []  # openings of contacts deferred by the window
 
-    async def defer_closed_windows(self) -> Sequence[int]:
-        """Gives back the contacts whose send window is closed now (with its next opening);
-        the indexes of the others."""
+    def halted(self) -> bool:
+        return self.stopped() or self.recorder.halted(self.plan.id)
+
+    def release(self, contacts: Sequence[ClaimedContact]) -> None:
+        """Gives contacts back unsent (the attempt did not happen)."""
+        for contact in contacts:
+            self.recorder.add(self.plan, Attempt(contact, None, None, None, None))
+
+    async def send_batch(self, claimed: Sequence[ClaimedContact]) -> bool:
+        """Opens the batch's groups in turn and starts their sends; returns once every group
+        has passed (False) or the batch stopped opening them (True: a pause, the tier, the
+        gate or the ledger unreachable, the chain's key lost); the rest goes back unsent.
+        Sends still in flight finish on their own (``inflight``) and are recorded then."""
+        sendable = await self._defer_closed_windows(claimed)
+        first = 0
+        while first < len(sendable):
+            size = min(group_size(self.rate(), self.start_s), self.concurrency)
+            if self.halted():
+                self.release(sendable[first:])
+                return True
+            group = sendable[first : first + size]
+            if not await self._open_group(group):
+                self.release(sendable[first + len(group) :])
+                return True
+            first += len(group)
+        return self.halted()
+
+    async def _defer_closed_windows(
+        self, claimed: Sequence[ClaimedContact]
+    ) -> Sequence[ClaimedContact]:
+        """Gives back the contacts whose send window is closed now (due again when it
+        opens); the others."""
         window = self.plan.window
         if window is None:
-            return range(len(self.claimed))
+            return claimed
         # In a thread: a batch of multi-zone numbers costs milliseconds of pure Python.
-        phones = [c.phone_e164 for c in self.claimed]
+        phones = [c.phone_e164 for c in claimed]
         opens = await asyncio.to_thread(openings, window, phones, datetime.now(UTC))
-        for index, (contact, opens_at) in enumerate(zip(self.claimed, opens, strict=True)):
-            if opens_at is not None:
-                self.done[index] = Attempt(contact, None, None, None, None, opens_at=opens_at)
-        return [i for i, opens_at in enumerate(opens) if opens_at is None]
+        sendable: list[ClaimedContact] = []
+        for contact, opens_at in zip(claimed, opens, strict=True):
+            if opens_at is None:
+                sendable.append(contact)
+                continue
+            self.window_opens.append(opens_at)
+            attempt = Attempt(contact, None, None, None, None, opens_at=opens_at)
+            self.recorder.add(self.plan, attempt)
+        return sendable
 
-    async def open_groups(self, sendable: Sequence[int]) -> bool:
-        """Opens the groups in turn; whether the batch stopped (a pause, the tier, the gate
-        unreachable) rather than opening them all."""
-        for first in range(0, len(sendable), self.group_size):
-            if not await self._open_group(sendable[first : first + self.group_size]):
-                return True
-        return self.stop
-
-    async def _open_group(self, indexes: Sequence[int]) -> bool:
-        """One group through the gate and its sends started; whether to open the next."""
-        group = [self.claimed[i] for i in indexes]
+    async def _open_group(self, group: Sequence[ClaimedContact]) -> bool:
+        """One group through the gate and the ledger, its sends started; whether to go on.
+        On False the group itself has been given back (or sent, as far as it was started)."""
         for _ in group:
             await self.slots.acquire()
-        if self.stop:
-            return False
-        grant = await self._ask_gate(group)
-        if grant is None or not grant.go:
-            return False
-        going: list[tuple[int, float]] = []
-        for offset, (index, due_at) in enumerate(zip(indexes, grant.due_at, strict=True)):
-            contact = self.claimed[index]
-            if offset in grant.refused:
-                self.slots.release()  # the tier is full: never marked, released unsent
-                self.done[index] = Attempt(contact, None, None, None, None, grant.tier_free_at)
-            elif offset in grant.revoked:
-                self.slots.release()  # given back by recovery: never sent, recorded as released
-            else:
-                going.append((index, due_at))
-        refused = await self._ask_registry(going)
-        if refused is None:  # Postgres unreachable: nothing of this group goes
-            return False
-        for index, due_at in going:
-            contact = self.claimed[index]
-            reason = refused.get(contact.id)
-            if reason is not None:  # Sending failed already: never sent
-                self.slots.release()
-                self.unsent_marked.append(str(contact.attempt_id))
-                self.done[index] = Attempt(contact, None, None, None, None, suppressed=reason)
-            else:
-                self.tasks.append(self.loop.create_task(self._send(index, contact, due_at)))
-        return not grant.refused  # the tier is full: the rest is given back unsent
-
-    async def _ask_registry(self, going: Sequence[tuple[int, float]]) -> dict[int, str] | None:
-        """The registry's refusals among the group's contacts (moved to Sending failed);
-        None if it could not be asked: then the group's marks are dropped, it is not sent,
-        and the batch stops (the rest goes back unsent)."""
-        if self.people is None or not going:
-            return {}
         try:
-            return await self.people.refuse([self.claimed[i] for i, _ in going])
-        except Exception:
-            log.warning("registry check failed: the rest of the batch goes back", exc_info=True)
-            for index, _ in going:
-                self.slots.release()
-                self.unsent_marked.append(str(self.claimed[index].attempt_id))
-            return None
+            admitted, go = await self._pass_gate(group)
+            tier_refused = {c.id for c in group} - {c.id for c, _ in admitted} if go else set()
+            checked = await self._ask_registry(admitted)
+            admitted, suppressed = checked if checked is not None else ([], set())
+            go = go and checked is not None
+            started = await self._start(admitted) if admitted else {}
+        except BaseException:
+            self._free(len(group))
+            self.release(group)
+            raise
+        refused = tier_refused | suppressed  # recorded already
+        for contact in group:
+            if contact.id in started:
+                task = asyncio.create_task(self._send(contact, started[contact.id]))
+                self.inflight.add(task)
+                task.add_done_callback(self.inflight.discard)
+                continue
+            self.slots.release()
+            if contact.id not in refused:
+                self.release([contact])  # paused, unreachable, or its lease ran out
+        return go and not tier_refused and len(started) == len(admitted)
 
-    async def _ask_gate(self, group: Sequence[ClaimedContact]) -> GroupGrant | None:
-        """The gate's grant for the group; None if Redis is unreachable (a restart)."""
+    async def _pass_gate(
+        self, group: Sequence[ClaimedContact]
+    ) -> tuple[list[tuple[ClaimedContact, float]], bool]:
+        """The group's tokens and the pause pre-check; (admitted contacts with their due
+        times, whether the gate let the group through). Contacts the tier refuses go back
+        here; with any refused the chain stops after this group (the tier is full)."""
         try:
-            return await self.gate.open_group(
+            grant = await self.gate.open_group(
                 self.plan.id,
                 self.plan.sender_id,
-                self.plan.rate_per_s,
-                [str(c.attempt_id) for c in group],
-                [c.phone_e164 for c in group] if self.tiered else (),
+                self.rate(),
+                len(group),
+                [c.phone_e164 for c in group] if self.gate.messaging_limit else (),
             )
         except Exception:
-            # This worker sends neither this group nor the rest, so they go back unsent and
-            # the groups already sent are recorded. Left In progress instead, they would wait
-            # for lease recovery, which cannot trust missing markers after a Redis restart and
-            # would give them up.
+            # Nothing of this group was started: it and the rest go back unsent at once.
             log.warning("send gate unreachable: the rest of the batch goes back", exc_info=True)
-            return None
+            return [], False
+        if not grant.go:
+            return [], False
+        admitted: list[tuple[ClaimedContact, float]] = []
+        for offset, (contact, due_at) in enumerate(zip(group, grant.due_at, strict=True)):
+            if offset in grant.refused:  # the tier is full: released unsent
+                attempt = Attempt(contact, None, None, None, None, grant.tier_free_at)
+                self.recorder.add(self.plan, attempt)
+            else:
+                admitted.append((contact, due_at))
+        if grant.refused and grant.tier_free_at is not None:
+            self.tier_free_at.append(grant.tier_free_at)
+        return admitted, True
 
-    async def _send(self, index: int, contact: ClaimedContact, due_at: float) -> None:
-        """One message when its token is due, unless this batch paused the campaign first."""
+    async def _ask_registry(
+        self, admitted: list[tuple[ClaimedContact, float]]
+    ) -> tuple[list[tuple[ClaimedContact, float]], set[int]] | None:
+        """The registry's check of the admitted contacts: those it refuses are Sending
+        failed already (recorded as suppressed, never sent); (the rest, the refused ids).
+        None if it could not be asked: none may go (they go back unsent, the batch stops)."""
+        if self.people is None or not admitted:
+            return admitted, set()
         try:
-            delay = due_at - self.loop.time()
+            refused = await self.people.refuse([c for c, _ in admitted])
+        except Exception:
+            log.warning("registry check failed: the rest of the batch goes back", exc_info=True)
+            return None
+        for contact, _ in admitted:
+            if contact.id in refused:
+                attempt = Attempt(contact, None, None, None, None, suppressed=refused[contact.id])
+                self.recorder.add(self.plan, attempt)
+        return [(c, d) for c, d in admitted if c.id not in refused], set(refused)
+
+    async def _start(self, admitted: Sequence[tuple[ClaimedContact, float]]) -> dict[int, float]:
+        """The start statement for the admitted contacts: those that may leave, with their
+        due times. Postgres unreachable: none (they go back unsent)."""
+        if self.halted():
+            return {}
+        began = time.monotonic()
+        try:
+            ids = await self.ledger.start([(c.id, c.attempt_id) for c, _ in admitted])
+            self.start_s = 0.7 * self.start_s + 0.3 * (time.monotonic() - began)
+        except Exception:
+            log.warning("send ledger unreachable: the rest of the batch goes back", exc_info=True)
+            return {}
+        return {c.id: due for c, due in admitted if c.id in ids}
+
+    def _free(self, n: int) -> None:
+        for _ in range(n):
+            self.slots.release()
+
+    async def _send(self, contact: ClaimedContact, due_at: float) -> None:
+        """One started message when its token is due, unless its campaign stopped first
+        (then it goes back unsent: the record clears its start mark)."""
+        loop = asyncio.get_running_loop()
+        try:
+            delay = due_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if self.stop:
-                self.unsent_marked.append(str(contact.attempt_id))
+            if self.recorder.halted(self.plan.id):
+                self.release([contact])
                 return
             started = time.monotonic()
             result = await self.transport.send(job_for(self.plan, contact))
@@ -215,19 +238,18 @@ class _BatchSend:
         finally:
             self.slots.release()
         decision = classify(result, contact.attempt_no, self.plan.max_attempts, self.rng)
-        if decision.pause_campaign:
-            self.stop = True
-            await self.gate.pause(self.plan.id)
-        if decision.slow_down:
-            await self.gate.slow_down(self.plan.sender_id, SLOW_DOWN_S)
-        self.done[index] = Attempt(contact, result, decision, datetime.now(UTC), latency)
+        attempt = Attempt(contact, result, decision, datetime.now(UTC), latency)
+        stop = self.recorder.note_answer(self.plan, decision, result)
+        self.recorder.add(self.plan, attempt)
+        try:
+            if stop:
+                await self.gate.pause(self.plan.id)
+            if decision.slow_down:
+                await self.gate.slow_down(self.plan.sender_id, SLOW_DOWN_S)
+        except Exception:  # Redis away: the recorded pause (Postgres) still stops the rest
+            log.warning("could not tell Redis to pause or slow down", exc_info=True)
 
-    async def attempts(self) -> list[Attempt]:
-        """Waits for every started send; then each contact's attempt (unsent: released)."""
-        await asyncio.gather(*self.tasks)
-        if self.unsent_marked:
-            await self.gate.unmark(self.unsent_marked)
-        return [
-            a if a is not None else Attempt(c, None, None, None, None)
-            for a, c in zip(self.done, self.claimed, strict=True)
-        ]
+    async def finish(self) -> None:
+        """Waits for every send still in flight (each is recorded as it ends)."""
+        while self.inflight:
+            await asyncio.gather(*list(self.inflight), return_exceptions=True)

@@ -10,6 +10,8 @@ applier's transaction (:func:`apply_people`), through the registry
   ``platform 131050``, as the synchronous answer) opt the sender / recipient out;
 - a ``user_preferences`` item of category ``marketing_messages``: ``stop`` opts out with source
   ``user_preferences``, ``resume`` lifts only an opt-out of that source;
+- a ``contacts[].profile.name`` is kept as the person's WhatsApp profile name (the
+  profile's ``whatsapp_profile_name``; people the registry knows only);
 - a payload showing a phone and a business-scoped user id together keeps the pair in
   ``user_ids``; an opt-out known only by a user id is kept against it (a person with that
   ``user_id`` and no phone) and written for the phone as soon as the pair is known.
@@ -32,6 +34,7 @@ from campaigns.domain.registry import (
     rule_for_code,
 )
 from campaigns.domain.webhooks import opt_out_numbers
+from campaigns.storage import profiles as profiles_db
 from campaigns.storage import registry as registry_db
 from campaigns.storage import sql
 from schemas.whatsapp import WebhookUpdates
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 MARKETING = "marketing_messages"
+MAX_PROFILE_NAME = 256
 _PREFERENCE_VALUES = frozenset({"stop", "resume"})
 
 
@@ -65,6 +69,7 @@ class PeopleFacts:
     preferences: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     user_only: set[str] = field(default_factory=set)  # user ids of opt-outs without a phone
     unavailable: dict[str, int] = field(default_factory=dict)  # E.164 -> code (131026, 1013)
+    names: dict[str, str] = field(default_factory=dict)  # E.164 -> WhatsApp profile name
 
     def pair(self, wa_id: str | None, user_id: str | None) -> None:
         if wa_id and user_id:
@@ -82,6 +87,10 @@ class PeopleFacts:
         """Everything of one parsed body but its inbound replies (see :meth:`reply`)."""
         for contact in parsed.contacts():
             self.pair(contact.wa_id, contact.user_id)
+            name = contact.profile.name if contact.profile is not None else None
+            phone = _e164(contact.wa_id)
+            if name and name.strip() and phone is not None:
+                self.names[phone] = name.strip()[:MAX_PROFILE_NAME]
         for _, message in parsed.inbound_messages():
             self.pair(message.from_, message.from_user_id)
         for _, status in parsed.statuses():
@@ -112,12 +121,14 @@ class PeopleStats:
     resumed: int = 0  # user_preferences opt-outs lifted
     mapped: int = 0  # user id -> phone pairs new or changed
     unavailable: int = 0  # people made (or found) UNAVAILABLE
+    names: int = 0  # WhatsApp profile names new or changed
 
 
 def apply_people(conn: Connection, facts: PeopleFacts) -> PeopleStats:
     """Writes the batch's facts; preferences in their order, so a stop then a resume ends
     resumed. Runs in the applier's transaction."""
     stats = PeopleStats()
+    stats.names = profiles_db.record_profile_names(conn, facts.names)
     changed = registry_db.record_user_ids(conn, facts.phones_by_user)
     stats.mapped = len(changed)
     if not (facts.preferences or facts.stops or facts.unavailable or changed or facts.user_only):
