@@ -6,6 +6,7 @@ const PAGE = 50;
 let campaignId = null;
 let query = null; // the search whose results are shown
 let nextAfter = null;
+const phoneOf = new Map(); // contact id -> the phone shown, for the removal results
 
 function selected() {
   return [...document.querySelectorAll("#contacts-table tbody input[type=checkbox]:checked")].map((box) => Number(box.value));
@@ -19,6 +20,7 @@ function updateButtons() {
 }
 
 function row(c) {
+  phoneOf.set(c.id, c.phone_e164 || c.phone_raw);
   const label = "Select line " + c.line + ", " + (c.phone_e164 || c.phone_raw);
   return el("tr", { "data-contact": String(c.id) }, [
     el("td", {}, [el("input", { type: "checkbox", value: String(c.id), "aria-label": label })]),
@@ -29,7 +31,7 @@ function row(c) {
   ]);
 }
 
-async function search(more) {
+async function search(more, prefix) {
   const params = new URLSearchParams({ limit: String(PAGE) });
   if (query.phone) params.set("phone", query.phone);
   if (query.state) params.set("state", query.state);
@@ -45,7 +47,7 @@ async function search(more) {
     $("contacts-more").hidden = nextAfter === null;
     $("contacts-results").hidden = body.children.length === 0;
     $("contacts-all").checked = false;
-    say(status, body.children.length ? body.children.length + " contacts shown" : "No contact matches.");
+    say(status, (prefix || "") + (body.children.length ? body.children.length + " contacts shown" : "No contact matches."), prefix ? "ok" : "");
     updateButtons();
   } catch (err) {
     say(status, err.message, "error");
@@ -64,11 +66,10 @@ async function removeSelected() {
     $("remove-result").hidden = false;
     document.querySelector("#remove-table tbody").replaceChildren(
       ...result.items.map((item) =>
-        el("tr", { "data-result": item.result }, [el("td", { text: item.contact }), el("td", { text: item.result }), el("td", { text: item.message || "–" })])
+        el("tr", { "data-result": item.result }, [el("td", { text: phoneOf.get(item.contact_id) || item.contact }), el("td", { text: item.result }), el("td", { text: item.message || "–" })])
       )
     );
-    say(status, result.removed + " removed", "ok");
-    await search(false);
+    await search(false, result.removed + " removed. ");
   } catch (err) {
     say(status, "Removal refused: " + err.message, "error");
     button.disabled = false;

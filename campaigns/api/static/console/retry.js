@@ -6,7 +6,10 @@ import { onCampaign, renderCampaign } from "./campaign.js";
 let campaignId = null;
 let shownCodes = "";
 
+const RETRYABLE = ["running", "paused", "completed"];
+
 function counts(c) {
+  $("retry-submit").disabled = !RETRYABLE.includes(c.status);
   for (const state of ["error", "sending_failed"]) {
     document.querySelector('[data-count="' + state + '"]').textContent = "(" + num((c.counts || {})[state] || 0) + ")";
   }
@@ -37,10 +40,7 @@ export function renderRetryCodes(errors) {
 function retryBody() {
   const states = [...document.querySelectorAll("input[name=retry-state]:checked")].map((b) => b.value);
   const errorCodes = [...document.querySelectorAll("input[name=retry-code]:checked")].map((b) => Number(b.value));
-  const reasons = $("retry-reasons")
-    .value.split(",")
-    .map((r) => r.trim())
-    .filter(Boolean);
+  const reasons = [...document.querySelectorAll("input[name=retry-reason]:checked")].map((b) => b.value);
   const body = { states, include_unknown: $("retry-unknown").checked };
   if (reasons.length) body.reason_codes = reasons;
   if (errorCodes.length) body.error_codes = errorCodes;
