@@ -1,10 +1,14 @@
 """Helpers of the console's browser tests: pages that record their errors, screenshots in the
-artifacts directory, axe-core run in the page, and a slow upload link."""
+artifacts directory, axe-core run in the page, and a slow link for uploads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,19 +80,60 @@ def assert_accessible(page: Any, what: str) -> None:
     assert found == [], f"axe on {what}:\n{json.dumps(found, indent=1)}"
 
 
-def slow_uploads(page: Any, bytes_per_s: int) -> None:
-    """Chromium's network emulation: request bodies leave at ``bytes_per_s``."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": 0,
-            "downloadThroughput": -1,
-            "uploadThroughput": bytes_per_s,
-        },
-    )
+class SlowLink:
+    """A TCP relay in threads between the browser and the server: what the browser sends
+    reaches the server at ``bytes_per_s``; answers come back at full speed. A closed tab
+    closes its connections, and the relay closes the server's side at once, as a real slow
+    link that drops would. (Chromium's own network emulation delays the answer, not the
+    bytes: the server could still get the whole file.)"""
+
+    CHUNK = 8192
+
+    def __init__(self, target_port: int, bytes_per_s: int) -> None:
+        self.target_port = target_port
+        self.bytes_per_s = bytes_per_s
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small receive window: the browser's bytes wait in its own buffers, so its
+        # progress events follow what the server gets.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="slow-link", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            pair = (client, upstream)
+            for src, dst, rate in ((client, upstream, self.bytes_per_s), (upstream, client, 0)):
+                threading.Thread(
+                    target=self._pipe, args=(src, dst, rate, pair), daemon=True
+                ).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, rate: int, pair: Any) -> None:
+        try:
+            while chunk := src.recv(self.CHUNK):
+                dst.sendall(chunk)
+                if rate:
+                    time.sleep(len(chunk) / rate)
+        except OSError:
+            pass
+        finally:  # either side gone: both go
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
 
 
 def csv_file(rows: int, *, bad: int = 0, start: int = 0, pad: int = 0) -> bytes:

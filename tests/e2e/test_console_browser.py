@@ -6,7 +6,9 @@ in a thread (same test database and Redis) and an in-thread ingest worker.
 - axe-core finds no serious or critical violation on the list, campaign, upload and contact
   pages (the upload page: the campaign page with a preview, then with a report);
 - a token revoked while a page is open brings back the token prompt with a message;
-- an upload cut by a closed tab (or stopped) leaves nothing: no upload, no spooled file.
+- an upload cut by a closed tab (or stopped) leaves nothing: no upload, no spooled file
+  (through a slow relay, so that the tab closes part-way);
+- an upload whose file reached the server goes on there when the tab closes.
 """
 
 from __future__ import annotations
@@ -25,18 +27,27 @@ from campaigns.services import tokens
 from tests.conftest import API_TOKEN
 from tests.e2e.console_support import (
     ConsolePage,
+    SlowLink,
     assert_accessible,
     axe_violations,
     csv_file,
     screenshot,
-    slow_uploads,
 )
-from tests.e2e.test_dashboard_browser import browser, server
+from tests.e2e.test_dashboard_browser import chromium, server
+from tests.fixtures.processes import wait_for
 from tests.integration.conftest import ingest_worker
+from tests.integration.test_api import wait_for_upload
 
-__all__ = ["browser", "ingest_worker", "server"]
+__all__ = ["ingest_worker", "server"]
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One browser for the module's tests; each test opens its own page."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -204,14 +215,18 @@ def test_an_interrupted_upload_stores_nothing(
     from playwright.sync_api import expect
 
     campaign = _create(server, body_variables=["first_name"])
+    link = SlowLink(int(server.rsplit(":", 1)[1]), 1024 * 1024)
     console = ConsolePage(browser)
     page = console.page
-    slow_uploads(page, 256 * 1024)
-    page.goto(f"{server}/dashboard/campaigns/{campaign['id']}#token={API_TOKEN}")
+    page.goto(f"{link.url}/dashboard/campaigns/{campaign['id']}#token={API_TOKEN}")
     expect(page.locator("#c-status")).to_have_text("draft", timeout=15_000)
     data = tmp_path / "big.csv"
-    data.write_bytes(csv_file(20_000, pad=60))  # ~1.6 MB: several seconds at 256 KiB/s
+    # ~11 MB: more than the socket buffers take in at once (4 MiB at most on Linux), and
+    # about 11 s at 1 MiB/s. What the browser had buffered still drains when it closes.
+    data.write_bytes(csv_file(40_000, pad=250))
     size = data.stat().st_size
+    spool = resolve().settings.spool_dir
+    before = set(spool.glob("*"))
     page.get_by_label("CSV file").set_input_files(str(data))
     expect(page.locator("#preview-rows tbody tr")).to_have_count(10, timeout=10_000)
     page.get_by_role("button", name="Upload").click()
@@ -222,22 +237,55 @@ def test_an_interrupted_upload_stores_nothing(
     )
     sent = float(page.evaluate("document.getElementById('bytes-progress').value"))
     assert 0 < sent < size
+    # The server is part-way through: its spooled part is on disk.
+    wait_for(lambda: bool(set(spool.glob("*")) - before), timeout=10, what="a spooled part")
     if how == "stop button":
         page.get_by_role("button", name="Stop transfer").click()
         expect(page.locator("#upload-message")).to_contain_text("Nothing was stored")
         expect(page.get_by_role("button", name="Upload")).to_be_enabled()
-        page.close()
-    else:
-        page.close()
-
-    spool = resolve().settings.spool_dir
-
-    def settled() -> bool:
-        return not list(spool.glob("*.csv"))
-
-    from tests.fixtures.processes import wait_for
-
-    wait_for(settled, timeout=15, what="the spooled part of the cut upload to be deleted")
+    page.close()
+    try:
+        wait_for(
+            lambda: set(spool.glob("*")) <= before,
+            timeout=15,
+            what="the spooled part of the cut upload to be deleted",
+        )
+    finally:
+        link.close()
     assert httpx.get(f"{server}/campaigns/{campaign['id']}/uploads", headers=AUTH).json() == []
     assert _stored(db) == (0, 0)
+    assert console.errors == []
+
+
+def test_an_upload_goes_on_on_the_server_when_the_tab_closes(
+    server: str, browser: Any, db: Engine, ingest_worker: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    campaign = _create(server, body_variables=["first_name"])
+    console = ConsolePage(browser)
+    page = console.page
+    page.goto(f"{server}/dashboard/campaigns/{campaign['id']}#token={API_TOKEN}")
+    expect(page.locator("#c-status")).to_have_text("draft", timeout=15_000)
+    rows = 60_000  # a few seconds of the ingest worker's reading
+    data = tmp_path / "many.csv"
+    data.write_bytes(csv_file(rows, bad=1))
+    page.get_by_label("CSV file").set_input_files(str(data))
+    expect(page.locator("#preview-rows tbody tr")).to_have_count(10, timeout=10_000)
+    with page.expect_response(
+        lambda r: r.request.method == "POST" and "/uploads?" in r.url, timeout=30_000
+    ) as answer:
+        page.get_by_role("button", name="Upload").click()
+    assert answer.value.status == 202
+    [accepted] = httpx.get(f"{server}/campaigns/{campaign['id']}/uploads", headers=AUTH).json()
+    upload_id = accepted["id"]
+    # The file is with the server: the tab closes while the worker is still reading it.
+    page.close()
+    at_close = httpx.get(f"{server}/uploads/{upload_id}", headers=AUTH).json()
+    assert at_close["status"] in ("received", "processing"), at_close
+    assert at_close["valid"] < rows
+
+    final = wait_for_upload(db, upload_id)
+    assert (final["status"], final["valid"], final["invalid"]) == ("completed", rows, 1)
+    assert _stored(db) == (1, rows + 1)
     assert console.errors == []
