@@ -144,3 +144,29 @@ def csv_file(rows: int, *, bad: int = 0, start: int = 0, pad: int = 0) -> bytes:
     lines += [f"+4915123{start + i:06d},Guest{i},{note}" for i in range(rows)]
     lines += [f"not-a-phone-{i},Broken{i}," for i in range(bad)]
     return ("\n".join(lines) + "\n").encode()
+
+
+# Every control a keyboard user must reach: visible, enabled, not inert.
+_CONTROLS = """() => [...document.querySelectorAll(
+    'a[href], button, input, select, textarea, [tabindex]:not([tabindex="-1"])')]
+  .filter((e) => !e.disabled && e.type !== 'hidden' && e.getClientRects().length > 0
+    && getComputedStyle(e).visibility !== 'hidden')
+  .map((e) => e.id || e.getAttribute('aria-label') || e.name || e.textContent.trim())"""
+_FOCUSED = """() => { const e = document.activeElement;
+  return e && e !== document.body
+    ? (e.id || e.getAttribute('aria-label') || e.name || e.textContent.trim()) : null; }"""
+
+
+def unreachable_by_tab(page: Any, *, limit: int = 400) -> list[str]:
+    """The visible, enabled controls that pressing Tab, from wherever the focus is, never
+    reaches (file inputs included: Space opens their chooser)."""
+    controls = page.evaluate(_CONTROLS)
+    seen: set[str] = set()
+    for _ in range(limit):  # focus leaves the page after its last control, then comes back
+        page.keyboard.press("Tab")
+        focused = page.evaluate(_FOCUSED)
+        if focused is not None:
+            seen.add(focused)
+        if seen >= set(controls):
+            break
+    return [c for c in controls if c not in seen]

@@ -32,6 +32,7 @@ from tests.e2e.console_support import (
     axe_violations,
     csv_file,
     screenshot,
+    unreachable_by_tab,
 )
 from tests.e2e.test_dashboard_browser import chromium, server
 from tests.fixtures.processes import wait_for
@@ -85,6 +86,8 @@ def test_the_form_shows_every_problem_at_once_and_sends_once(
     )
     page.goto(f"{server}/dashboard#token={API_TOKEN}")
     expect(page.get_by_role("button", name="Create campaign")).to_be_visible(timeout=15_000)
+    missed = unreachable_by_tab(page)
+    assert missed == [], missed
 
     # Missing and invalid fields: every problem at once, nothing sent.
     page.get_by_label("Region").fill("Germany")
@@ -288,4 +291,57 @@ def test_an_upload_goes_on_on_the_server_when_the_tab_closes(
     final = wait_for_upload(db, upload_id)
     assert (final["status"], final["valid"], final["invalid"]) == ("completed", rows, 1)
     assert _stored(db) == (1, rows + 1)
+    assert console.errors == []
+
+
+def test_a_refused_file_a_chosen_phone_column_and_the_keyboard(
+    server: str, console: ConsolePage, db: Engine, ingest_worker: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = console.page
+    campaign = _create(server, body_variables=["first_name"])
+    page.goto(f"{server}/dashboard/campaigns/{campaign['id']}#token={API_TOKEN}")
+    expect(page.locator("#c-status")).to_have_text("draft", timeout=15_000)
+
+    # A file without any phone column: the preview says so; the server refuses it (400).
+    refused = tmp_path / "people.csv"
+    refused.write_bytes(b"name,email\nx,y\n")
+    page.get_by_label("CSV file").set_input_files(str(refused))
+    expect(page.locator("#preview-problems")).to_be_visible(timeout=10_000)
+    expect(page.locator("#p-phone")).to_contain_text("not found")
+    page.get_by_role("button", name="Upload").click()
+    message = page.locator("#upload-message")
+    expect(message).to_contain_text("The file was refused", timeout=10_000)
+    expect(message).to_contain_text("Nothing was stored")
+    assert _stored(db) == (0, 0)
+
+    # Its phone column under a name detection does not know: the operator picks it.
+    chosen = tmp_path / "guests.csv"
+    chosen.write_bytes(b"kontakt,first_name\n+4915123000001,Anna\nnope,Bob\n+4915123000002,\n")
+    page.get_by_label("CSV file").set_input_files(str(chosen))
+    expect(page.locator("#p-phone")).to_contain_text("not found", timeout=10_000)
+    page.get_by_label("Column with the phone numbers").select_option("kontakt")
+    expect(page.locator("#p-phone")).to_have_text("kontakt", timeout=10_000)
+    expect(page.locator("#preview-rows tbody tr.bad")).to_have_count(2)
+    missed = unreachable_by_tab(page)
+    assert missed == [], missed  # every control of the page, by Tab alone
+    page.get_by_role("button", name="Upload").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#report")).to_be_visible(timeout=30_000)
+    expect(page.locator("#r-valid")).to_have_text("1")
+    expect(page.locator("#r-invalid")).to_have_text("2")
+
+    # Every rejected row of this upload, downloaded with the token (not a bare link).
+    with page.expect_download() as download:
+        page.get_by_role("button", name=re.compile("Download every rejected row")).click()
+    rows = Path(download.value.path()).read_text().strip().splitlines()
+    assert len(rows) == 3 and "nope" in rows[1] and "+4915123000002" in rows[2], rows
+    screenshot(page, "console_upload", "chosen-column-report")
+    # The keyboard check can fail: a button taken out of the tab order is reported.
+    page.evaluate(
+        "document.querySelector('main').append(Object.assign(document.createElement('button'),"
+        " {id: 'mouse-only', tabIndex: -1, textContent: 'Mouse only'}))"
+    )
+    assert unreachable_by_tab(page) == ["mouse-only"]
     assert console.errors == []

@@ -21,7 +21,13 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import API_TOKEN
-from tests.e2e.console_support import ConsolePage, assert_accessible, csv_file, screenshot
+from tests.e2e.console_support import (
+    ConsolePage,
+    assert_accessible,
+    csv_file,
+    screenshot,
+    unreachable_by_tab,
+)
 from tests.e2e.test_dashboard_browser import browser
 from tests.fixtures.live import LiveStack
 from tests.fixtures.processes import start_worker
@@ -179,6 +185,8 @@ def _block_and_unblock(page: Any, base: str) -> None:
     record = page.locator("#contact-record")
     expect(record.locator('tr[data-field="blocked_reason"] td')).to_have_text("asked us by phone")
     assert_accessible(page, "the contact page")
+    missed = unreachable_by_tab(page)
+    assert missed == [], missed
     screenshot(page, SHOTS, "7-contact")
     page.get_by_role("button", name="Unblock").click()
     expect(record.locator('tr[data-field="status"] td')).not_to_have_text("BLOCKED")
