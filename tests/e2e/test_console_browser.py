@@ -73,6 +73,29 @@ def _stored(db: Engine) -> tuple[int, int]:
         )
 
 
+def _api_problems_next_to_their_fields(page: Any, server: str, posts: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    summary = page.locator("#create-summary")
+    # What only the API knows: its 422 message, each part next to its field.
+    page.get_by_label("Name").fill("Spring offer")
+    page.get_by_label("Region").fill("DE")
+    page.get_by_label("Rate").fill("1500")
+    page.get_by_label("Rate").fill("20")
+    page.get_by_label("Send window").fill("09:00-20:00")
+    page.get_by_label("Time zone of the window").fill("Mars/Olympus")
+    page.get_by_label("Variables").fill("First Name")
+    page.get_by_label("Keyed parameters").check()
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#f-variables-error")).to_contain_text("lowercase letters")
+    page.get_by_label("Variables").fill("first_name")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#f-zone-error")).to_contain_text("Mars/Olympus", timeout=10_000)
+    expect(summary).to_contain_text("Time zone of the window")
+    assert len(posts) == 1
+    assert httpx.get(f"{server}/campaigns", headers=AUTH).json() == []
+
+
 def test_the_form_shows_every_problem_at_once_and_sends_once(
     server: str, console: ConsolePage, db: Engine
 ) -> None:
@@ -110,23 +133,7 @@ def test_the_form_shows_every_problem_at_once_and_sends_once(
     expect(summary).to_be_focused()
     screenshot(page, "console_form", "problems")
 
-    # What only the API knows: its 422 message, each part next to its field.
-    page.get_by_label("Name").fill("Spring offer")
-    page.get_by_label("Region").fill("DE")
-    page.get_by_label("Rate").fill("1500")
-    page.get_by_label("Rate").fill("20")
-    page.get_by_label("Send window").fill("09:00-20:00")
-    page.get_by_label("Time zone of the window").fill("Mars/Olympus")
-    page.get_by_label("Variables").fill("First Name")
-    page.get_by_label("Keyed parameters").check()
-    page.get_by_role("button", name="Create campaign").click()
-    expect(page.locator("#f-variables-error")).to_contain_text("lowercase letters")
-    page.get_by_label("Variables").fill("first_name")
-    page.get_by_role("button", name="Create campaign").click()
-    expect(page.locator("#f-zone-error")).to_contain_text("Mars/Olympus", timeout=10_000)
-    expect(summary).to_contain_text("Time zone of the window")
-    assert len(posts) == 1
-    assert httpx.get(f"{server}/campaigns", headers=AUTH).json() == []
+    _api_problems_next_to_their_fields(page, server, posts)
 
     # Fixed: Enter twice sends it once and lands on the campaign's page.
     page.get_by_label("Time zone of the window").fill("Europe/Berlin")
@@ -294,6 +301,22 @@ def test_an_upload_goes_on_on_the_server_when_the_tab_closes(
     assert console.errors == []
 
 
+def _schedule_then_cancel(console: ConsolePage, server: str, campaign_id: int) -> None:
+    from playwright.sync_api import expect
+
+    page = console.page
+    # Start at a time, then cancel: each confirmed first.
+    page.get_by_label("Start at (optional)").fill("2031-05-04T12:00")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator("#c-status")).to_have_text("scheduled", timeout=10_000)
+    assert console.dialogs[-1].startswith('Schedule campaign "Console" for ')
+    scheduled = httpx.get(f"{server}/campaigns/{campaign_id}", headers=AUTH).json()
+    assert scheduled["scheduled_at"].startswith("2031-05-04")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#c-status")).to_have_text("cancelled", timeout=10_000)
+    assert "cannot be undone" in console.dialogs[-1]
+
+
 def test_a_refused_file_a_chosen_phone_column_and_the_keyboard(
     server: str, console: ConsolePage, db: Engine, ingest_worker: Any, tmp_path: Path
 ) -> None:
@@ -338,6 +361,7 @@ def test_a_refused_file_a_chosen_phone_column_and_the_keyboard(
     rows = Path(download.value.path()).read_text().strip().splitlines()
     assert len(rows) == 3 and "nope" in rows[1] and "+4915123000002" in rows[2], rows
     screenshot(page, "console_upload", "chosen-column-report")
+    _schedule_then_cancel(console, server, campaign["id"])
     # The keyboard check can fail: a button taken out of the tab order is reported.
     page.evaluate(
         "document.querySelector('main').append(Object.assign(document.createElement('button'),"
