@@ -159,6 +159,10 @@ def _follow_to_completion(page: Any) -> None:
     assert (settled, failed) == (GOOD - 1 - len(UNAVAILABLE), len(UNAVAILABLE))
     assert (_count(page, "removed"), _count(page, "invalid_record")) == (1, BAD)
     expect(page.locator("#k-progress")).to_have_text("100.0%")
+    # A completed campaign's contacts stay: its Remove button follows the status.
+    expect(page.locator("#contacts-allowed")).to_contain_text("The campaign is completed")
+    page.get_by_label(re.compile("^Select line")).check()
+    expect(page.get_by_role("button", name=re.compile("^Remove selected"))).to_be_disabled()
     screenshot(page, SHOTS, "6-completed")
 
 

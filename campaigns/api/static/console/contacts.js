@@ -1,11 +1,15 @@
 // The campaign's contacts: search by phone or state, select, remove with per-item results.
 import { api } from "./api.js";
 import { $, STATES, el, say } from "./dom.js";
+import { onCampaign } from "./campaign.js";
 
 const PAGE = 50;
 let campaignId = null;
 let query = null; // the search whose results are shown
 let nextAfter = null;
+// The API removes contacts only while the campaign is not sending (409 otherwise).
+const REMOVABLE = ["draft", "scheduled", "paused"];
+let removable = false;
 const phoneOf = new Map(); // contact id -> the phone shown, for the removal results
 
 function selected() {
@@ -15,7 +19,7 @@ function selected() {
 function updateButtons() {
   const count = selected().length;
   const remove = $("contacts-remove");
-  remove.disabled = count === 0;
+  remove.disabled = count === 0 || !removable;
   remove.textContent = count ? "Remove selected (" + count + ")" : "Remove selected";
 }
 
@@ -91,4 +95,11 @@ export function startContacts(id) {
     updateButtons();
   });
   $("contacts-table").addEventListener("change", updateButtons);
+  onCampaign((c) => {
+    removable = REMOVABLE.includes(c.status);
+    $("contacts-allowed").textContent = removable
+      ? "Removal works while the campaign is draft, scheduled or paused."
+      : "The campaign is " + c.status + ": contacts can be removed only while it is draft, scheduled or paused.";
+    updateButtons();
+  });
 }
