@@ -4,12 +4,12 @@
 // (status, commands, upload, counts, retry, contacts), /dashboard/contacts (the registry).
 import { api, forgetToken, setToken, takeTokenFromFragment, token, whenUnauthorized } from "./console/api.js";
 import { $, showBanner } from "./console/dom.js";
-import { refreshCampaign, renderErrors, startCampaignPage } from "./console/campaign.js";
+import { refreshCampaign, startCampaignPage } from "./console/campaign.js";
 import { startContacts } from "./console/contacts.js";
 import { renderList, startCreateForm } from "./console/list.js";
 import { renderOps } from "./console/ops.js";
 import { startPeople } from "./console/people.js";
-import { renderRetryCodes, startRetry } from "./console/retry.js";
+import { startRetry } from "./console/retry.js";
 import { startUpload } from "./console/upload.js";
 
 const POLL_MS = 2000;
@@ -66,12 +66,6 @@ async function refresh() {
   const jobs = [api("/ops/queues").then(renderOps)];
   if (campaignId !== null) {
     jobs.push(...refreshCampaign(campaignId));
-    jobs.push(
-      api("/campaigns/" + campaignId + "/errors").then((errors) => {
-        renderErrors(errors);
-        renderRetryCodes(errors);
-      })
-    );
   } else if (!peoplePage) {
     jobs.push(api("/campaigns").then(renderList));
   }

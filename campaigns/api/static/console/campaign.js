@@ -22,10 +22,13 @@ const SUPPRESSION = [
 
 let current = null;
 const listeners = [];
+const errorListeners = [];
 
 export const campaign = () => current;
 // Other parts of the page (upload, retry, contacts) follow the campaign's status.
 export const onCampaign = (listener) => listeners.push(listener);
+// ... and the campaign's platform errors (the retry form's codes).
+export const onErrors = (listener) => errorListeners.push(listener);
 
 // Contacts that can be sent: everything but rejected rows.
 export function summary(c) {
@@ -139,6 +142,7 @@ export function renderErrors(errors) {
   );
   $("errors-empty").hidden = errors.length > 0;
   $("errors-table").hidden = errors.length === 0;
+  for (const listener of errorListeners) listener(errors);
 }
 
 export function renderUploads(uploads) {

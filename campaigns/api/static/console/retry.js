@@ -1,7 +1,7 @@
 // Retry the failed: POST /campaigns/{id}/retry with states, reason codes, error codes.
 import { api } from "./api.js";
 import { $, el, num, say } from "./dom.js";
-import { onCampaign, renderCampaign } from "./campaign.js";
+import { onCampaign, onErrors, renderCampaign } from "./campaign.js";
 
 let campaignId = null;
 let shownCodes = "";
@@ -17,7 +17,7 @@ function counts(c) {
 
 // The platform error codes seen in the campaign, as checkboxes; rebuilt only when the set
 // changes, so a poll never takes a tick or the focus away.
-export function renderRetryCodes(errors) {
+function renderRetryCodes(errors) {
   const key = errors.map((e) => e.code).join(",");
   if (key === shownCodes) {
     for (const e of errors) {
@@ -88,4 +88,5 @@ export function startRetry(id) {
   campaignId = id;
   $("retry-form").addEventListener("submit", submit);
   onCampaign(counts);
+  onErrors(renderRetryCodes);
 }
