@@ -6,7 +6,7 @@ One campaign goes the whole way: created through the form, a file with good and 
 previewed and uploaded (bytes sent, then the server's rows, then the report), one contact
 removed while draft, started, paused, resumed, its counts followed until it completes; then
 a retry of the failed (the unavailable ones are skipped, with their count) and the person
-lookup's block and unblock. A screenshot of each page goes to ``tests/e2e/artifacts``.
+lookup's block, unblock, opt-out and removal. A screenshot of each page goes to ``tests/e2e/artifacts``.
 """
 
 from __future__ import annotations
@@ -176,9 +176,10 @@ def _retry_the_failed(page: Any) -> None:
     expect(result).to_contain_text(f"unavailable {len(UNAVAILABLE)}")
 
 
-def _block_and_unblock(page: Any, base: str) -> None:
+def _people_actions(console: ConsolePage, base: str) -> None:
     from playwright.sync_api import expect
 
+    page = console.page
     person = UNAVAILABLE[0]
     page.goto(f"{base}/dashboard/contacts")
     page.get_by_label(re.compile("^Phone")).fill(person)
@@ -195,6 +196,13 @@ def _block_and_unblock(page: Any, base: str) -> None:
     page.get_by_role("button", name="Unblock").click()
     expect(record.locator('tr[data-field="status"] td')).not_to_have_text("BLOCKED")
     expect(page.get_by_role("button", name="Block", exact=True)).to_be_enabled()
+    page.get_by_role("button", name="Opt out").click()
+    expect(record.locator('tr[data-field="opted_out"] td')).to_have_text("yes")
+    page.get_by_role("button", name="Remove record").click()
+    expect(page.locator("#person-result")).to_have_text("Record removed; the opt-out stays.")
+    expect(record.locator('tr[data-field="opted_out"] td')).to_have_text("yes")
+    questions = console.dialogs[-4:]
+    assert [q.split(" ", 1)[0] for q in questions] == ["Block", "Unblock", "Record", "Remove"]
 
 
 def test_an_operator_runs_a_campaign_from_the_console(
@@ -214,7 +222,7 @@ def test_an_operator_runs_a_campaign_from_the_console(
     _start_pause_resume(page, console)
     _follow_to_completion(page)
     _retry_the_failed(page)
-    _block_and_unblock(page, base)
+    _people_actions(console, base)
 
     # The API agrees with what the page showed.
     body = httpx.get(f"{base}/campaigns/{campaign_id}", headers=AUTH).json()
