@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from campaigns.api.contract import refused
 from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
 from campaigns.api.multipart import spool_multipart
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.refusals import RefusalKind
 from campaigns.domain.states import ContactState
 from campaigns.services import admin, campaign_contacts, uploads
 from campaigns.services import campaigns as campaign_service
@@ -20,7 +22,6 @@ from schemas.api import (
     CampaignCreate,
     CampaignOut,
     ContactPage,
-    Problem,
     RemoveBody,
     RemoveReport,
     StartBody,
@@ -76,10 +77,9 @@ def get_campaign(campaign_id: int, engine: EngineDep, rate_now: RateDep) -> Camp
     return campaign_service.get_campaign(engine, campaign_id, rate_now=rate_now)
 
 
-_REFUSED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_409_CONFLICT: {"model": Problem, "description": "illegal now; nothing changed"},
-    status.HTTP_404_NOT_FOUND: {"model": Problem},
-}
+_REFUSED = refused(
+    RefusalKind.CONFLICT, conflict="not allowed in the campaign's state; nothing changed"
+)
 
 
 @router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut, responses=_REFUSED)
@@ -146,6 +146,17 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadOut,
     openapi_extra=_UPLOAD_BODY,
+    responses=refused(
+        RefusalKind.BAD_FILE,
+        RefusalKind.TOO_LARGE,
+        RefusalKind.CONFLICT,
+        bad_file="the file's head is refused for its content, which the schema cannot show: "
+        "empty, binary, not UTF-8/UTF-16, no phone column, a template variable without its "
+        "column, more than MAX_CSV_COLUMNS fields, a NUL, a malformed multipart body "
+        "(`code` says which); nothing is kept",
+        too_large="over MAX_UPLOAD_BYTES, counted as it arrives (or by Content-Length)",
+        conflict="the campaign is not draft or paused (`upload_not_allowed`)",
+    ),
     summary="Upload a contact CSV (raw body or multipart field `file`); validated by a worker",
 )
 async def upload_contacts(
@@ -207,7 +218,14 @@ def get_upload(upload_id: int, engine: EngineDep) -> UploadOut:
 
 
 @router.post(
-    "/uploads/{upload_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=UploadOut
+    "/uploads/{upload_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadOut,
+    responses=refused(
+        RefusalKind.CONFLICT,
+        conflict="the upload is completed or refused (`upload_finished`), or its spooled "
+        "file is gone (`upload_file_gone`)",
+    ),
 )
 def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
     upload = uploads.mark_upload_for_retry(engine, upload_id)

@@ -18,8 +18,11 @@ from campaigns.runtime.stores import Runtime, resolve
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import tokens
 
+BEARER_SCHEME = "HTTPBearer"  # its name in /openapi.json's securitySchemes
 _bearer = HTTPBearer(
-    auto_error=False, description="a token from API_TOKENS or `wa-campaigns token create`"
+    scheme_name=BEARER_SCHEME,
+    auto_error=False,
+    description="a token from API_TOKENS or `wa-campaigns token create`",
 )
 
 
