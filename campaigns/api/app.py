@@ -12,6 +12,7 @@ from campaigns.api import (
     errors,
     profiles,
     registry,
+    retry,
     server,
     webhooks,
 )
@@ -36,6 +37,7 @@ def create_app() -> FastAPI:
     # Before the registry's: /contacts/schemas is not a /contacts/{phone}.
     app.include_router(profiles.router, dependencies=[Depends(require_token)])
     app.include_router(registry.router, dependencies=[Depends(require_token)])
+    app.include_router(retry.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.router, dependencies=[Depends(require_token)])
     app.include_router(dashboard.pages)
     app.include_router(webhooks.router)  # signed by the platform: no bearer token

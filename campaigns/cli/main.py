@@ -11,9 +11,19 @@ from collections.abc import Sequence
 
 import click
 
-from campaigns.cli import admin, campaigns, contacts, ops, output, profiles, tokens, uploads
+from campaigns.cli import (
+    admin,
+    campaigns,
+    contacts,
+    ops,
+    output,
+    profiles,
+    retry,
+    tokens,
+    uploads,
+)
 
-FEATURES = (campaigns, uploads, admin, contacts, profiles, tokens, ops)
+FEATURES = (campaigns, uploads, admin, retry, contacts, profiles, tokens, ops)
 
 SHELLS = ("bash", "zsh", "fish")
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from campaigns.domain.refusals import Refusal, RefusalKind
-from campaigns.domain.states import CAMPAIGN_TRANSITIONS, CampaignStatus
+from campaigns.domain.states import CAMPAIGN_TRANSITIONS, CampaignStatus, campaign_transition
 
 S = CampaignStatus
 
@@ -27,6 +27,7 @@ class Command(StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     REMOVE = "remove"
+    RETRY = "retry"
 
 
 # Which campaign statuses each command accepts, and where it leads.
@@ -37,6 +38,8 @@ _RULES: dict[Command, tuple[frozenset[CampaignStatus], CampaignStatus | None]] =
     Command.CANCEL: (frozenset({S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED}), S.CANCELLED),
     # Contacts are removed from campaigns that are not sending: not started yet, or paused.
     Command.REMOVE: (frozenset({S.DRAFT, S.SCHEDULED, S.PAUSED}), None),
+    # Failed contacts go back to the queue of a campaign that has run: see check_retry.
+    Command.RETRY: (frozenset({S.RUNNING, S.PAUSED, S.COMPLETED}), None),
 }
 
 
@@ -94,6 +97,15 @@ def check_cancel(status: CampaignStatus) -> CampaignStatus:
 
 def check_remove(status: CampaignStatus) -> None:
     _refuse_unless_allowed(Command.REMOVE, status)
+
+
+def check_retry(status: CampaignStatus) -> CampaignStatus | None:
+    """retry: a paused or completed campaign runs again (the status it moves to); a running
+    one stays running (None). Draft, scheduled and cancelled campaigns are refused."""
+    _refuse_unless_allowed(Command.RETRY, status)
+    if status is S.RUNNING:
+        return None
+    return campaign_transition(status, S.RUNNING)
 
 
 def check_upload(status: CampaignStatus) -> None:

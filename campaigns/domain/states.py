@@ -87,17 +87,25 @@ CONTACT_TRANSITIONS: Mapping[ContactState, frozenset[ContactState]] = {
     C.DELIVERED: frozenset({C.READ}),
     C.READ: frozenset(),
     C.DELIVERY_FAILED: frozenset(),
-    C.SENDING_FAILED: frozenset(),
-    C.ERROR: frozenset(),
+    # An operator's retry (``wa-campaigns retry``, ``POST /campaigns/{id}/retry``): the only
+    # way out of these two, never taken by dispatch or a webhook.
+    C.SENDING_FAILED: frozenset({C.RETRY_SCHEDULED}),
+    C.ERROR: frozenset({C.RETRY_SCHEDULED}),
     C.REMOVED: frozenset(),
     C.CANCELED_BY_ADMIN: frozenset(),
 }
 """In progress may also go straight to Delivered/Read/Delivery failed: a status webhook can
 settle an attempt whose worker died (or has not committed Sent yet) after the platform took it."""
 
+RETRYABLE_CONTACT_STATES: frozenset[ContactState] = frozenset({C.ERROR, C.SENDING_FAILED})
+"""The states an operator's retry moves back to Retry scheduled (and nothing else does)."""
+
 TERMINAL_CONTACT_STATES: frozenset[ContactState] = frozenset(
-    s for s, targets in CONTACT_TRANSITIONS.items() if not targets
+    s
+    for s, targets in CONTACT_TRANSITIONS.items()
+    if not targets or (s in RETRYABLE_CONTACT_STATES and targets == {C.RETRY_SCHEDULED})
 )
+"""Final for dispatch and webhooks: no transition leaves them but an operator's retry."""
 PENDING_CONTACT_STATES: frozenset[ContactState] = frozenset(
     {C.INITIAL, C.IN_PROGRESS, C.RETRY_SCHEDULED}
 )
@@ -124,7 +132,8 @@ CAMPAIGN_TRANSITIONS: Mapping[CampaignStatus, frozenset[CampaignStatus]] = {
     S.SCHEDULED: frozenset({S.RUNNING, S.DRAFT, S.CANCELLED}),
     S.RUNNING: frozenset({S.PAUSED, S.COMPLETED, S.CANCELLED}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.COMPLETED}),
-    S.COMPLETED: frozenset(),
+    # retry: failed contacts of a completed campaign are queued again.
+    S.COMPLETED: frozenset({S.RUNNING}),
     S.CANCELLED: frozenset(),
 }
 

@@ -54,6 +54,7 @@ def test_each_command_is_legal_exactly_where_the_rules_say(status: CampaignStatu
         "remove": (admin_rules.check_remove, {S.DRAFT, S.SCHEDULED, S.PAUSED}),
         "start": (start, {S.DRAFT}),
         "upload": (admin_rules.check_upload, {S.DRAFT, S.PAUSED}),
+        "retry": (admin_rules.check_retry, {S.RUNNING, S.PAUSED, S.COMPLETED}),
     }
     for name, (check, allowed) in cases.items():
         if status in allowed:
@@ -64,3 +65,21 @@ def test_each_command_is_legal_exactly_where_the_rules_say(status: CampaignStatu
             with pytest.raises(CommandRefused) as refused:
                 check(status)
             assert status.value in refused.value.message, name
+
+
+@pytest.mark.parametrize(
+    ("status", "target"),
+    [(S.COMPLETED, S.RUNNING), (S.PAUSED, S.RUNNING), (S.RUNNING, None)],
+)
+def test_retry_runs_the_campaign_again(
+    status: CampaignStatus, target: CampaignStatus | None
+) -> None:
+    assert admin_rules.check_retry(status) is target
+
+
+@pytest.mark.parametrize("status", [S.DRAFT, S.SCHEDULED, S.CANCELLED])
+def test_retry_is_refused_before_a_start_and_after_a_cancel(status: CampaignStatus) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        admin_rules.check_retry(status)
+    assert refused.value.code == "retry_not_allowed"
+    assert refused.value.kind.value == "conflict"

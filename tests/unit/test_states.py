@@ -8,6 +8,7 @@ from campaigns.domain.states import (
     CAMPAIGN_TRANSITIONS,
     CONTACT_TRANSITIONS,
     PENDING_CONTACT_STATES,
+    RETRYABLE_CONTACT_STATES,
     TERMINAL_CONTACT_STATES,
     CampaignStatus,
     ContactState,
@@ -87,3 +88,35 @@ def test_webhook_order_is_monotonic() -> None:
     assert C.DELIVERED in CONTACT_TRANSITIONS[C.SENT]
     assert C.READ in CONTACT_TRANSITIONS[C.DELIVERED]
     assert CONTACT_TRANSITIONS[C.READ] == frozenset()
+
+
+def test_only_an_operators_retry_leaves_error_and_sending_failed() -> None:
+    assert contact_transition(C.ERROR, C.RETRY_SCHEDULED) is C.RETRY_SCHEDULED
+    assert contact_transition(C.SENDING_FAILED, C.RETRY_SCHEDULED) is C.RETRY_SCHEDULED
+    assert {C.ERROR, C.SENDING_FAILED} == RETRYABLE_CONTACT_STATES
+    for state in RETRYABLE_CONTACT_STATES:
+        assert CONTACT_TRANSITIONS[state] == {C.RETRY_SCHEDULED}
+    # Nothing else that has ended comes back: a delivery failure was a message the platform
+    # took, a removed or cancelled contact was an operator's decision.
+    assert contact_sources(C.RETRY_SCHEDULED) == {C.IN_PROGRESS, C.ERROR, C.SENDING_FAILED}
+    assert RETRYABLE_CONTACT_STATES <= TERMINAL_CONTACT_STATES  # final for dispatch, webhooks
+
+
+@pytest.mark.parametrize(
+    "target", [C.SENT, C.DELIVERED, C.READ, C.DELIVERY_FAILED, C.IN_PROGRESS, C.INITIAL]
+)
+@pytest.mark.parametrize("failed", [C.ERROR, C.SENDING_FAILED])
+def test_a_failed_contact_goes_nowhere_but_retry_scheduled(
+    failed: ContactState, target: ContactState
+) -> None:
+    with pytest.raises(IllegalTransition):
+        contact_transition(failed, target)
+
+
+def test_a_completed_campaign_may_run_again_and_nothing_else() -> None:
+    assert campaign_transition(S.COMPLETED, S.RUNNING) is S.RUNNING
+    assert CAMPAIGN_TRANSITIONS[S.COMPLETED] == {S.RUNNING}
+    assert CAMPAIGN_TRANSITIONS[S.CANCELLED] == frozenset()
+    for target in (S.PAUSED, S.CANCELLED, S.DRAFT, S.SCHEDULED):
+        with pytest.raises(IllegalTransition):
+            campaign_transition(S.COMPLETED, target)
