@@ -7,17 +7,22 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from functools import lru_cache
+from typing import Annotated, Any, cast
+from zoneinfo import available_timezones
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     ValidationInfo,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from campaigns.domain.parameters import invalid_parameter_name
 from campaigns.domain.send_window import (
@@ -38,8 +43,12 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
 
 BIGINT_MAX = 2**63 - 1
-"""Ids are Postgres bigints: a larger number can name nothing (422, not a database error)."""
-BigintId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+MAX_ID = 2**53 - 1
+"""The largest id the API takes (in a path, a query or a body): a larger number can name
+nothing, and is a 422, never a database error. Ids are Postgres bigints counting from 1;
+2**53 - 1 is the largest integer a JSON number holds exactly in every client (JavaScript's
+MAX_SAFE_INTEGER), so the published ``maximum`` means the same to every validator."""
+Id = Annotated[StrictInt, Field(ge=-MAX_ID, le=MAX_ID)]
 
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -56,23 +65,76 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-PlainText = Annotated[str, AfterValidator(_no_control_chars)]
+PlainText = Annotated[
+    str,
+    AfterValidator(_no_control_chars),
+    # Published as a pattern (the same rule) so that a client's validator refuses them too.
+    Field(json_schema_extra={"pattern": CONTROL_CHARS_PATTERN}),
+]
 """One line of text: no NUL, newline or other control character."""
 
 
-class CampaignCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# The send window's shape, published and enforced alike (explicit classes: a validator's \\d
+# or \\s may be Unicode-wide); the times themselves are checked by parse_window: 24:00 is
+# midnight at the end of the day, and a start equal to its end is refused.
+_CLOCK = "([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00"
+WINDOW_PATTERN = f"^ *({_CLOCK}) *[-\u2013] *({_CLOCK}) *$"
 
-    name: Annotated[
-        PlainText, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)
+
+@lru_cache(maxsize=1)
+def window_zones() -> list[str]:
+    """The zones a send window takes: IANA names with a region (``Europe/Berlin``) and UTC."""
+    return sorted(z for z in available_timezones() if "/" in z or z == "UTC")
+
+
+_ZONE_SCHEMA = cast("JsonDict", {"anyOf": [{"enum": window_zones()}, {"type": "null"}]})
+
+# The rule the schema can express: a window and its zone come together, or neither.
+_WINDOW_NEEDS_ZONE: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["send_window", "send_window_tz"],
+            "properties": {"send_window": {"type": "string"}, "send_window_tz": {"type": "string"}},
+        },
+        {"properties": {"send_window": {"type": "null"}, "send_window_tz": {"type": "null"}}},
     ]
+}
+
+
+# What str.strip() removes (besides the control characters, refused anyway): a name of only
+# these is blank. Spelled out, as a validator's \\s differs from Python's.
+_SPACES = "\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = f"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f{_SPACES}][^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _stripped(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+CampaignName = Annotated[
+    str,
+    StringConstraints(max_length=200),
+    AfterValidator(_no_control_chars),
+    AfterValidator(_stripped),
+    Field(json_schema_extra={"pattern": NAME_PATTERN}),
+]
+"""At most 200 characters as sent, no control character, not blank; stored stripped."""
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_WINDOW_NEEDS_ZONE)
+
+    name: CampaignName
     template: PlainText | None = Field(None, description="approved WhatsApp template name")
     language: PlainText = Field("en", description="template language code")
     region: RegionCode = Field(description="default region for numbers without a country code")
     body_variables: list[PlainText] = Field(
         default_factory=list, description="CSV columns that fill the template body, in order"
     )
-    named_variables: bool = Field(
+    named_variables: StrictBool = Field(
         False,
         description="the template uses named variables ({{first_name}}): each body variable is "
         "sent with its name as parameter_name, so body_variables must be the template's names "
@@ -82,25 +144,27 @@ class CampaignCreate(BaseModel):
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
     rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
-    max_attempts: int = Field(5, ge=1, le=20)
-    send_window: str | None = Field(
+    max_attempts: StrictInt = Field(5, ge=1, le=20)
+    send_window: Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)] | None = Field(
         None,
         description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
-        "midnight: 22:00-06:00); null: no window",
+        "midnight: 22:00-06:00; start and end must differ); null: no window. Needs "
+        "send_window_tz",
         examples=["09:00-20:00"],
     )
     send_window_tz: str | None = Field(
         None,
         description="IANA zone (Europe/Berlin) for numbers whose own zones do not settle the "
-        "window; required with send_window",
+        "window; required with send_window, and only with it",
         validate_default=True,  # so that a window without a zone is refused
+        json_schema_extra=_ZONE_SCHEMA,
     )
-    require_opt_in: bool = Field(
+    require_opt_in: StrictBool = Field(
         False,
         description="refuse people without an opt-in in the contact registry (or in the "
         "upload's opted_in column) as invalid_record not_opted_in",
     )
-    check_contacts: bool = Field(
+    check_contacts: StrictBool = Field(
         False,
         description="check every valid contact (POST {WHATSAPP_CONTACTS_URL}/v1/contacts, rate "
         "limited per sender) before the first send; invalid ones end sending_failed "
@@ -139,6 +203,8 @@ class CampaignCreate(BaseModel):
         if info.data["send_window"] is None:
             raise WindowError("send_window_tz is only used with a send_window")
         check_zone(value)
+        if value not in window_zones():
+            raise WindowError(f"unknown time zone {value!r}: use an IANA name like Europe/Berlin")
         return value
 
     def window(self) -> SendWindow | None:
@@ -250,7 +316,7 @@ class StartBody(BaseModel):
 class RemoveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_ids: list[BigintId] = Field(default_factory=list, max_length=10_000)
+    contact_ids: list[Id] = Field(default_factory=list, max_length=10_000)
     phones: list[PlainText] = Field(default_factory=list, max_length=10_000)
 
 

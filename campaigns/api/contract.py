@@ -17,14 +17,17 @@ A description a route gives wins over the defaults.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.api.deps import BEARER_SCHEME as _BEARER
-from campaigns.api.errors import STATUS_OF_KIND
+from campaigns.api.errors import STATUS_OF_KIND, http_exception_response
 from campaigns.domain.refusals import RefusalKind
 from schemas.api import Problem
 
@@ -81,6 +84,35 @@ def document_refusals(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented hook
 
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # registered for 405 only
+        allowed = allowed_methods(openapi(), request.url.path)
+        return http_exception_response(exc, {"Allow": allowed} if allowed else None)
+
+    # The router names the methods of the first route whose path matched; a path with several
+    # routes (GET and POST /campaigns) allows all of theirs, as published.
+    app.add_exception_handler(405, method_not_allowed)
+
+
+def allowed_methods(schema: Mapping[str, Any], path: str) -> str | None:
+    """``Allow`` for ``path``: the methods of its most specific published path template
+    (``/contacts/schemas`` before ``/contacts/{phone}``); None when none matches."""
+    matches = [
+        (template.count("{"), item)
+        for template, item in schema.get("paths", {}).items()
+        if _template_regex(template).fullmatch(path)
+    ]
+    if not matches:
+        return None
+    _, item = min(matches, key=lambda match: match[0])
+    return ", ".join(sorted(m.upper() for m in item if m in _METHODS))
+
+
+@lru_cache(maxsize=256)
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
 
 def complete(schema: dict[str, Any]) -> None:
     """Adds the implied refusals to every operation of an OpenAPI document, in place."""
@@ -93,7 +125,7 @@ def complete(schema: dict[str, Any]) -> None:
             if method not in _METHODS:
                 continue
             responses = operation.setdefault("responses", {})
-            for status, entry in refused(*_implied(operation)).items():
+            for status, entry in _implied(operation).items():
                 if str(status) not in responses or _is_framework_422(responses[str(status)]):
                     responses[str(status)] = _as_openapi(entry)
     if "HTTPValidationError" not in json.dumps(schema.get("paths", {})):
@@ -104,14 +136,19 @@ def complete(schema: dict[str, Any]) -> None:
 _METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
 
 
-def _implied(operation: Mapping[str, Any]) -> Iterator[RefusalKind]:
+def _implied(operation: Mapping[str, Any]) -> Responses:
     parameters = operation.get("parameters", [])
+    kinds, when = [], {}
     if any(_BEARER in requirement for requirement in operation.get("security", [])):
-        yield RefusalKind.UNAUTHENTICATED
+        kinds.append(RefusalKind.UNAUTHENTICATED)
     if parameters or "requestBody" in operation:
-        yield RefusalKind.INVALID
+        kinds.append(RefusalKind.INVALID)
     if any(p.get("in") == "path" for p in parameters):
-        yield RefusalKind.NOT_FOUND
+        kinds.append(RefusalKind.NOT_FOUND)
+    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+        kinds.append(RefusalKind.BAD_FILE)  # the framework's 400 for a body it cannot decode
+        when[RefusalKind.BAD_FILE.value] = "the body cannot be read as UTF-8 JSON (`bad_request`)"
+    return refused(*kinds, **when)
 
 
 def _as_openapi(entry: Mapping[str, Any]) -> dict[str, Any]:
