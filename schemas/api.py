@@ -14,6 +14,7 @@ from zoneinfo import available_timezones
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -48,7 +49,20 @@ MAX_ID = 2**53 - 1
 nothing, and is a 422, never a database error. Ids are Postgres bigints counting from 1;
 2**53 - 1 is the largest integer a JSON number holds exactly in every client (JavaScript's
 MAX_SAFE_INTEGER), so the published ``maximum`` means the same to every validator."""
-Id = Annotated[StrictInt, Field(ge=-MAX_ID, le=MAX_ID)]
+
+
+def integral(value: object) -> object:
+    """JSON Schema's integer: 497.0 is one (a float without a fraction); "497" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(integral)]
+"""An integer as JSON Schema has it: what the published ``"type": "integer"`` takes, no more.
+Bounds go before the validator (see ``Id``), or pydantic cannot publish them as
+minimum/maximum."""
+Id = Annotated[int, Field(strict=True, ge=-MAX_ID, le=MAX_ID), BeforeValidator(integral)]
 
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -88,6 +102,8 @@ def window_zones() -> list[str]:
 
 
 _ZONE_SCHEMA = cast("JsonDict", {"anyOf": [{"enum": window_zones()}, {"type": "null"}]})
+
+WindowText = Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})]
 
 # The rule the schema can express: a window and its zone come together, or neither.
 _WINDOW_NEEDS_ZONE: dict[str, Any] = {
@@ -144,13 +160,15 @@ class CampaignCreate(BaseModel):
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
     rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
-    max_attempts: StrictInt = Field(5, ge=1, le=20)
-    send_window: Annotated[str, StringConstraints(pattern=WINDOW_PATTERN)] | None = Field(
-        None,
-        description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
-        "midnight: 22:00-06:00; start and end must differ); null: no window. Needs "
-        "send_window_tz",
-        examples=["09:00-20:00"],
+    max_attempts: JsonInt = Field(5, ge=1, le=20)
+    send_window: Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})] | None = (
+        Field(
+            None,
+            description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
+            "midnight: 22:00-06:00; start and end must differ); null: no window. Needs "
+            "send_window_tz",
+            examples=["09:00-20:00"],
+        )
     )
     send_window_tz: str | None = Field(
         None,
@@ -186,7 +204,10 @@ class CampaignCreate(BaseModel):
     def _window_format(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return format_window(*parse_window(value))  # a WindowError is a 422 / exit 2
+        window = parse_window(value)  # a WindowError is a 422 / exit 2
+        if re.fullmatch(WINDOW_PATTERN, value) is None:  # the published shape, no wider
+            raise WindowError(f"send window {value!r} is not HH:MM-HH:MM, e.g. 09:00-20:00")
+        return format_window(*window)
 
     @field_validator("send_window_tz")
     @classmethod

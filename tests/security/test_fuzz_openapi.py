@@ -57,7 +57,9 @@ CONFIG: dict[str, Any] = {
     "seed": SEED,
     "suppress-health-check": ["all"],
     "checks": {"enabled": True},
-    "generation": {"deterministic": True, "database": "none"},
+    # Unknown query parameters are ignored, as HTTP APIs do (and the dashboard's cache
+    # busters need): not generated.
+    "generation": {"deterministic": True, "database": "none", "allow-extra-parameters": False},
     "operations": [
         # Signed by the platform, not by our token: their own suite (tests/security/test_inputs.py).
         {"include-path": "/webhooks/whatsapp", "enabled": False},
@@ -68,6 +70,20 @@ CONFIG: dict[str, Any] = {
 SCHEMA = schemathesis.openapi.from_dict(
     create_app().openapi(), config=SchemathesisConfig.from_dict(CONFIG)
 )
+
+
+@SCHEMA.hook("filter_failure")
+def _window_start_equals_end(
+    context: Any, failure: Any, case: schemathesis.Case[Any], response: Any
+) -> bool:
+    """The one rule of POST /campaigns its schema describes but cannot express (JSON Schema
+    has no back-references): a send window whose start equals its end (09:00-09:00,
+    00:00-24:00) is refused. Only that refusal is dropped; every other failure is kept."""
+    return not (
+        case.operation.label == "POST /campaigns"
+        and response.status_code == 422
+        and "start and end are equal" in response.text
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +112,14 @@ def seeded(db: Engine, base_url: str) -> dict[str, int]:
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_the_api_holds_its_published_contract(
-    case: schemathesis.Case, base_url: str, seeded: dict[str, int]
+    case: schemathesis.Case[Any], base_url: str, seeded: dict[str, int]
 ) -> None:
     case.call_and_validate(base_url=base_url, headers=AUTH, timeout=30)
