@@ -27,8 +27,8 @@ TASK_MODULES = ["workers.ingest", "workers.dispatch", "workers.webhooks", "worke
 
 # Periodic work (one `celery beat` per deployment). Each entry is cheap when idle.
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    # Starts due scheduled campaigns, keeps one dispatch loop alive per running campaign,
-    # settles expired leases, completes campaigns with nothing left to send.
+    # Starts due scheduled campaigns, wakes the dispatchers (one per dispatch worker
+    # process), settles expired leases, completes campaigns with nothing left to send.
     "dispatch-tick": {"task": "workers.dispatch.tick", "schedule": 1.0},
     # Applies inbox rows whose first try did not match (unknown wamid yet) and stragglers.
     "webhooks-sweep": {"task": "workers.webhooks.sweep_inbox", "schedule": 2.0},

@@ -1,4 +1,4 @@
-"""Ingest tasks: thin adapters around campaigns.services.campaigns.run_ingest."""
+"""Ingest tasks: thin adapters around campaigns.services.uploads.run_ingest."""
 
 from __future__ import annotations
 

@@ -50,6 +50,11 @@ def campaign_group() -> None:
     is_flag=True,
     help="Check every valid contact before the first send (not on WhatsApp: no send).",
 )
+@click.option(
+    "--named-variables",
+    is_flag=True,
+    help="The template names its variables ({{first_name}}): each is sent by its column name.",
+)
 @output.json_option
 def create(
     name: str,
@@ -64,6 +69,7 @@ def create(
     send_window_tz: str | None,
     require_opt_in: bool,
     check_contacts: bool,
+    named_variables: bool,
 ) -> None:
     """Create a draft campaign."""
     from pydantic import ValidationError
@@ -87,6 +93,7 @@ def create(
             send_window_tz=send_window_tz,
             require_opt_in=require_opt_in,
             check_contacts=check_contacts,
+            named_variables=named_variables,
         )
     except ValidationError as exc:
         raise Refusal("invalid_campaign", validation_message(exc.errors())) from exc

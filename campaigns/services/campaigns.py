@@ -1,4 +1,5 @@
-"""Use cases. Each owns its transactions; none calls the network inside one."""
+"""Campaign use cases: create, read and list (with counts, held sends and ETA). Each owns its
+transactions; none calls the network inside one."""
 
 from __future__ import annotations
 

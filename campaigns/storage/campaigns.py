@@ -1,4 +1,5 @@
-"""All SQL of the project. Functions take a Connection and never commit; services own that."""
+"""SQL of campaign rows and their status changes. Functions take a Connection and never
+commit; services own that."""
 
 from __future__ import annotations
 

@@ -478,3 +478,23 @@ def test_a_closed_pipe_ends_the_export_quietly(db: Engine) -> None:
     assert code == 141, export.stderr.read().decode()  # as a shell reports SIGPIPE
     assert head.stdout.decode().startswith("line,phone_raw,phone_e164")
     assert export.stderr.read() == b""
+
+
+def test_campaign_create_with_named_variables(
+    db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, campaign = run(
+        capsys,
+        "campaign", "create", "--name", "n", "--region", "DE",
+        "--variables", "first_name,order_id", "--named-variables", "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert campaign["named_variables"] is True
+    assert campaign["body_variables"] == ["first_name", "order_id"]
+
+    code = main(
+        ["campaign", "create", "--name", "n", "--region", "DE",
+         "--variables", "First Name", "--named-variables"]
+    )  # fmt: skip
+    assert code != 0
+    assert "named variables must be lowercase" in capsys.readouterr().err
