@@ -21,6 +21,7 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.config import JsonDict
@@ -105,14 +106,33 @@ _ZONE_SCHEMA = cast("JsonDict", {"anyOf": [{"enum": window_zones()}, {"type": "n
 
 WindowText = Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})]
 
-# The rule the schema can express: a window and its zone come together, or neither.
-_WINDOW_NEEDS_ZONE: dict[str, Any] = {
-    "anyOf": [
+# The cross-field rules the schema can express: a window and its zone come together, or
+# neither; named variables are lowercase letters, digits and _ (as the validator checks).
+_CROSS_FIELD: dict[str, Any] = {
+    "allOf": [
         {
-            "required": ["send_window", "send_window_tz"],
-            "properties": {"send_window": {"type": "string"}, "send_window_tz": {"type": "string"}},
+            "anyOf": [
+                {
+                    "required": ["send_window", "send_window_tz"],
+                    "properties": {
+                        "send_window": {"type": "string"},
+                        "send_window_tz": {"type": "string"},
+                    },
+                },
+                {
+                    "properties": {
+                        "send_window": {"type": "null"},
+                        "send_window_tz": {"type": "null"},
+                    }
+                },
+            ]
         },
-        {"properties": {"send_window": {"type": "null"}, "send_window_tz": {"type": "null"}}},
+        {
+            "anyOf": [
+                {"properties": {"named_variables": {"const": False}}},
+                {"properties": {"body_variables": {"items": {"pattern": "^[a-z0-9_]+$"}}}},
+            ]
+        },
     ]
 }
 
@@ -140,8 +160,24 @@ CampaignName = Annotated[
 """At most 200 characters as sent, no control character, not blank; stored stripped."""
 
 
+def _number(value: object) -> object:
+    """A JSON number only: "80" and true are not (the schema says number)."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number")
+    return value
+
+
+# Stored as numeric(8, 2): below 0.01 would round to a rate of 0.
+Rate = Annotated[
+    Decimal,
+    Field(ge=Decimal("0.01"), le=1000),
+    BeforeValidator(_number),
+    WithJsonSchema({"type": "number", "minimum": 0.01, "maximum": 1000}),
+]
+
+
 class CampaignCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_WINDOW_NEEDS_ZONE)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_CROSS_FIELD)
 
     name: CampaignName
     template: PlainText | None = Field(None, description="approved WhatsApp template name")
@@ -159,7 +195,9 @@ class CampaignCreate(BaseModel):
     phone_number_id: PlainText | None = Field(
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
-    rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
+    rate_per_s: Rate = Field(
+        Decimal(80), description="messages per second at most", json_schema_extra={"default": 80}
+    )
     max_attempts: JsonInt = Field(5, ge=1, le=20)
     send_window: Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})] | None = (
         Field(

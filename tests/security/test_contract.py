@@ -67,13 +67,15 @@ def test_refusals_the_use_cases_raise_are_documented() -> None:
 
 def test_the_send_window_rule_is_in_the_schema() -> None:
     body = create_app().openapi()["components"]["schemas"]["CampaignCreate"]
-    both, neither = body["anyOf"]
+    window, names = body["allOf"]
+    both, neither = window["anyOf"]
     assert set(both["required"]) == {"send_window", "send_window_tz"}
     assert neither["properties"]["send_window_tz"] == {"type": "null"}
     zones = body["properties"]["send_window_tz"]["anyOf"][0]["enum"]
     assert "Europe/Berlin" in zones and "EST" not in zones
     assert "pattern" in body["properties"]["send_window"]["anyOf"][0]
     assert "pattern" in body["properties"]["name"]
+    assert names["anyOf"][0] == {"properties": {"named_variables": {"const": False}}}
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,17 @@ def test_the_largest_id_is_a_plain_404(api: TestClient) -> None:
         ("/campaigns", {"name": " \u3000 ", "region": "DE"}),
         ("/campaigns", {"name": "ok", "region": "DE", "max_attempts": "5"}),
         ("/campaigns", {"name": "ok", "region": "DE", "require_opt_in": 0}),
+        ("/campaigns", {"name": "ok", "region": "DE", "rate_per_s": "80"}),
+        ("/campaigns", {"name": "ok", "region": "DE", "rate_per_s": 0.001}),  # would round to 0
+        (
+            "/campaigns",
+            {
+                "name": "ok",
+                "region": "DE",
+                "named_variables": True,
+                "body_variables": ["First Name"],
+            },
+        ),
         ("/campaigns", {"name": "ok", "region": "DE", "body_variables": ["a\x00b"]}),
         ("/campaigns", {"name": "ok", "region": "DE", "send_window": "\u0661:00-20:00"}),
         ("/contacts/check", {"contacts": [], "force_check": 0}),
