@@ -7,17 +7,24 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from functools import lru_cache
+from typing import Annotated, Any, cast
+from zoneinfo import available_timezones
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
+from pydantic.config import JsonDict
 
 from campaigns.domain.parameters import invalid_parameter_name
 from campaigns.domain.send_window import (
@@ -38,8 +45,25 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True)]
 
 BIGINT_MAX = 2**63 - 1
-"""Ids are Postgres bigints: a larger number can name nothing (422, not a database error)."""
-BigintId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+MAX_ID = 2**53 - 1
+"""The largest id the API takes (in a path, a query or a body): a larger number can name
+nothing, and is a 422, never a database error. Ids are Postgres bigints counting from 1;
+2**53 - 1 is the largest integer a JSON number holds exactly in every client (JavaScript's
+MAX_SAFE_INTEGER), so the published ``maximum`` means the same to every validator."""
+
+
+def integral(value: object) -> object:
+    """JSON Schema's integer: 497.0 is one (a float without a fraction); "497" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(integral)]
+"""An integer as JSON Schema has it: what the published ``"type": "integer"`` takes, no more.
+Bounds go before the validator (see ``Id``), or pydantic cannot publish them as
+minimum/maximum."""
+Id = Annotated[int, Field(strict=True, ge=-MAX_ID, le=MAX_ID), BeforeValidator(integral)]
 
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -56,23 +80,113 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-PlainText = Annotated[str, AfterValidator(_no_control_chars)]
+PlainText = Annotated[
+    str,
+    AfterValidator(_no_control_chars),
+    # Published as a pattern (the same rule) so that a client's validator refuses them too.
+    Field(json_schema_extra={"pattern": CONTROL_CHARS_PATTERN}),
+]
 """One line of text: no NUL, newline or other control character."""
 
 
-class CampaignCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# The send window's shape, published and enforced alike (explicit classes: a validator's \\d
+# or \\s may be Unicode-wide); the times themselves are checked by parse_window: 24:00 is
+# midnight at the end of the day, and a start equal to its end is refused.
+_CLOCK = "([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00"
+WINDOW_PATTERN = f"^ *({_CLOCK}) *[-\u2013] *({_CLOCK}) *$"
 
-    name: Annotated[
-        PlainText, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)
+
+@lru_cache(maxsize=1)
+def window_zones() -> list[str]:
+    """The zones a send window takes: IANA names with a region (``Europe/Berlin``) and UTC."""
+    return sorted(z for z in available_timezones() if "/" in z or z == "UTC")
+
+
+_ZONE_SCHEMA = cast("JsonDict", {"anyOf": [{"enum": window_zones()}, {"type": "null"}]})
+
+WindowText = Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})]
+
+# The cross-field rules the schema can express: a window and its zone come together, or
+# neither; named variables are lowercase letters, digits and _ (as the validator checks).
+_CROSS_FIELD: dict[str, Any] = {
+    "allOf": [
+        {
+            "anyOf": [
+                {
+                    "required": ["send_window", "send_window_tz"],
+                    "properties": {
+                        "send_window": {"type": "string"},
+                        "send_window_tz": {"type": "string"},
+                    },
+                },
+                {
+                    "properties": {
+                        "send_window": {"type": "null"},
+                        "send_window_tz": {"type": "null"},
+                    }
+                },
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"named_variables": {"const": False}}},
+                {"properties": {"body_variables": {"items": {"pattern": "^[a-z0-9_]+$"}}}},
+            ]
+        },
     ]
+}
+
+
+# What str.strip() removes (besides the control characters, refused anyway): a name of only
+# these is blank. Spelled out, as a validator's \\s differs from Python's.
+_SPACES = "\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NAME_PATTERN = f"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f{_SPACES}][^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _stripped(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+CampaignName = Annotated[
+    str,
+    StringConstraints(max_length=200),
+    AfterValidator(_no_control_chars),
+    AfterValidator(_stripped),
+    Field(json_schema_extra={"pattern": NAME_PATTERN}),
+]
+"""At most 200 characters as sent, no control character, not blank; stored stripped."""
+
+
+def _number(value: object) -> object:
+    """A JSON number only: "80" and true are not (the schema says number)."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number")
+    return value
+
+
+# Stored as numeric(8, 2): below 0.01 would round to a rate of 0.
+Rate = Annotated[
+    Decimal,
+    Field(ge=Decimal("0.01"), le=1000),
+    BeforeValidator(_number),
+    WithJsonSchema({"type": "number", "minimum": 0.01, "maximum": 1000}),
+]
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_CROSS_FIELD)
+
+    name: CampaignName
     template: PlainText | None = Field(None, description="approved WhatsApp template name")
     language: PlainText = Field("en", description="template language code")
     region: RegionCode = Field(description="default region for numbers without a country code")
     body_variables: list[PlainText] = Field(
         default_factory=list, description="CSV columns that fill the template body, in order"
     )
-    named_variables: bool = Field(
+    named_variables: StrictBool = Field(
         False,
         description="the template uses named variables ({{first_name}}): each body variable is "
         "sent with its name as parameter_name, so body_variables must be the template's names "
@@ -81,26 +195,32 @@ class CampaignCreate(BaseModel):
     phone_number_id: PlainText | None = Field(
         None, description="sender; default WHATSAPP_PHONE_NUMBER_ID"
     )
-    rate_per_s: Decimal = Field(Decimal(80), gt=0, le=1000)
-    max_attempts: int = Field(5, ge=1, le=20)
-    send_window: str | None = Field(
-        None,
-        description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
-        "midnight: 22:00-06:00); null: no window",
-        examples=["09:00-20:00"],
+    rate_per_s: Rate = Field(
+        Decimal(80), description="messages per second at most", json_schema_extra={"default": 80}
+    )
+    max_attempts: JsonInt = Field(5, ge=1, le=20)
+    send_window: Annotated[str, Field(json_schema_extra={"pattern": WINDOW_PATTERN})] | None = (
+        Field(
+            None,
+            description="daily window in the recipient's local time, HH:MM-HH:MM (may wrap "
+            "midnight: 22:00-06:00; start and end must differ); null: no window. Needs "
+            "send_window_tz",
+            examples=["09:00-20:00"],
+        )
     )
     send_window_tz: str | None = Field(
         None,
         description="IANA zone (Europe/Berlin) for numbers whose own zones do not settle the "
-        "window; required with send_window",
+        "window; required with send_window, and only with it",
         validate_default=True,  # so that a window without a zone is refused
+        json_schema_extra=_ZONE_SCHEMA,
     )
-    require_opt_in: bool = Field(
+    require_opt_in: StrictBool = Field(
         False,
         description="refuse people without an opt-in in the contact registry (or in the "
         "upload's opted_in column) as invalid_record not_opted_in",
     )
-    check_contacts: bool = Field(
+    check_contacts: StrictBool = Field(
         False,
         description="check every valid contact (POST {WHATSAPP_CONTACTS_URL}/v1/contacts, rate "
         "limited per sender) before the first send; invalid ones end sending_failed "
@@ -122,7 +242,10 @@ class CampaignCreate(BaseModel):
     def _window_format(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        return format_window(*parse_window(value))  # a WindowError is a 422 / exit 2
+        window = parse_window(value)  # a WindowError is a 422 / exit 2
+        if re.fullmatch(WINDOW_PATTERN, value) is None:  # the published shape, no wider
+            raise WindowError(f"send window {value!r} is not HH:MM-HH:MM, e.g. 09:00-20:00")
+        return format_window(*window)
 
     @field_validator("send_window_tz")
     @classmethod
@@ -139,6 +262,8 @@ class CampaignCreate(BaseModel):
         if info.data["send_window"] is None:
             raise WindowError("send_window_tz is only used with a send_window")
         check_zone(value)
+        if value not in window_zones():
+            raise WindowError(f"unknown time zone {value!r}: use an IANA name like Europe/Berlin")
         return value
 
     def window(self) -> SendWindow | None:
@@ -285,7 +410,7 @@ class StartBody(BaseModel):
 class RemoveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    contact_ids: list[BigintId] = Field(default_factory=list, max_length=10_000)
+    contact_ids: list[Id] = Field(default_factory=list, max_length=10_000)
     phones: list[PlainText] = Field(default_factory=list, max_length=10_000)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from campaigns.domain.contact_checks import CheckStatus
 
@@ -139,7 +139,7 @@ class CheckBody(BaseModel):
     blocking: Literal["wait", "no_wait"] = "no_wait"
     # Anything: an item that is no phone number is "failed" on its own, never the list.
     contacts: list[Any] = Field(max_length=MAX_CHECK)
-    force_check: bool = False
+    force_check: StrictBool = False
 
 
 class CheckItem(BaseModel):

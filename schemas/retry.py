@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from campaigns.domain.registry import Suppression
 from campaigns.domain.retry import INT4_MAX, MAX_FILTER_ITEMS
-from schemas.api import CampaignOut
+from schemas.api import CampaignOut, integral
 
 RetryState = Literal["error", "sending_failed"]
-ErrorCode = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX)]
+ErrorCode = Annotated[int, Field(strict=True, ge=0, le=INT4_MAX), BeforeValidator(integral)]
 
 
 class RetryBody(BaseModel):
@@ -35,7 +35,7 @@ class RetryBody(BaseModel):
         max_length=MAX_FILTER_ITEMS,
         description="only contacts whose platform error code is one of these (e.g. 131049)",
     )
-    include_unknown: bool = Field(
+    include_unknown: StrictBool = Field(
         False,
         description="also retry Error 'outcome unknown' contacts: the platform may already "
         "have delivered them (the answer then carries a warning)",

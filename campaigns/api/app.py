@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI
 
 from campaigns.api import (
     campaigns,
+    contract,
     dashboard,
     docs,
     errors,
@@ -46,4 +47,5 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     errors.install(app)  # one {code, message} shape for every refusal
+    contract.document_refusals(app)  # ... and every refusal published per operation
     return app

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from campaigns.api.deps import EngineDep, FlagsDep, RateDep, RuntimeDep
+from campaigns.api.contract import refused
+from campaigns.api.deps import CampaignId, EngineDep, FlagsDep, RateDep, RuntimeDep, UploadId
 from campaigns.api.multipart import spool_multipart
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
+from campaigns.domain.refusals import RefusalKind
 from campaigns.domain.states import ContactState
 from campaigns.domain.upload_preview import MAX_PREVIEW_ROWS, PREVIEW_ROWS
 from campaigns.services import admin, campaign_contacts, uploads
 from campaigns.services import campaigns as campaign_service
 from schemas.api import (
-    BIGINT_MAX,
     CONTROL_CHARS_PATTERN,
+    MAX_ID,
     CampaignCreate,
     CampaignOut,
     ContactPage,
-    Problem,
     RemoveBody,
     RemoveReport,
     StartBody,
@@ -34,9 +35,9 @@ router = APIRouter()
 StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
 # A query value stored as text: no NUL or other control character (Postgres refuses NUL).
 OneLine = Annotated[str | None, Query(max_length=255, pattern=CONTROL_CHARS_PATTERN)]
-AfterId = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="the last id of the page before")]
+AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="the last id of the page before")]
 UploadFilter = Annotated[
-    int | None, Query(ge=0, le=BIGINT_MAX, description="only the rows of this upload")
+    int | None, Query(ge=0, le=MAX_ID, description="only the rows of this upload")
 ]
 
 
@@ -61,7 +62,7 @@ def list_campaigns(
     response: Response,
     after_id: Annotated[
         int | None,
-        Query(ge=0, le=BIGINT_MAX, description="the last id of the page before (older follow)"),
+        Query(ge=0, le=MAX_ID, description="the last id of the page before (older follow)"),
     ] = None,
     limit: Annotated[
         int, Query(ge=1, le=campaign_service.MAX_PAGE)
@@ -77,19 +78,18 @@ def list_campaigns(
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-def get_campaign(campaign_id: int, engine: EngineDep, rate_now: RateDep) -> CampaignOut:
+def get_campaign(campaign_id: CampaignId, engine: EngineDep, rate_now: RateDep) -> CampaignOut:
     return campaign_service.get_campaign(engine, campaign_id, rate_now=rate_now)
 
 
-_REFUSED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_409_CONFLICT: {"model": Problem, "description": "illegal now; nothing changed"},
-    status.HTTP_404_NOT_FOUND: {"model": Problem},
-}
+_REFUSED = refused(
+    RefusalKind.CONFLICT, conflict="not allowed in the campaign's state; nothing changed"
+)
 
 
 @router.post("/campaigns/{campaign_id}/start", response_model=CampaignOut, responses=_REFUSED)
 def start_campaign(
-    campaign_id: int, engine: EngineDep, flags: FlagsDep, body: StartBody | None = None
+    campaign_id: CampaignId, engine: EngineDep, flags: FlagsDep, body: StartBody | None = None
 ) -> CampaignOut:
     """Draft -> running now, or -> scheduled when `at` is in the future."""
     from workers.dispatch import wake_dispatch
@@ -100,13 +100,13 @@ def start_campaign(
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignOut, responses=_REFUSED)
-def pause_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+def pause_campaign(campaign_id: CampaignId, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
     """No new claims; sends in flight stop before their next message."""
     return admin.pause_campaign(engine, flags, campaign_id)
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignOut, responses=_REFUSED)
-def resume_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+def resume_campaign(campaign_id: CampaignId, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
     from workers.dispatch import wake_dispatch
 
     campaign = admin.resume_campaign(engine, flags, campaign_id)
@@ -115,7 +115,7 @@ def resume_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> Cam
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut, responses=_REFUSED)
-def cancel_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
+def cancel_campaign(campaign_id: CampaignId, engine: EngineDep, flags: FlagsDep) -> CampaignOut:
     """As pause, then every contact not yet sent becomes canceled_by_admin."""
     return admin.cancel_campaign(engine, flags, campaign_id)
 
@@ -123,7 +123,7 @@ def cancel_campaign(campaign_id: int, engine: EngineDep, flags: FlagsDep) -> Cam
 @router.post(
     "/campaigns/{campaign_id}/contacts/remove", response_model=RemoveReport, responses=_REFUSED
 )
-def remove_contacts(campaign_id: int, body: RemoveBody, engine: EngineDep) -> RemoveReport:
+def remove_contacts(campaign_id: CampaignId, body: RemoveBody, engine: EngineDep) -> RemoveReport:
     """Draft, scheduled or paused campaigns only; one SUCCESS / NOT_FOUND / FAILURE per item."""
     return admin.remove_contacts(engine, campaign_id, ids=body.contact_ids, phones=body.phones)
 
@@ -151,10 +151,21 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadOut,
     openapi_extra=_UPLOAD_BODY,
+    responses=refused(
+        RefusalKind.BAD_FILE,
+        RefusalKind.TOO_LARGE,
+        RefusalKind.CONFLICT,
+        bad_file="the file's head is refused for its content, which the schema cannot show: "
+        "empty, binary, not UTF-8/UTF-16, no phone column, a template variable without its "
+        "column, more than MAX_CSV_COLUMNS fields, a NUL, a malformed multipart body "
+        "(`code` says which); nothing is kept",
+        too_large="over MAX_UPLOAD_BYTES, counted as it arrives (or by Content-Length)",
+        conflict="the campaign is not draft or paused (`upload_not_allowed`)",
+    ),
     summary="Upload a contact CSV (raw body or multipart field `file`); validated by a worker",
 )
 async def upload_contacts(
-    campaign_id: int,
+    campaign_id: CampaignId,
     request: Request,
     response: Response,
     runtime: RuntimeDep,
@@ -194,17 +205,17 @@ async def upload_contacts(
 @router.post(
     "/campaigns/{campaign_id}/uploads/preview",
     response_model=UploadPreview,
-    responses={404: {"model": Problem}},
     openapi_extra={
+        # Not required: an empty body is previewed as an empty file (problem `empty_file`).
         "requestBody": {
-            "required": True,
+            "required": False,
             "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
         }
     },
     summary="Preview a CSV from its first bytes, as an upload would read it; stores nothing",
 )
 async def preview_upload(
-    campaign_id: int,
+    campaign_id: CampaignId,
     request: Request,
     runtime: RuntimeDep,
     phone_column: OneLine = None,
@@ -254,14 +265,21 @@ def _refuse_declared_size(request: Request, max_bytes: int, multipart: bool) -> 
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut)
-def get_upload(upload_id: int, engine: EngineDep) -> UploadOut:
+def get_upload(upload_id: UploadId, engine: EngineDep) -> UploadOut:
     return uploads.get_upload(engine, upload_id)
 
 
 @router.post(
-    "/uploads/{upload_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=UploadOut
+    "/uploads/{upload_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadOut,
+    responses=refused(
+        RefusalKind.CONFLICT,
+        conflict="the upload is completed or refused (`upload_finished`), or its spooled "
+        "file is gone (`upload_file_gone`)",
+    ),
 )
-def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
+def retry_upload(upload_id: UploadId, engine: EngineDep) -> UploadOut:
     upload = uploads.mark_upload_for_retry(engine, upload_id)
     from workers.ingest import ingest_upload
 
@@ -270,14 +288,14 @@ def retry_upload(upload_id: int, engine: EngineDep) -> UploadOut:
 
 
 @router.get("/campaigns/{campaign_id}/uploads", response_model=list[UploadOut])
-def list_uploads(campaign_id: int, engine: EngineDep) -> list[UploadOut]:
+def list_uploads(campaign_id: CampaignId, engine: EngineDep) -> list[UploadOut]:
     campaign_service.get_campaign(engine, campaign_id)
     return uploads.list_uploads(engine, campaign_id)
 
 
 @router.get("/campaigns/{campaign_id}/contacts", response_model=ContactPage)
 def list_contacts(
-    campaign_id: int,
+    campaign_id: CampaignId,
     engine: EngineDep,
     state: StateFilter = None,
     after_id: AfterId = 0,
@@ -310,7 +328,10 @@ def list_contacts(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def export_contacts(
-    campaign_id: int, engine: EngineDep, state: StateFilter = None, upload_id: UploadFilter = None
+    campaign_id: CampaignId,
+    engine: EngineDep,
+    state: StateFilter = None,
+    upload_id: UploadFilter = None,
 ) -> StreamingResponse:
     rows = campaign_contacts.export_contacts_csv(
         engine, campaign_id, states=state or (), upload_id=upload_id

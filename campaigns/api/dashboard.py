@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from campaigns.api import metrics
-from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
+from campaigns.api.deps import CampaignId, EngineDep, RedisDep, RuntimeDep
 from campaigns.api.metrics import queue_stats, reserved_count
 from campaigns.clients import telemetry
 from campaigns.domain.refusals import Refusal, RefusalKind
@@ -123,7 +123,7 @@ class OpsQueues(BaseModel):
 
 @router.get("/campaigns/{campaign_id}/errors", response_model=list[ErrorCount])
 def campaign_errors(
-    campaign_id: int, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+    campaign_id: CampaignId, engine: EngineDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> list[ErrorCount]:
     """The most frequent platform error codes of the campaign's contacts, with their meaning."""
     return [
@@ -134,7 +134,7 @@ def campaign_errors(
 
 @router.get("/campaigns/{campaign_id}/rate", response_model=list[RatePoint])
 def campaign_rate(
-    campaign_id: int,
+    campaign_id: CampaignId,
     engine: EngineDep,
     client: RedisDep,
     seconds: Annotated[int, Query(ge=1, le=telemetry.RATE_TTL_S)] = 300,

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Annotated
 
 import redis
-from fastapi import Depends
+from fastapi import Depends, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
@@ -17,9 +17,13 @@ from campaigns.clients.send_gate import SyncPauseFlags
 from campaigns.runtime.stores import Runtime, resolve
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import tokens
+from schemas.api import MAX_ID
 
+BEARER_SCHEME = "HTTPBearer"  # its name in /openapi.json's securitySchemes
 _bearer = HTTPBearer(
-    auto_error=False, description="a token from API_TOKENS or `wa-campaigns token create`"
+    scheme_name=BEARER_SCHEME,
+    auto_error=False,
+    description="a token from API_TOKENS or `wa-campaigns token create`",
 )
 
 
@@ -73,3 +77,16 @@ def get_rate_reader(client: RedisDep) -> campaign_service.RateReader:
 
 FlagsDep = Annotated[SyncPauseFlags, Depends(get_flags)]
 RateDep = Annotated[campaign_service.RateReader, Depends(get_rate_reader)]
+
+
+# Ids in paths: a number no id can pass is a 422, never a database error (bigint overflow).
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="a campaign's id")]
+UploadId = Annotated[int, Path(ge=1, le=MAX_ID, description="an upload's id")]
+PhonePath = Annotated[
+    str,
+    Path(
+        description="an E.164 number with or without its + (sent as %2B) or a wa_id; one that "
+        "is no phone number (by its country's numbering plan, which a schema cannot show) is "
+        "a 422 `invalid_phone`"
+    ),
+]

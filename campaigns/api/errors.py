@@ -61,12 +61,19 @@ async def _on_refusal(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own refusals (404 unknown path, 405 wrong method, ...) in the one shape."""
     assert isinstance(exc, StarletteHTTPException)
+    return http_exception_response(exc)
+
+
+def http_exception_response(
+    exc: StarletteHTTPException, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """Starlette's own refusals (404 unknown path, 405 wrong method, ...) in the one shape;
+    ``headers`` replace the exception's own."""
     phrase = _phrase(exc.status_code)
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
     code = phrase.lower().replace(" ", "_").replace("-", "_")
-    return problem(exc.status_code, code, message, exc.headers)
+    return problem(exc.status_code, code, message, {**(exc.headers or {}), **(headers or {})})
 
 
 async def _on_invalid_request(_: Request, exc: Exception) -> JSONResponse:

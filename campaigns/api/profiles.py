@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from campaigns.api.deps import EngineDep
+from campaigns.api.deps import EngineDep, PhonePath
 from campaigns.domain.profiles import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -23,7 +23,7 @@ from campaigns.domain.profiles import (
     json_body,
 )
 from campaigns.services import profiles
-from schemas.api import Problem
+from schemas.api import MAX_ID, Problem
 from schemas.profiles import ProfileOut, SchemaListItem, SchemaOut
 
 router = APIRouter(tags=["profiles"])
@@ -90,7 +90,9 @@ async def create_schema(request: Request, engine: EngineDep) -> SchemaOut:
 def list_schemas(
     engine: EngineDep,
     response: Response,
-    before_id: Annotated[int | None, Query(ge=1, description="next page: from the Link")] = None,
+    before_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="next page: from the Link")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=profiles.MAX_PAGE)] = profiles.DEFAULT_PAGE,
 ) -> list[SchemaListItem]:
     """Every schema, newest first (the first is the one writes are checked against)."""
@@ -113,7 +115,7 @@ def get_schema(uuid: str, engine: EngineDep) -> SchemaOut:
 
 @router.get("/contacts/{phone}/profile", response_model=ProfileOut, responses=_PROFILE_REFUSED)
 def get_profile(
-    phone: str,
+    phone: PhonePath,
     engine: EngineDep,
     response: Response,
     schema: Annotated[str | None, Query(description="read under this (older) schema")] = None,
@@ -128,7 +130,7 @@ def get_profile(
 async def _write(
     request: Request,
     engine: EngineDep,
-    phone: str,
+    phone: PhonePath,
     mode: profiles.WriteMode,
     if_match: str | None,
 ) -> ProfileOut:
@@ -150,7 +152,7 @@ async def _write(
     openapi_extra=_PROFILE_BODY,
 )
 async def replace_profile(
-    phone: str, request: Request, engine: EngineDep, if_match: IfMatch = None
+    phone: PhonePath, request: Request, engine: EngineDep, if_match: IfMatch = None
 ) -> ProfileOut:
     """Replaces the profile: fields left out take the newest schema's defaults."""
     return await _write(request, engine, phone, profiles.WriteMode.PUT, if_match)
@@ -163,7 +165,7 @@ async def replace_profile(
     openapi_extra=_PROFILE_BODY,
 )
 async def update_profile(
-    phone: str, request: Request, engine: EngineDep, if_match: IfMatch = None
+    phone: PhonePath, request: Request, engine: EngineDep, if_match: IfMatch = None
 ) -> ProfileOut:
     """Merges the fields given into the profile; the others stay."""
     return await _write(request, engine, phone, profiles.WriteMode.PATCH, if_match)
@@ -171,7 +173,7 @@ async def update_profile(
 
 @router.delete("/contacts/{phone}/profile", responses=_PROFILE_REFUSED)
 async def reset_profile(
-    phone: str, request: Request, engine: EngineDep, if_match: IfMatch = None
+    phone: PhonePath, request: Request, engine: EngineDep, if_match: IfMatch = None
 ) -> dict[str, Any]:
     """Resets every field to the newest schema's default; answers ``{}``."""
     await _write(request, engine, phone, profiles.WriteMode.DELETE, if_match)

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from campaigns.api.deps import EngineDep, RedisDep, RuntimeDep
+from campaigns.api.deps import CampaignId, EngineDep, PhonePath, RedisDep, RuntimeDep
 from campaigns.clients.telemetry import SyncTelemetry
 from campaigns.runtime.contact_checks import make_checker
 from campaigns.services import registry
@@ -75,42 +75,46 @@ def bulk(body: BulkBody, engine: EngineDep) -> BulkReport:
 
 
 @router.get("/contacts/{phone}", response_model=PersonOut, responses=_REFUSED)
-def get_contact(phone: str, engine: EngineDep) -> PersonOut:
+def get_contact(phone: PhonePath, engine: EngineDep) -> PersonOut:
     """The person's record and the campaigns it is in (each contact's state). A removed
     record is 404, unless an opt-out stood: that outlives the removal and is shown."""
     return registry.get_person(engine, phone)
 
 
 @router.post("/contacts/{phone}/block", response_model=PersonOut, responses=_REFUSED)
-def block_contact(phone: str, engine: EngineDep, body: BlockBody | None = None) -> PersonOut:
+def block_contact(phone: PhonePath, engine: EngineDep, body: BlockBody | None = None) -> PersonOut:
     """BLOCKED: refused at upload (invalid_record `blocked`) and at send time."""
     return registry.block(engine, phone, body.reason if body else None)
 
 
 @router.post("/contacts/{phone}/unblock", response_model=PersonOut, responses=_REFUSED)
-def unblock_contact(phone: str, engine: EngineDep) -> PersonOut:
+def unblock_contact(phone: PhonePath, engine: EngineDep) -> PersonOut:
     return registry.unblock(engine, phone)
 
 
 @router.post("/contacts/{phone}/opt-in", response_model=PersonOut, responses=_REFUSED)
-def opt_in_contact(phone: str, engine: EngineDep, body: SourceBody | None = None) -> PersonOut:
+def opt_in_contact(
+    phone: PhonePath, engine: EngineDep, body: SourceBody | None = None
+) -> PersonOut:
     """The person's own opt-in: it also clears any opt-out."""
     return registry.opt_in(engine, phone, body.source if body else None)
 
 
 @router.post("/contacts/{phone}/opt-out", response_model=PersonOut, responses=_REFUSED)
-def opt_out_contact(phone: str, engine: EngineDep, body: SourceBody | None = None) -> PersonOut:
+def opt_out_contact(
+    phone: PhonePath, engine: EngineDep, body: SourceBody | None = None
+) -> PersonOut:
     return registry.opt_out(engine, phone, body.source if body else None)
 
 
 @router.delete("/contacts/{phone}", response_model=RemovedOut, responses=_REFUSED)
-def remove_contact(phone: str, engine: EngineDep) -> RemovedOut:
+def remove_contact(phone: PhonePath, engine: EngineDep) -> RemovedOut:
     """Removes the record with its UNAVAILABLE or BLOCKED status (seed 000); an opt-out
     stays (only the person's own opt-in clears it)."""
     return registry.remove(engine, phone)
 
 
 @router.get("/campaigns/{campaign_id}/suppressed", response_model=SuppressedOut)
-def suppressed(campaign_id: int, engine: EngineDep) -> SuppressedOut:
+def suppressed(campaign_id: CampaignId, engine: EngineDep) -> SuppressedOut:
     """The campaign's contacts the registry refused, counted by reason."""
     return registry.suppressed(engine, campaign_id)

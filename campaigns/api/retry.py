@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from campaigns.api.deps import EngineDep, FlagsDep
+from campaigns.api.deps import CampaignId, EngineDep, FlagsDep
 from campaigns.domain.retry import retry_filter
 from campaigns.services import retry
 from schemas.api import Problem
@@ -26,7 +26,7 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 
 @router.post("/campaigns/{campaign_id}/retry", response_model=RetryReport, responses=_REFUSED)
 def retry_failed(
-    campaign_id: int, engine: EngineDep, flags: FlagsDep, body: RetryBody | None = None
+    campaign_id: CampaignId, engine: EngineDep, flags: FlagsDep, body: RetryBody | None = None
 ) -> RetryReport:
     """Failed contacts (error, sending_failed) back to retry_scheduled, due now, and the
     campaign back to running (from paused or completed). A person who is opted out,

@@ -29,7 +29,7 @@ from campaigns.domain.refusals import Refusal, RefusalKind
 from campaigns.runtime.stores import Runtime
 from campaigns.services.webhooks import receive as webhooks_in
 from campaigns.services.webhooks import report as webhooks_report
-from schemas.api import Problem
+from schemas.api import MAX_ID, Problem
 from schemas.whatsapp import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def _kicker(redis_url: str) -> _Kicker:
 )
 def webhook_report(
     engine: EngineDep,
-    campaign_id: int | None = None,
+    campaign_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> webhooks_report.WebhookReport:
     return webhooks_report.webhook_report(engine, campaign_id=campaign_id, limit=limit)

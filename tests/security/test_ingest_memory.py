@@ -25,14 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW_BYTES = 100 * 1024 * 1024
 LIMIT_BYTES = 300 * 1024 * 1024
 
+# The peak of this process's own memory (VmHWM): ru_maxrss would also count the parent's
+# RSS at fork (Linux keeps it across exec), i.e. whatever the pytest worker ran before.
 _RUN_TASK = """
-import json, resource, sys
+import json, re, sys
+from pathlib import Path
 from workers.ingest import ingest_upload
 from campaigns.runtime.stores import resolve
 from campaigns.services import uploads
 ingest_upload(int(sys.argv[1]))
 done = uploads.get_upload(resolve().engine, int(sys.argv[1]))
-peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+status = Path("/proc/self/status").read_text()
+peak_kib = int(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
 print(json.dumps({"status": done.status, "error": done.error, "peak_bytes": peak_kib * 1024}))
 """
 
