@@ -65,6 +65,17 @@ Bounds go before the validator (see ``Id``), or pydantic cannot publish them as
 minimum/maximum."""
 Id = Annotated[int, Field(strict=True, ge=-MAX_ID, le=MAX_ID), BeforeValidator(integral)]
 
+
+def date_time_text(value: object) -> object:
+    """JSON Schema's date-time is text (RFC 3339); a number is no time here, though pydantic
+    would read it as seconds since 1970."""
+    if value is None or isinstance(value, str | datetime):
+        return value
+    raise ValueError("a date-time is text with a time zone, e.g. 2031-05-04T12:00:00+02:00")
+
+
+JsonDateTime = Annotated[datetime, BeforeValidator(date_time_text)]
+
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 CONTROL_CHARS_PATTERN = "^[^\x00-\x1f\x7f-\x9f]*$"
@@ -404,7 +415,7 @@ class TokenInfo(BaseModel):
 class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: datetime | None = Field(None, description="start later (with a time zone); now if null")
+    at: JsonDateTime | None = Field(None, description="start later (with a time zone); now if null")
 
 
 class RemoveBody(BaseModel):
