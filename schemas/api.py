@@ -65,6 +65,17 @@ Bounds go before the validator (see ``Id``), or pydantic cannot publish them as
 minimum/maximum."""
 Id = Annotated[int, Field(strict=True, ge=-MAX_ID, le=MAX_ID), BeforeValidator(integral)]
 
+
+def date_time_text(value: object) -> object:
+    """JSON Schema's date-time is text (RFC 3339); a number is no time here, though pydantic
+    would read it as seconds since 1970."""
+    if value is None or isinstance(value, str | datetime):
+        return value
+    raise ValueError("a date-time is text with a time zone, e.g. 2031-05-04T12:00:00+02:00")
+
+
+JsonDateTime = Annotated[datetime, BeforeValidator(date_time_text)]
+
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 CONTROL_CHARS_PATTERN = "^[^\x00-\x1f\x7f-\x9f]*$"
@@ -330,6 +341,41 @@ class UploadOut(BaseModel):
     finished_at: datetime | None
 
 
+class PreviewProblemOut(BaseModel):
+    code: str = Field(description="the refusal code the upload would answer with")
+    message: str
+
+
+class PreviewRowOut(BaseModel):
+    line: int = Field(description="record number as a spreadsheet shows it (header: line 1)")
+    cells: list[str] = Field(description="the record's fields, in the header's order")
+    phone_e164: str | None = None
+    valid: bool | None = Field(
+        None, description="false: it would be stored invalid_record; null: no phone column"
+    )
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+class UploadPreview(BaseModel):
+    """The file's first records as the upload will read them; nothing is stored."""
+
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str]
+    phone_column: str | None = Field(description="null: none found (or the one named is absent)")
+    variables: dict[str, str | None] = Field(
+        description="each template variable of the campaign and the column that fills it "
+        "(null: no column; the upload would be refused)"
+    )
+    rows: list[PreviewRowOut]
+    problems: list[PreviewProblemOut] = Field(
+        description="why the upload would be refused as it is (empty: it would be accepted); "
+        "rows that would be invalid_record are not problems, see rows[].valid"
+    )
+    bytes_read: int = Field(description="how much of the body was read (the file's head)")
+
+
 class ContactOut(BaseModel):
     id: int
     line: int
@@ -369,7 +415,7 @@ class TokenInfo(BaseModel):
 class StartBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: datetime | None = Field(None, description="start later (with a time zone); now if null")
+    at: JsonDateTime | None = Field(None, description="start later (with a time zone); now if null")
 
 
 class RemoveBody(BaseModel):

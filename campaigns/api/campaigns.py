@@ -14,6 +14,7 @@ from campaigns.api.multipart import spool_multipart
 from campaigns.domain.csv_intake import RefusalCode, UploadRefused
 from campaigns.domain.refusals import RefusalKind
 from campaigns.domain.states import ContactState
+from campaigns.domain.upload_preview import MAX_PREVIEW_ROWS, PREVIEW_ROWS
 from campaigns.services import admin, campaign_contacts, uploads
 from campaigns.services import campaigns as campaign_service
 from schemas.api import (
@@ -26,6 +27,7 @@ from schemas.api import (
     RemoveReport,
     StartBody,
     UploadOut,
+    UploadPreview,
 )
 
 router = APIRouter()
@@ -34,6 +36,9 @@ StateFilter = Annotated[list[ContactState] | None, Query(alias="state")]
 # A query value stored as text: no NUL or other control character (Postgres refuses NUL).
 OneLine = Annotated[str | None, Query(max_length=255, pattern=CONTROL_CHARS_PATTERN)]
 AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="the last id of the page before")]
+UploadFilter = Annotated[
+    int | None, Query(ge=0, le=MAX_ID, description="only the rows of this upload")
+]
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignOut)
@@ -197,6 +202,53 @@ async def upload_contacts(
     return upload
 
 
+@router.post(
+    "/campaigns/{campaign_id}/uploads/preview",
+    response_model=UploadPreview,
+    openapi_extra={
+        # Not required: an empty body is previewed as an empty file (problem `empty_file`).
+        "requestBody": {
+            "required": False,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    summary="Preview a CSV from its first bytes, as an upload would read it; stores nothing",
+)
+async def preview_upload(
+    campaign_id: CampaignId,
+    request: Request,
+    runtime: RuntimeDep,
+    phone_column: OneLine = None,
+    region: Annotated[str | None, Query(pattern=r"^[A-Za-z]{2}$")] = None,
+    rows: Annotated[int, Query(ge=1, le=MAX_PREVIEW_ROWS)] = PREVIEW_ROWS,
+    truncated: Annotated[
+        bool, Query(description="the body is only the file's head (its last record may be cut)")
+    ] = False,
+) -> UploadPreview:
+    """The body is the file, or its first 64 KiB (`truncated=true`); past 64 KiB the rest of
+    the body is not read. Answers the detected encoding, delimiter and phone column, the
+    column of each template variable, the first records with what the upload would make of
+    each, and the problems that would refuse the upload."""
+    head = bytearray()
+    cut = truncated
+    async for block in request.stream():
+        head += block
+        if len(head) > uploads.HEAD_BYTES:
+            cut = True
+            break
+    return await run_in_threadpool(
+        uploads.preview_upload,
+        runtime.engine,
+        campaign_id,
+        bytes(head[: uploads.HEAD_BYTES]),
+        complete=not cut,
+        phone_column=phone_column,
+        region=region,
+        rows=rows,
+        max_columns=runtime.settings.max_csv_columns,
+    )
+
+
 # A multipart body wraps the file in boundaries and part headers: this much slack over
 # MAX_UPLOAD_BYTES is allowed in its Content-Length (the file part itself is counted exactly).
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -248,9 +300,25 @@ def list_contacts(
     state: StateFilter = None,
     after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    phone: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            pattern=CONTROL_CHARS_PATTERN,
+            description="one number in any format (read with the campaign's region), or the "
+            "exact phone cell of a rejected row",
+        ),
+    ] = None,
+    upload_id: UploadFilter = None,
 ) -> ContactPage:
     return campaign_contacts.page_contacts(
-        engine, campaign_id, states=state or (), after_id=after_id, limit=limit
+        engine,
+        campaign_id,
+        states=state or (),
+        after_id=after_id,
+        limit=limit,
+        phone=phone,
+        upload_id=upload_id,
     )
 
 
@@ -260,9 +328,14 @@ def list_contacts(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def export_contacts(
-    campaign_id: CampaignId, engine: EngineDep, state: StateFilter = None
+    campaign_id: CampaignId,
+    engine: EngineDep,
+    state: StateFilter = None,
+    upload_id: UploadFilter = None,
 ) -> StreamingResponse:
-    rows = campaign_contacts.export_contacts_csv(engine, campaign_id, states=state or ())
+    rows = campaign_contacts.export_contacts_csv(
+        engine, campaign_id, states=state or (), upload_id=upload_id
+    )
     return StreamingResponse(
         rows,
         media_type="text/csv; charset=utf-8",

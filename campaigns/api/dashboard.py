@@ -1,10 +1,12 @@
 """The campaign dashboard: static pages, and the JSON they poll besides the campaign API.
 
 The HTML, JS and CSS are served without a token (they hold no data); every fetch the page
-makes carries the API bearer token, which the page asks for once and keeps in
-localStorage (or takes from the URL fragment, ``#token=``, which browsers never send; never
-from the query string). No build step, no CDN: the files in ``static/`` are what the browser
-runs, under the Content-Security-Policy of :mod:`campaigns.api.security`.
+makes carries the API bearer token, which the page asks for (its own prompt, again with a
+message when the API refuses it) and keeps in localStorage (or takes from the URL fragment,
+``#token=``, which browsers never send; never from the query string). No build step, no
+CDN: the files in ``static/`` (an entry module and ``console/*.js``) are what the browser
+runs, under the Content-Security-Policy of :mod:`campaigns.api.security`. The console uses
+the public HTTP API only.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from campaigns.runtime.queues import QUEUES
 from campaigns.services import monitoring
 
 STATIC = Path(__file__).parent / "static"
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# Listed once at import: the stylesheet, the entry module and the console's modules. A URL
+# only ever selects one of these; nothing from it reaches the disk.
 _ASSETS = {
-    "dashboard.js": "text/javascript; charset=utf-8",
-    "dashboard.css": "text/css; charset=utf-8",
+    path.relative_to(STATIC).as_posix(): _TYPES[path.suffix]
+    for path in sorted([*STATIC.glob("dashboard.*"), *STATIC.glob("console/*.js")])
+    if path.suffix in _TYPES
 }
 
 pages = APIRouter(include_in_schema=False)
@@ -61,7 +67,7 @@ def dashboard_campaign(campaign_id: int) -> FileResponse:
     return _page()
 
 
-@pages.get("/dashboard/static/{name}")
+@pages.get("/dashboard/static/{name:path}")
 def dashboard_asset(name: str) -> FileResponse:
     media_type = _ASSETS.get(name)
     if media_type is None:  # a fixed list: no path from the URL ever reaches the disk

@@ -19,7 +19,7 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import BinaryIO, NamedTuple
@@ -163,6 +163,34 @@ def sniff_layout(
     max_columns: int = DEFAULT_MAX_FIELDS,
 ) -> CsvLayout:
     """Work out encoding, delimiter and columns from the first :data:`HEAD_BYTES` of a file."""
+    header = read_header(head, max_columns=max_columns)
+    columns = header.columns
+    phone_index = find_phone_column(columns, phone_column)
+    variables = variable_columns(columns, phone_index)
+    missing = [v for v in required_variables if v not in variables]
+    if missing:
+        raise UploadRefused(
+            RefusalCode.MISSING_VARIABLE_COLUMN,
+            missing_variables_message(missing, columns),
+            line=1,
+        )
+    return CsvLayout(
+        encoding=header.encoding,
+        delimiter=header.delimiter,
+        columns=columns,
+        phone_index=phone_index,
+        variable_columns=variables,
+    )
+
+
+class CsvHeader(NamedTuple):
+    encoding: str
+    delimiter: str
+    columns: tuple[str, ...]  # as written (stripped)
+
+
+def read_header(head: bytes, *, max_columns: int = DEFAULT_MAX_FIELDS) -> CsvHeader:
+    """Encoding, delimiter and header of a file's head; refuses what is no CSV at all."""
     encoding = _detect_encoding(head)
     text = _decode_head(head, encoding)
     if not text.strip():
@@ -184,29 +212,18 @@ def sniff_layout(
             "no header: the first line must hold the column names (e.g. phone,first_name)",
             line=1,
         )
+    return CsvHeader(encoding, delimiter, columns)
 
-    phone_index = _find_phone_column(columns, phone_column)
 
+def variable_columns(columns: tuple[str, ...], phone_index: int | None) -> tuple[str, ...]:
+    """Every non-empty column name but the phone's, in order: the template variables a
+    record may fill."""
     variables: list[str] = []
     for i, name in enumerate(columns):
         # A repeated name keeps its first column: a record maps each name to one value.
         if i != phone_index and name and name not in variables:
             variables.append(name)
-
-    missing = [v for v in required_variables if v not in variables]
-    if missing:
-        raise UploadRefused(
-            RefusalCode.MISSING_VARIABLE_COLUMN,
-            _missing_variables_message(missing, columns),
-            line=1,
-        )
-    return CsvLayout(
-        encoding=encoding,
-        delimiter=delimiter,
-        columns=columns,
-        phone_index=phone_index,
-        variable_columns=tuple(variables),
-    )
+    return tuple(variables)
 
 
 def _detect_encoding(head: bytes) -> str:
@@ -272,7 +289,8 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
-def _find_phone_column(columns: tuple[str, ...], phone_column: str | None) -> int:
+def find_phone_column(columns: tuple[str, ...], phone_column: str | None) -> int:
+    """The phone column's index: the one named, else the first with a phone-like name."""
     normalised = [normalise_header(c) for c in columns]
     if phone_column is not None and phone_column.strip():
         wanted = normalise_header(phone_column)
@@ -309,7 +327,7 @@ def _looks_like_phone(cell: str) -> bool:
     return _PHONE_CHARS(cell) is not None and sum(c.isdigit() for c in cell) >= 6
 
 
-def _missing_variables_message(missing: list[str], columns: tuple[str, ...]) -> str:
+def missing_variables_message(missing: list[str], columns: tuple[str, ...]) -> str:
     noun = "variable" if len(missing) == 1 else "variables"
     message = (
         f"no column for template {noun} {', '.join(missing)}; "
@@ -369,7 +387,10 @@ def iter_record_batches(
     phones: list[str] = []
     columns: list[list[str]] = [[] for _ in indices]
     targets = list(zip(columns, indices, strict=True))
-    for line, row in _iter_rows(stream, layout, max_rows, start_after_line, max_fields):
+    records = iter_records(
+        stream, layout, max_rows=max_rows, start_after_line=start_after_line, max_fields=max_fields
+    )
+    for line, row in records:
         lines.append(line)
         phones.append(row[phone_index])
         for column, index in targets:
@@ -383,9 +404,14 @@ def iter_record_batches(
         yield RecordBatch(lines, tuple(phones), tuple(map(tuple, columns)))
 
 
-def _iter_rows(
-    stream: BinaryIO, layout: CsvLayout, max_rows: int, start_after_line: int, max_fields: int
-) -> Iterator[tuple[int, list[str]]]:
+def iter_records(
+    stream: BinaryIO,
+    layout: CsvLayout,
+    *,
+    max_rows: int,
+    start_after_line: int = 0,
+    max_fields: int = DEFAULT_MAX_FIELDS,
+) -> Generator[tuple[int, list[str]], None, None]:
     """(line, row) of every non-blank record after ``start_after_line``; rows padded to the
     header's width (longer rows keep their extra fields, which no column name reaches).
 

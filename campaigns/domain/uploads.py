@@ -39,6 +39,7 @@ from campaigns.domain.registry import (
     SUPPRESSION_REASONS,
     Standing,
     Suppression,
+    is_opt_in_column,
     opt_in_value,
     suppression,
 )
@@ -321,6 +322,26 @@ def _refusal(
         except ValueError:
             return INVALID_OPT_IN, f"{OPT_IN_REASON}, not {values[opt_in_at][:40]!r}"
     return None
+
+
+def check_record(
+    raw_phone: str, region: str, values: Mapping[str, str], required: Sequence[str]
+) -> tuple[str | None, str | None, str | None]:
+    """One record as :func:`stage_chunk` judges it on its own (no duplicates, no registry):
+    (E.164 or None, reason code or None, reason). A valid record read as an international
+    number has the code ``repaired_international``, as stored."""
+    names = list(values)
+    row = tuple(values.values())
+    opt_in_at = next((i for i, name in enumerate(names) if is_opt_in_column(name)), None)
+    wanted = [(name, names.index(name)) for name in required]
+    result = normalize_phone(raw_phone, region)
+    refusal = _refusal(result, wanted, row, "".join(row), opt_in_at)
+    if refusal is not None:
+        return None, refusal[0], refusal[1]
+    assert isinstance(result, PhoneOk)
+    if result.repaired is not None:
+        return result.e164, REPAIRED_INTERNATIONAL, result.repaired
+    return result.e164, None, None
 
 
 def missing_variables_reason(missing: Sequence[str]) -> str:

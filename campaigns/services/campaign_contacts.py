@@ -9,7 +9,9 @@ from collections.abc import Iterator, Sequence
 
 from sqlalchemy import Engine, RowMapping
 
+from campaigns.domain.phones import PhoneOk, normalize_phone
 from campaigns.domain.refusals import NotFound
+from campaigns.domain.registry import person_id
 from campaigns.domain.states import ContactState
 from campaigns.storage import campaign_contacts as contacts_db
 from campaigns.storage import campaigns as campaigns_db
@@ -26,15 +28,39 @@ def page_contacts(
     states: Sequence[ContactState] = (),
     after_id: int = 0,
     limit: int = 100,
+    phone: str | None = None,
+    upload_id: int | None = None,
 ) -> ContactPage:
+    """A page of the campaign's contacts; ``phone`` narrows to one number: read with the
+    campaign's region as an upload reads it (any format), else the phone cell exactly."""
     with engine.connect() as conn:
-        if campaigns_db.get_campaign(conn, campaign_id) is None:
+        campaign = campaigns_db.get_campaign(conn, campaign_id)
+        if campaign is None:
             raise NotFound("campaign", campaign_id)
+        person, raw = _phone_filter(phone, campaign["default_region"])
         rows = contacts_db.page_contacts(
-            conn, campaign_id, states=states, after_id=after_id, limit=limit
+            conn,
+            campaign_id,
+            states=states,
+            after_id=after_id,
+            limit=limit,
+            person_id=person,
+            phone_raw=raw,
+            upload_id=upload_id,
         )
     items = [_contact_out(r) for r in rows]
     return ContactPage(items=items, next_after_id=items[-1].id if len(items) == limit else None)
+
+
+def _phone_filter(phone: str | None, region: str) -> tuple[int | None, str | None]:
+    """(person id, None) for a number, (None, the text) for anything else; (None, None)
+    without a phone."""
+    if phone is None or not phone.strip():
+        return None, None
+    result = normalize_phone(phone.strip(), region)
+    if isinstance(result, PhoneOk):
+        return person_id(result.e164), None
+    return None, phone.strip()
 
 
 def _contact_out(row: RowMapping) -> ContactOut:
@@ -88,19 +114,25 @@ def neutralise_cell(value: str) -> str:
 
 
 def export_contacts_csv(
-    engine: Engine, campaign_id: int, *, states: Sequence[ContactState] = ()
+    engine: Engine,
+    campaign_id: int,
+    *,
+    states: Sequence[ContactState] = (),
+    upload_id: int | None = None,
 ) -> Iterator[str]:
-    """CSV text of the campaign's contacts, streamed a page at a time."""
+    """CSV text of the campaign's contacts (or one upload's), streamed a page at a time."""
     with engine.connect() as conn:
         if campaigns_db.get_campaign(conn, campaign_id) is None:
             raise NotFound("campaign", campaign_id)
-    return _export_rows(engine, campaign_id, states)
+    return _export_rows(engine, campaign_id, states, upload_id)
 
 
 EXPORT_PAGE = 5000
 
 
-def _export_rows(engine: Engine, campaign_id: int, states: Sequence[ContactState]) -> Iterator[str]:
+def _export_rows(
+    engine: Engine, campaign_id: int, states: Sequence[ContactState], upload_id: int | None
+) -> Iterator[str]:
     """Pages of :data:`EXPORT_PAGE` contacts, each read in its own short transaction.
 
     The connection goes back to the pool before any row of its page is handed to the
@@ -115,7 +147,12 @@ def _export_rows(engine: Engine, campaign_id: int, states: Sequence[ContactState
     while True:
         with engine.connect() as conn:
             page = contacts_db.page_contacts(
-                conn, campaign_id, states=states, after_id=after_id, limit=EXPORT_PAGE
+                conn,
+                campaign_id,
+                states=states,
+                after_id=after_id,
+                limit=EXPORT_PAGE,
+                upload_id=upload_id,
             )
         for n, row in enumerate(page, start=1):
             writer.writerow([_cell(row[name]) for name in _EXPORT_FIELDS])

@@ -32,6 +32,7 @@ from campaigns.domain.profiles import NO_SCHEMA, ProfileSchema
 from campaigns.domain.refusals import NotFound
 from campaigns.domain.registry import is_opt_in_column
 from campaigns.domain.states import CampaignStatus
+from campaigns.domain.upload_preview import PREVIEW_ROWS, preview_head
 from campaigns.domain.uploads import (
     ChunkSpec,
     StagedChunk,
@@ -42,7 +43,10 @@ from campaigns.storage import profiles as profiles_db
 from campaigns.storage import sql
 from campaigns.storage import uploads as uploads_db
 from schemas.api import (
+    PreviewProblemOut,
+    PreviewRowOut,
     UploadOut,
+    UploadPreview,
 )
 
 log = logging.getLogger(__name__)
@@ -144,6 +148,60 @@ def register_upload(
     except BaseException:
         spooled.path.unlink(missing_ok=True)
         raise
+
+
+def preview_upload(
+    engine: Engine,
+    campaign_id: int,
+    head: bytes,
+    *,
+    complete: bool,
+    phone_column: str | None = None,
+    region: str | None = None,
+    rows: int = PREVIEW_ROWS,
+    max_columns: int = DEFAULT_MAX_FIELDS,
+) -> UploadPreview:
+    """The first records of a file as an upload to the campaign would read them, from the
+    file's head (``complete``: the head is the whole file). Reads the campaign; stores
+    nothing. A campaign that takes no upload now is one more problem, not a refusal."""
+    with engine.connect() as conn:
+        campaign = campaigns_db.get_campaign(conn, campaign_id)
+    if campaign is None:
+        raise NotFound("campaign", campaign_id)
+    preview = preview_head(
+        head,
+        complete=complete,
+        region=(region or campaign["default_region"]).upper(),
+        phone_column=phone_column,
+        required_variables=campaign["body_variables"],
+        rows=rows,
+        max_columns=max_columns,
+    )
+    problems = [PreviewProblemOut(code=p.code, message=p.message) for p in preview.problems]
+    try:
+        check_upload(CampaignStatus(campaign["status"]))
+    except CommandRefused as refused:
+        problems.append(PreviewProblemOut(code=refused.code, message=refused.message))
+    return UploadPreview(
+        encoding=preview.encoding,
+        delimiter=preview.delimiter,
+        columns=list(preview.columns),
+        phone_column=preview.phone_column,
+        variables=preview.variables,
+        rows=[
+            PreviewRowOut(
+                line=r.line,
+                cells=list(r.cells),
+                phone_e164=r.phone_e164,
+                valid=r.valid,
+                reason_code=r.reason_code,
+                reason=r.reason,
+            )
+            for r in preview.rows
+        ],
+        problems=problems,
+        bytes_read=len(head),
+    )
 
 
 def get_upload(engine: Engine, upload_id: int) -> UploadOut:

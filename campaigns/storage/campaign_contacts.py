@@ -75,8 +75,15 @@ def page_contacts(
     states: Iterable[ContactState] = (),
     after_id: int = 0,
     limit: int = 100,
+    person_id: int | None = None,
+    phone_raw: str | None = None,
+    upload_id: int | None = None,
 ) -> list[RowMapping]:
-    """Keyset paging by id: stable and cheap at any depth of a million-row campaign."""
+    """Keyset paging by id: stable and cheap at any depth of a million-row campaign.
+
+    ``person_id`` (indexed) narrows to one number's contacts; ``phone_raw`` to the rows
+    whose phone cell was exactly that (rejected numbers have no person); ``upload_id`` to
+    one upload's rows."""
     columns = [contacts_t.c[name] for name in EXPORT_COLUMNS] + [
         contacts_t.c.variables,
         contacts_t.c.reason_code,
@@ -90,4 +97,10 @@ def page_contacts(
     wanted = [s.value for s in states]
     if wanted:
         query = query.where(contacts_t.c.state.in_(wanted))
+    if person_id is not None:
+        query = query.where(contacts_t.c.person_id == person_id)
+    if phone_raw is not None:
+        query = query.where(contacts_t.c.phone_raw == phone_raw)
+    if upload_id is not None:
+        query = query.where(contacts_t.c.upload_id == upload_id)
     return list(conn.execute(query).mappings())

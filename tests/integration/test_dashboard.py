@@ -33,23 +33,37 @@ def test_pages_are_served_without_a_token(api: TestClient, path: str) -> None:
     response = api.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert '<script src="/dashboard/static/dashboard.js"></script>' in response.text
+    assert '<script type="module" src="/dashboard/static/dashboard.js"></script>' in response.text
     assert 'href="/dashboard/static/dashboard.css"' in response.text
-    for name, kind in [("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")]:
+    modules = sorted(p.relative_to(STATIC).as_posix() for p in STATIC.glob("console/*.js"))
+    assert "console/api.js" in modules
+    served = [("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")]
+    for name, kind in served + [(m, "text/javascript") for m in modules]:
         asset = api.get(f"/dashboard/static/{name}")
         assert asset.status_code == 200
         assert asset.headers["content-type"].startswith(kind)
         assert asset.text == (STATIC / name).read_text()
 
 
-@pytest.mark.parametrize("name", ["dashboard.html", "../metrics.py", "..%2Fmetrics.py", "x.js"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dashboard.html",
+        "../metrics.py",
+        "..%2Fmetrics.py",
+        "x.js",
+        "console/../dashboard.py",
+        "console/x.js",
+        "console",
+    ],
+)
 def test_only_the_listed_assets_are_served(api: TestClient, name: str) -> None:
     assert api.get(f"/dashboard/static/{name}").status_code == 404
 
 
 def test_pages_load_nothing_from_outside() -> None:
     # The machines running it have no internet: no CDN script, font or stylesheet.
-    for path in STATIC.iterdir():
+    for path in [p for p in STATIC.rglob("*") if p.is_file()]:
         urls = re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", path.read_text())
         assert urls == ["http://www.w3.org/2000/svg"] or urls == [], (path.name, urls)
 

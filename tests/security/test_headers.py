@@ -7,6 +7,8 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
+from campaigns.api.dashboard import STATIC
+
 CSP = "default-src 'self'; frame-ancestors 'none'"
 EXPECTED = {
     "content-security-policy": CSP,
@@ -83,6 +85,10 @@ def test_docs_are_swagger_ui_served_locally_and_redoc_is_off(api: TestClient) ->
 
 
 def test_the_dashboard_never_reads_a_token_from_the_query_string(api: TestClient) -> None:
-    js = api.get("/dashboard/static/dashboard.js").text
-    assert "location.search" not in js.replace("location.pathname + location.search", "")
+    # The entry module and the console's modules: only api.js reads the token from the URL.
+    names = ["dashboard.js"] + [f"console/{p.name}" for p in (STATIC / "console").glob("*.js")]
+    for name in names:
+        js = api.get(f"/dashboard/static/{name}").text
+        assert "location.search" not in js.replace("location.pathname + location.search", "")
+    js = api.get("/dashboard/static/console/api.js").text
     assert "location.hash" in js and 'get("token")' in js
