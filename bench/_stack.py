@@ -192,7 +192,7 @@ class Stack:
 
     def start_worker(self, name: str, queues: str, *, concurrency: int, beat: bool) -> Child:
         """``wa-campaigns worker -Q queues`` as the CLI runs it, in its own process group."""
-        from campaigns.cli.main import worker_argv
+        from campaigns.cli.ops import worker_argv
 
         argv = worker_argv(queues, concurrency, hostname=f"{name}@{self.name}", beat=beat)
         proc = self.spawn(name, argv)
