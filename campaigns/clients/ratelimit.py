@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -42,6 +43,18 @@ __all__ = ["Booking", "LimiterStats", "PauseFlags", "RateLimiter", "default_burs
 # now + penalty_s; booked slots stay owed. Refill is suspended while ts is in the future.
 # Replies are integers (Redis truncates Lua numbers); state is written with %.17g because
 # tostring() keeps 14 digits, too few for microsecond timestamps.
+# Tokens a bucket has now: full when new, refilled for the time since its last booking.
+_REFILL = """
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate)
+  ts = now
+end
+"""
+
 _BUCKET_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -55,15 +68,7 @@ local horizon = tonumber(ARGV[4]) * 1000000
 local penalty = tonumber(ARGV[5]) * 1000000
 local tokens = tonumber(st[1])
 local ts = tonumber(st[2])
-if tokens == nil or ts == nil then
-  tokens = burst
-  ts = now
-end
-if now > ts then
-  tokens = math.min(burst, tokens + (now - ts) * rate)
-  ts = now
-end
-local taken = 0
+{refill}local taken = 0
 local wait = 0
 if penalty > 0 then
   tokens = math.min(tokens, 0)
@@ -88,7 +93,7 @@ local full_in = ts - now
 if rate > 0 then full_in = full_in + math.max(0, burst - tokens) / rate end
 redis.call('PEXPIRE', KEYS[1], math.ceil(full_in / 1000) + 1000)
 return {taken, math.ceil(wait)}
-"""
+""".replace("{refill}", _REFILL.lstrip("\n"))
 
 
 # A group's booking against two buckets at once: its campaign's (KEYS[1], at the campaign's
@@ -113,15 +118,7 @@ for i = 1, 2 do
   local burst = tonumber(ARGV[2 * i])
   local tokens = tonumber(st[1])
   local ts = tonumber(st[2])
-  if tokens == nil or ts == nil then
-    tokens = burst
-    ts = now
-  end
-  if now > ts then
-    tokens = math.min(burst, tokens + (now - ts) * rate)
-    ts = now
-  end
-  local need = cost - tokens
+{refill_in_loop}  local need = cost - tokens
   if need < 1e-9 then need = 0 end
   wait = math.max(wait, (ts - now) + need / rate)
   state[i] = {tokens, ts, rate, burst}
@@ -143,7 +140,7 @@ for i = 1, 2 do
   redis.call('PEXPIRE', KEYS[i], math.ceil(full_in / 1000) + 1000)
 end
 return {taken, math.ceil(wait)}
-"""
+""".replace("{refill_in_loop}", textwrap.indent(_REFILL.lstrip("\n"), "  "))
 
 
 def default_burst(rate_per_s: float) -> float:
