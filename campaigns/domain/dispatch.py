@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from campaigns.domain.outcomes import Decision, OutcomeKind, SendResult
@@ -135,6 +135,17 @@ class Attempt:
     # Not sent: the registry refused the person when its group opened (reason code); the
     # contact is Sending failed already.
     suppressed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Starts:
+    """What the send ledger's start statement did with a gate group: the contacts it marked
+    started (they may be sent now), and those whose person the registry refused at that
+    moment (Sending failed already, contact id -> reason code; no request may be made).
+    Any other contact of the group was not started (paused, its lease gone): it goes back."""
+
+    started: frozenset[int] = frozenset()
+    refused: Mapping[int, str] = field(default_factory=dict)
 
 
 def tier_reason(limit: int, window_s: float, free_at: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, RowMapping, text
 
-from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome
+from campaigns.domain.dispatch import ClaimedContact, ExpiredLease, RecordedOutcome, Starts
 from campaigns.domain.profile_docs import PeopleValues, fill_parameters
 from campaigns.domain.profiles import FieldDef
 from campaigns.domain.states import (
@@ -26,9 +26,13 @@ from campaigns.domain.states import (
     contact_sources,
     contact_transition,
 )
+from campaigns.storage.registry import reason_text, refusal_code
 from campaigns.storage.sql import in_list
 
 C = ContactState
+# The campaign's opt-in rule, per contact (a start statement may hold several campaigns'
+# groups: the ledger commits the groups of every chain of a process together).
+_REQUIRES_OPT_IN = "(SELECT k.require_opt_in FROM campaigns k WHERE k.id = c.campaign_id)"
 
 
 # Due contacts of one campaign, oldest due first, skipping rows another claim holds. The
@@ -120,7 +124,7 @@ def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
 
 
 # The send ledger's start statement: one per gate group, committed synchronously before any
-# of the group's requests leave. It marks the attempts that may go and returns only those.
+# of the group's requests leave. It marks the attempts that may go and returns them.
 # Guards: the attempt is still this claim's (in progress, same attempt id), its lease has not
 # run out (lease recovery takes only expired leases), and the campaign is still running (a
 # pause committed before this statement stops the group; the Redis flag is only a fast
@@ -128,29 +132,47 @@ def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
 # second re-checks its WHERE on the row the first one wrote (READ COMMITTED), so a contact is
 # either started here or released there, never both.
 #
-# The registry's "may this person be messaged now" goes into the WHERE below as one more
-# AND condition on ``c`` (a contact it refuses is then not started: it comes back to the
-# caller as not started and is released unsent like a paused one).
-_START = """
+# The contact registry's send-time check is the same statement: a contact whose person is
+# refused now (unavailable, blocked, opted out; no opt-in while its campaign requires one)
+# moves to Sending failed with the reason code instead of being started. So a STOP committed
+# before a group's statement stops its contact, and the check costs no round trip of its own.
+_START = f"""
 WITH g AS (
     SELECT * FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempt_ids)s AS uuid[]))
         AS g(id, attempt_id)
-), started AS (
-    UPDATE contacts c SET send_started_at = now()
-    FROM g
-    WHERE c.id = g.id AND c.attempt_id = g.attempt_id
+), verdict AS (
+    SELECT g.id, g.attempt_id, {refusal_code(_REQUIRES_OPT_IN)} AS code
+    FROM g JOIN contacts c ON c.id = g.id LEFT JOIN people p ON p.id = c.person_id
+), moved AS (
+    UPDATE contacts c SET
+        send_started_at = CASE WHEN v.code IS NULL THEN now() ELSE c.send_started_at END,
+        state = CASE WHEN v.code IS NULL THEN c.state ELSE '{C.SENDING_FAILED.value}' END,
+        reason_code = coalesce(v.code, c.reason_code),
+        reason = CASE WHEN v.code IS NULL THEN c.reason ELSE {reason_text("v.code")} END,
+        attempts = CASE WHEN v.code IS NULL THEN c.attempts ELSE c.attempts - 1 END,
+        lease_expires_at = CASE WHEN v.code IS NULL THEN c.lease_expires_at END,
+        finished_at = CASE WHEN v.code IS NULL THEN c.finished_at ELSE now() END,
+        updated_at = CASE WHEN v.code IS NULL THEN c.updated_at ELSE now() END
+    FROM verdict v
+    WHERE c.id = v.id AND c.attempt_id = v.attempt_id
       -- Written so that the partial lease index (state = 'in_progress') cannot serve it: the
       -- planner, whose statistics predate the campaign's claims, otherwise scans every
       -- in-progress contact and hash-joins the group (~50-70 ms at 1,000 msg/s, measured
       -- with pg_stat_statements); this way each row is one primary-key probe.
       AND (c.state || '') = 'in_progress'
-      AND c.lease_expires_at > now()
-      -- A scalar subquery, not EXISTS: EXISTS would be flattened into a join that walks
-      -- every in-progress contact of every running campaign for each statement.
-      AND (SELECT k.status FROM campaigns k WHERE k.id = c.campaign_id) = 'running'
-    RETURNING c.id
+      AND (v.code IS NOT NULL OR (
+          c.lease_expires_at > now()
+          -- A scalar subquery, not EXISTS: EXISTS would be flattened into a join that walks
+          -- every in-progress contact of every running campaign for each statement.
+          AND (SELECT k.status FROM campaigns k WHERE k.id = c.campaign_id) = 'running'))
+    RETURNING c.id, c.campaign_id, v.code
+), events AS (
+    INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
+    SELECT id, campaign_id, 'in_progress', '{C.SENDING_FAILED.value}', 'registry',
+           'refused at send: ' || code
+    FROM moved WHERE code IS NOT NULL
 )
-SELECT id FROM started
+SELECT id, code FROM moved
 """
 
 
@@ -159,14 +181,24 @@ def _start_params(attempts: Sequence[tuple[int, uuid.UUID]]) -> dict[str, Any]:
     return {"ids": [i for i, _ in ordered], "attempt_ids": [a for _, a in ordered]}
 
 
-def start_sends(conn: Connection, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
-    """Marks (contact id, attempt id) pairs started; the ids that may be sent. The caller
-    commits at once; the commit is synchronous whatever the server's default."""
+def _starts(rows: Iterable[Sequence[Any]]) -> Starts:
+    started: set[int] = set()
+    refused: dict[int, str] = {}
+    for contact_id, code in rows:
+        if code is None:
+            started.add(int(contact_id))
+        else:
+            refused[int(contact_id)] = str(code)
+    return Starts(frozenset(started), refused)
+
+
+def start_sends(conn: Connection, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
+    """Starts (contact id, attempt id) pairs, or refuses them for the registry (``Starts``).
+    The caller commits at once; the commit is synchronous whatever the server's default."""
     if not attempts:
-        return set()
+        return Starts()
     conn.execute(text("SET LOCAL synchronous_commit = on"))
-    rows = conn.exec_driver_sql(_START, _start_params(attempts))
-    return {int(r[0]) for r in rows}
+    return _starts(conn.exec_driver_sql(_START, _start_params(attempts)))
 
 
 class StartStatements:
@@ -178,10 +210,10 @@ class StartStatements:
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
-    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
         """As ``start_sends``, committed; raises if it could not tell (nothing may go)."""
         if not attempts:
-            return set()
+            return Starts()
         conn = await self._connect()
         try:
             async with conn.transaction():
@@ -190,7 +222,7 @@ class StartStatements:
         except BaseException:
             await self.close()
             raise
-        return {int(r[0]) for r in rows}
+        return _starts(rows)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

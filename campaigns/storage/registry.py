@@ -30,7 +30,6 @@ from campaigns.domain.registry import (
     is_e164,
     person_id,
 )
-from campaigns.domain.states import ContactState
 
 # --------------------------------------------------------------------------- apply
 
@@ -427,11 +426,11 @@ def suppressed_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- send time
 
-_REASON_TEXT = (
-    "CASE r.code "
-    + " ".join(f"WHEN '{code.value}' THEN '{text_}'" for code, text_ in SUPPRESSION_REASONS.items())
-    + " END"
-)
+
+def reason_text(code: str) -> str:
+    """The readable reason of a refusal code (an SQL text expression), as uploads word it."""
+    cases = " ".join(f"WHEN '{c.value}' THEN '{t}'" for c, t in SUPPRESSION_REASONS.items())
+    return f"CASE {code} {cases} END"
 
 
 def refusal_code(require_opt_in: str) -> str:
@@ -444,61 +443,3 @@ def refusal_code(require_opt_in: str) -> str:
     WHEN p.opted_out THEN '{Suppression.OPTED_OUT.value}'
     WHEN {require_opt_in} AND NOT p.opted_in THEN '{Suppression.NOT_OPTED_IN.value}'
 END"""
-
-
-def refused(require_opt_in: str) -> str:
-    """Whether ``p`` is refused (the same rule as :func:`refusal_code`, index-friendly)."""
-    return f"(p.status IS NOT NULL OR p.opted_out OR ({require_opt_in} AND NOT p.opted_in))"
-
-
-# One statement per gate group, right after the group opened: the attempts whose person the
-# registry refuses now move to Sending failed with the reason code (no request is made);
-# the rest may go. See NOTES-registry.md: the send ledger's start statement takes this in.
-_REFUSE_AT_SEND = f"""
-WITH g AS (
-    SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]))
-        AS g(id, attempt_id)
-), r AS (
-    SELECT c.id, {refusal_code(":require_opt_in")} AS code
-    FROM g JOIN contacts c ON c.id = g.id AND c.attempt_id = g.attempt_id
-    JOIN people p ON p.id = c.person_id
-    WHERE c.state = 'in_progress' AND {refused(":require_opt_in")}
-    ORDER BY c.id FOR UPDATE OF c
-), moved AS (
-    UPDATE contacts c SET state = '{ContactState.SENDING_FAILED.value}',
-        reason_code = r.code, reason = {_REASON_TEXT}, attempts = c.attempts - 1,
-        lease_expires_at = NULL, finished_at = now(), updated_at = now()
-    FROM r WHERE c.id = r.id
-    RETURNING c.id, c.campaign_id, r.code
-), events AS (
-    INSERT INTO contact_events (contact_id, campaign_id, from_state, to_state, source, detail)
-    SELECT id, campaign_id, 'in_progress', '{ContactState.SENDING_FAILED.value}', 'registry',
-           'refused at send: ' || code
-    FROM moved
-)
-SELECT id, code FROM moved
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupAttempt:
-    contact_id: int
-    attempt_id: str
-
-
-def refuse_at_send(
-    conn: Connection, attempts: Sequence[GroupAttempt], *, require_opt_in: bool
-) -> dict[int, str]:
-    """Moves the group's refused contacts to Sending failed; contact id -> reason code."""
-    if not attempts:
-        return {}
-    ordered = sorted(attempts, key=lambda a: a.contact_id)
-    rows = conn.execute(
-        text(_REFUSE_AT_SEND),
-        {
-            "ids": [a.contact_id for a in ordered],
-            "attempt_ids": [a.attempt_id for a in ordered],
-            "require_opt_in": require_opt_in,
-        },
-    )
-    return {int(r.id): str(r.code) for r in rows}

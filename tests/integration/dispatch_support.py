@@ -23,7 +23,6 @@ from campaigns.services import uploads
 from campaigns.services.dispatch.batch import BatchReport
 from campaigns.services.dispatch.chain import run_chain
 from campaigns.services.dispatch.ledger import StartLedger
-from campaigns.services.dispatch.ports import PeopleCheck
 from campaigns.services.dispatch.recorder import Recorder
 from campaigns.services.dispatch.send import Sender
 from schemas.api import CampaignCreate
@@ -186,7 +185,6 @@ def send_claimed(
     ports: SendPorts,
     *,
     tier: tuple[int, float] = (0, 86_400.0),
-    people: PeopleCheck | None = None,
 ) -> list[BatchReport]:
     """A claimed batch through the production sender (gate, start ledger, recorder) until
     every answer is recorded; the recorder's reports."""
@@ -198,7 +196,7 @@ def send_claimed(
 
         recorder = Recorder(engine, on_report=keep, tier_limit=tier[0], tier_window_s=tier[1])
         ledger = StartLedger(engine)
-        sender = Sender(plan, ports.gate, ports.transport, ledger, recorder, people=people)
+        sender = Sender(plan, ports.gate, ports.transport, ledger, recorder)
         await sender.send_batch(claimed)
         await sender.finish()
         await recorder.drain()

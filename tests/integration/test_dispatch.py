@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from campaigns.dev.simulator.outcomes import OutcomeKind
 from campaigns.dev.simulator.runner import RunningSimulator
 from campaigns.domain import dispatch as rules
-from campaigns.domain.dispatch import RecordedOutcome
+from campaigns.domain.dispatch import RecordedOutcome, Starts
 from campaigns.domain.outcomes import SendResult
 from campaigns.domain.states import CampaignStatus, ContactState, IllegalTransition
 from campaigns.services import admin
@@ -254,7 +254,7 @@ def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> No
             dispatch_db.start_sends(
                 conn, [(c.id, c.attempt_id) for c in (started_old, started_new)]
             )
-            == set()
+            == Starts()
         )  # their leases ran out already: the ledger refuses to start them
         conn.execute(
             text("UPDATE contacts SET send_started_at = now() WHERE id = ANY(:ids)"),

@@ -23,7 +23,6 @@ from campaigns.runtime.stores import resolve
 from campaigns.services import admin, contact_checks
 from campaigns.services import campaigns as campaign_service
 from campaigns.services.dispatch.batch import claim_batch
-from campaigns.services.dispatch.people import SendTimeCheck
 from campaigns.services.dispatch.plan import load_plan
 from schemas.api import CampaignCreate
 from tests.conftest import exported
@@ -91,8 +90,7 @@ def test_a_person_refused_after_the_upload_is_not_sent(
     learn(db, phone(1), Change.OPTED_OUT, source=SOURCE_REPLY)
     learn(db, phone(2), Change.BLOCKED, reason="fraud")
     learn(db, phone(3), Change.UNAVAILABLE, code=131026)
-    check = SendTimeCheck(db, require_opt_in=False)
-    reports = send_claimed(db, plan, claimed, ports, people=check)
+    reports = send_claimed(db, plan, claimed, ports)
 
     suppressed = sum((r.suppressed for r in reports), Counter[str]())
     assert suppressed == {"opted_out": 1, "blocked": 1, "unavailable": 1}

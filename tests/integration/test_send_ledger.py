@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from campaigns.dev.simulator.outcomes import OutcomeKind
 from campaigns.dev.simulator.runner import RunningSimulator
 from campaigns.domain import dispatch as rules
-from campaigns.domain.dispatch import ClaimedContact, SendJob
+from campaigns.domain.dispatch import ClaimedContact, SendJob, Starts
 from campaigns.domain.outcomes import SendResult
 from campaigns.services import admin
 from campaigns.services.campaigns import get_campaign
@@ -65,7 +65,7 @@ def test_a_start_that_holds_the_row_wins_over_a_release(db: Engine) -> None:
     with db.connect() as conn:
         start = conn.begin()
         started = dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
-        assert started == {claimed.id}
+        assert started.started == {claimed.id} and not started.refused
         time.sleep(1.3)  # the lease runs out while the start is not yet committed
         thread, reports = recover_in_thread(db)
         thread.join(0.5)
@@ -101,7 +101,7 @@ def test_a_release_that_holds_the_row_wins_over_a_start(db: Engine) -> None:
             )
             assert verdict is not None
             assert dispatch_db.settle_leases(other, [(leases[0], *verdict)]) == 1
-            result: list[set[int]] = []
+            result: list[Starts] = []
             thread = threading.Thread(
                 target=lambda: result.append(
                     dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
@@ -113,7 +113,7 @@ def test_a_release_that_holds_the_row_wins_over_a_start(db: Engine) -> None:
             release.commit()
         thread.join(10)
         start.commit()
-    assert result == [set()]
+    assert result == [Starts()]
     (row,) = contact_rows(db, campaign_id)
     assert row["state"] == "initial" and row["send_started_at"] is None
     assert row["attempts"] == 0
@@ -123,10 +123,11 @@ def test_the_start_statement_refuses_a_paused_campaign(db: Engine) -> None:
     campaign_id, claimed = claim_one(db, lease_s=60)
     admin.pause_campaign(db, sync_flags(), campaign_id)
     with db.begin() as conn:
-        assert dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)]) == set()
+        assert dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)]) == Starts()
     admin.resume_campaign(db, sync_flags(), campaign_id)
     with db.begin() as conn:
-        assert dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)]) == {claimed.id}
+        started = dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
+    assert started == Starts(frozenset({claimed.id}))
 
 
 class Held:

@@ -14,6 +14,7 @@ from campaigns.domain.dispatch import (
     ClaimedContact,
     GroupGrant,
     SendJob,
+    Starts,
     TierRoom,
 )
 from campaigns.domain.outcomes import Decision, SendResult
@@ -102,12 +103,12 @@ class StartAll:
         self.refuse = refuse
         self.started: list[int] = []
 
-    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
         if self.refuse:
-            return set()
+            return Starts()
         ids = {i for i, _ in attempts}
         self.started.extend(sorted(ids))
-        return ids
+        return Starts(frozenset(ids))
 
 
 class Collect:

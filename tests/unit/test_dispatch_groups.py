@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from campaigns.domain.dispatch import SendJob
+from campaigns.domain.dispatch import SendJob, Starts
 from campaigns.domain.outcomes import SendResult
 from tests.unit.dispatch_fakes import AcceptAll, RecordingGate, StartAll, contacts, plan, send
 
@@ -45,9 +45,35 @@ def test_nothing_the_ledger_did_not_start_is_sent() -> None:
 class SlowStart(StartAll):
     """A start statement that takes a moment, as a commit does: answers arrive meanwhile."""
 
-    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
         await asyncio.sleep(0.01)
         return await super().start(attempts)
+
+
+class RefusesPeople(StartAll):
+    """A start statement in which the registry refuses some contacts (Sending failed there)."""
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
+        kept = [(i, a) for i, a in attempts if i not in self.refused]
+        started = await super().start(kept)
+        refused = {i: code for i, _ in attempts if (code := self.refused.get(i))}
+        return Starts(started.started, refused)
+
+
+def test_contacts_the_registry_refuses_at_start_are_never_sent_and_the_batch_goes_on() -> None:
+    gate, transport = RecordingGate(), AcceptAll()
+    ledger = RefusesPeople({3: "opted_out", 60: "blocked"})
+    attempts, stopped = send(plan(1000.0), contacts(120), gate, transport, ledger=ledger)
+    assert not stopped and gate.groups == [50, 50, 20]
+    assert len(transport.sent) == 118
+    by_id = {a.contact.id: a for a in attempts}
+    assert (by_id[3].suppressed, by_id[60].suppressed) == ("opted_out", "blocked")
+    assert by_id[3].result is None and by_id[60].result is None
+    assert all(a.suppressed is None and a.result for i, a in by_id.items() if i not in (3, 60))
 
 
 class MissingTemplate(AcceptAll):

@@ -19,7 +19,6 @@ from campaigns.domain.dispatch import (
 from campaigns.domain.states import CampaignStatus
 from campaigns.services.dispatch.batch import BatchReport, claim_batch
 from campaigns.services.dispatch.ledger import StartLedger
-from campaigns.services.dispatch.people import SendTimeCheck
 from campaigns.services.dispatch.plan import load_plan, note_tier_wait, note_window_wait
 from campaigns.services.dispatch.ports import MessageTransport, SendGate
 from campaigns.services.dispatch.recorder import Recorder
@@ -75,7 +74,6 @@ async def run_chain(
         concurrency=concurrency,
         rate=(lambda: rate(plan)) if rate is not None else None,
         stopped=stopped,
-        people=SendTimeCheck(engine, require_opt_in=plan.require_opt_in),
     )
     chain = Chain(engine, plan, gate, sender, lease_margin_s=lease_margin_s)
     try:

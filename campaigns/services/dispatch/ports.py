@@ -15,9 +15,9 @@ from typing import Protocol
 from campaigns.domain.dispatch import (
     Attempt,
     CampaignPlan,
-    ClaimedContact,
     GroupGrant,
     SendJob,
+    Starts,
     TierRoom,
 )
 from campaigns.domain.outcomes import Decision, SendResult
@@ -83,9 +83,10 @@ class Wakeup(Protocol):
 class Starter(Protocol):
     """The send ledger's start statement (``ledger.StartLedger``)."""
 
-    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> set[int]:
-        """Marks (contact id, attempt id) pairs started (durably); the ids that may be
-        sent. Raises when it could not tell (then none may be sent)."""
+    async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
+        """Marks (contact id, attempt id) pairs started (durably), or ends those whose person
+        the registry refuses now Sending failed (``Starts``). Raises when it could not tell
+        (then none may be sent)."""
         ...
 
 
@@ -100,14 +101,4 @@ class OutcomeSink(Protocol):
 
     def note_answer(self, plan: CampaignPlan, decision: Decision, result: SendResult) -> bool:
         """Counts an answer; True when it stops the campaign now (raise the pause flag)."""
-        ...
-
-
-class PeopleCheck(Protocol):
-    """The contact registry at send time (``campaigns.services.dispatch.people``)."""
-
-    async def refuse(self, group: Sequence[ClaimedContact]) -> dict[int, str]:
-        """Moves the group's contacts whose person the registry refuses now (unavailable,
-        blocked, opted out; without an opt-in when the campaign requires one) to Sending
-        failed with that reason code; contact id -> reason code. Nothing else changes."""
         ...

@@ -17,6 +17,7 @@ from campaigns.domain.dispatch import (
     CampaignPlan,
     ClaimedContact,
     SendJob,
+    Starts,
     group_size,
 )
 from campaigns.domain.outcomes import classify
@@ -24,7 +25,6 @@ from campaigns.domain.send_window import openings
 from campaigns.services.dispatch.ports import (
     MessageTransport,
     OutcomeSink,
-    PeopleCheck,
     SendGate,
     Starter,
 )
@@ -59,7 +59,6 @@ class Sender:
         rate: Callable[[], float] | None = None,
         stopped: Callable[[], bool] | None = None,
         rng: random.Random | None = None,
-        people: PeopleCheck | None = None,
     ) -> None:
         """``rate``: the campaign's pacing rate now (its fair share of the sender; default
         its configured rate). ``stopped``: the chain must stop opening groups (its key was
@@ -70,7 +69,6 @@ class Sender:
         self.rate: Callable[[], float] = rate or (lambda: plan.rate_per_s)
         self.stopped: Callable[[], bool] = stopped or (lambda: False)
         self.rng = rng or random.Random()
-        self.people = people  # the registry's check of each group before its start
         self.slots = asyncio.Semaphore(concurrency)
         self.inflight: set[asyncio.Task[None]] = set()
         self.start_s = 0.0  # how long the start statement took lately (moving average)
@@ -133,25 +131,27 @@ class Sender:
         try:
             admitted, go = await self._pass_gate(group)
             tier_refused = {c.id for c in group} - {c.id for c, _ in admitted} if go else set()
-            checked = await self._ask_registry(admitted)
-            admitted, suppressed = checked if checked is not None else ([], set())
-            go = go and checked is not None
-            started = await self._start(admitted) if admitted else {}
+            starts = await self._start(admitted) if admitted else Starts()
         except BaseException:
             self._free(len(group))
             self.release(group)
             raise
-        refused = tier_refused | suppressed  # recorded already
+        due = {c.id: at for c, at in admitted}
         for contact in group:
-            if contact.id in started:
-                task = asyncio.create_task(self._send(contact, started[contact.id]))
+            if contact.id in starts.started:
+                task = asyncio.create_task(self._send(contact, due[contact.id]))
                 self.inflight.add(task)
                 task.add_done_callback(self.inflight.discard)
                 continue
             self.slots.release()
-            if contact.id not in refused:
+            if contact.id in starts.refused:  # the registry's: Sending failed already
+                code = starts.refused[contact.id]
+                attempt = Attempt(contact, None, None, None, None, suppressed=code)
+                self.recorder.add(self.plan, attempt)
+            elif contact.id not in tier_refused:  # recorded already
                 self.release([contact])  # paused, unreachable, or its lease ran out
-        return go and not tier_refused and len(started) == len(admitted)
+        answered = len(starts.started) + len(starts.refused)
+        return go and not tier_refused and answered == len(admitted)
 
     async def _pass_gate(
         self, group: Sequence[ClaimedContact]
@@ -184,38 +184,19 @@ class Sender:
             self.tier_free_at.append(grant.tier_free_at)
         return admitted, True
 
-    async def _ask_registry(
-        self, admitted: list[tuple[ClaimedContact, float]]
-    ) -> tuple[list[tuple[ClaimedContact, float]], set[int]] | None:
-        """The registry's check of the admitted contacts: those it refuses are Sending
-        failed already (recorded as suppressed, never sent); (the rest, the refused ids).
-        None if it could not be asked: none may go (they go back unsent, the batch stops)."""
-        if self.people is None or not admitted:
-            return admitted, set()
-        try:
-            refused = await self.people.refuse([c for c, _ in admitted])
-        except Exception:
-            log.warning("registry check failed: the rest of the batch goes back", exc_info=True)
-            return None
-        for contact, _ in admitted:
-            if contact.id in refused:
-                attempt = Attempt(contact, None, None, None, None, suppressed=refused[contact.id])
-                self.recorder.add(self.plan, attempt)
-        return [(c, d) for c, d in admitted if c.id not in refused], set(refused)
-
-    async def _start(self, admitted: Sequence[tuple[ClaimedContact, float]]) -> dict[int, float]:
-        """The start statement for the admitted contacts: those that may leave, with their
-        due times. Postgres unreachable: none (they go back unsent)."""
+    async def _start(self, admitted: Sequence[tuple[ClaimedContact, float]]) -> Starts:
+        """The start statement for the admitted contacts (with the registry's check).
+        Postgres unreachable: none started (they go back unsent)."""
         if self.halted():
-            return {}
+            return Starts()
         began = time.monotonic()
         try:
-            ids = await self.ledger.start([(c.id, c.attempt_id) for c, _ in admitted])
+            starts = await self.ledger.start([(c.id, c.attempt_id) for c, _ in admitted])
             self.start_s = 0.7 * self.start_s + 0.3 * (time.monotonic() - began)
         except Exception:
             log.warning("send ledger unreachable: the rest of the batch goes back", exc_info=True)
-            return {}
-        return {c.id: due for c, due in admitted if c.id in ids}
+            return Starts()
+        return starts
 
     def _free(self, n: int) -> None:
         for _ in range(n):
