@@ -302,19 +302,35 @@ class Stack:
                 ),
                 {"c": campaign_id, "n": contacts},
             ).scalar_one()
+            # As an upload leaves them: each contact linked to its person in the registry
+            # (people are keyed by the E.164 digits).
+            numbers = (
+                "FROM generate_series(1, :n) AS g,"
+                " LATERAL (SELECT '+4915' || lpad((:base + g)::text, 9, '0') AS p) AS x"
+            )
+            numbering = {"n": contacts, "base": number_base}
+            conn.execute(
+                text(
+                    "INSERT INTO people (id, phone_e164) SELECT CAST(substr(p, 2) AS bigint), p "
+                    + numbers
+                    + " ON CONFLICT (id) DO NOTHING"
+                ),
+                numbering,
+            )
             conn.execute(
                 text(
                     "INSERT INTO contacts (campaign_id, upload_id, line_no, phone_raw, phone_e164,"
-                    " variables, state) "
+                    " variables, state, person_id) "
                     "SELECT :c, :u, g, p, p, jsonb_build_object('first_name', 'Anna',"
-                    " 'code', 'BF' || lpad(g::text, 7, '0')), 'initial' "
-                    "FROM generate_series(1, :n) AS g,"
-                    " LATERAL (SELECT '+4915' || lpad((:base + g)::text, 9, '0') AS p) AS x"
+                    " 'code', 'BF' || lpad(g::text, 7, '0')), 'initial',"
+                    " CAST(substr(p, 2) AS bigint) " + numbers
                 ),
-                {"c": campaign_id, "u": upload_id, "n": contacts, "base": number_base},
+                {"c": campaign_id, "u": upload_id} | numbering,
             )
         with engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE contacts"))
+            autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+            autocommit.execute(text("ANALYZE contacts"))
+            autocommit.execute(text("ANALYZE people"))
         return campaign_id
 
     def send_starts(self, campaign_id: int) -> list[float]:
