@@ -147,11 +147,13 @@ class Contact(Base):
             ["uploads.id", "uploads.campaign_id"],
             ondelete="CASCADE",
         ),
-        # Due work of a campaign: the claim query walks this index.
+        # Due work of a campaign: the claim query walks this index in its order (migration
+        # 0009: without ``id`` a chunk's contacts tie and every claim sorted them all).
         Index(
             "ix_contacts_due",
             "campaign_id",
             "next_attempt_at",
+            "id",
             postgresql_where=text("state IN ('initial', 'retry_scheduled')"),
         ),
         Index("ix_contacts_campaign_state", "campaign_id", "state"),
