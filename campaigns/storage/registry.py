@@ -179,6 +179,47 @@ def apply(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> Applied:
     return done
 
 
+# Accepted sends of people on record: ``learn``'s SENT for a visible person (last_sent_at,
+# wa_id), without the general statement's JSON input, locking pass and CASE per column. It
+# runs for every accepted send, so it is the cheap one; rows in id order (lock order).
+_SENT = """
+UPDATE people p SET last_sent_at = greatest(p.last_sent_at, s.at),
+                    wa_id = coalesce(s.wa_id, p.wa_id)
+FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(ats)s AS timestamptz[]),
+            CAST(%(wa_ids)s AS text[])) AS s(id, at, wa_id)
+WHERE p.id = s.id AND p.removed_at IS NULL
+RETURNING p.id
+"""
+
+
+def apply_sends(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> None:
+    """Applies a flush's learned facts as :func:`apply` does, the accepted sends of people
+    on record through the cheap statement above; the rest (other changes, and sends to an
+    unknown or removed number, which make its record again) through :func:`apply`, in order.
+    A send's change commutes with the others dispatch learns (they touch other columns)."""
+    latest: dict[str, tuple[datetime, str | None]] = {}
+    for phone, fact in facts:
+        if fact.change is Change.SENT and is_e164(phone):
+            at, wa_id = latest.get(phone, (fact.at, None))
+            latest[phone] = (max(at, fact.at), fact.wa_id or wa_id)
+    found: set[str] = set()
+    if latest:
+        ordered = sorted(latest.items(), key=lambda item: person_id(item[0]))
+        rows = conn.exec_driver_sql(
+            _SENT,
+            {
+                "ids": [person_id(phone) for phone, _ in ordered],
+                "ats": [at for _, (at, _) in ordered],
+                "wa_ids": [wa_id for _, (_, wa_id) in ordered],
+            },
+        )
+        ids = {int(r[0]) for r in rows}
+        found = {phone for phone, _ in ordered if person_id(phone) in ids}
+    rest = [(p, f) for p, f in facts if not (f.change is Change.SENT and p in found)]
+    if rest:
+        apply(conn, rest)
+
+
 def _rounds(facts: Sequence[tuple[str, Learned]]) -> list[list[tuple[str, Learned]]]:
     """One statement may change a row once: the k-th change of each number goes in round k."""
     rounds: list[list[tuple[str, Learned]]] = []

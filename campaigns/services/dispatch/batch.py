@@ -227,8 +227,8 @@ def record_outcomes(
             [recorded_outcome(a) for f in ordered for a in f.attempts if a.suppressed is None],
         )
         learned = [fact for t in tallies for fact in t.learned]
-        if learned:  # one statement for the flush's people
-            registry_db.apply(conn, learned)
+        if learned:  # normally one statement for the flush's people
+            registry_db.apply_sends(conn, learned)
         ids = [f.plan.id for f in ordered]
         states = dispatch_db.campaign_states(conn, ids)
         pending = dispatch_db.campaigns_with_pending(conn, ids)
