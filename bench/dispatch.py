@@ -28,8 +28,9 @@ per message of the whole stack for each phase and ``cpu_ratio`` (naive over ours
 unlike ``ratio`` it does not depend on what else runs on the machine, which is shared), the
 busy CPU seconds of other processes in each phase, the limiter's waits and the
 accepted-per-second deciles from the workers' telemetry.
-``--profile DIR`` records the dispatch worker (and its prefork children) with py-spy
-(``pip install py-spy``) into DIR as speedscope JSON and a raw collapsed-stack file.
+``--profile DIR`` records the dispatch worker (and its prefork children) during the at-cap
+phase with py-spy (``pip install py-spy``; ``--gil``: samples of threads on the CPU only, not
+of threads waiting for the GIL) into DIR as a raw collapsed-stack file (speedscope opens it).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def start_profiler(stack: Stack, out_dir: Path, seconds: float) -> subprocess.Po
     out_dir.mkdir(parents=True, exist_ok=True)
     worker = next(p for p in stack.procs if p.name == "dispatch-worker")
     argv = [spy, "record", "--pid", str(worker.popen.pid), "--subprocesses", "--nonblocking"]
+    argv += ["--gil"]  # without it a thread waiting for the GIL counts as busy
     argv += ["--rate", "50", "--duration", str(int(seconds)), "--format", "raw"]
     argv += ["--output", str(out_dir / "dispatch-worker.txt")]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -70,6 +70,10 @@ class Sender:
         self.stopped: Callable[[], bool] = stopped or (lambda: False)
         self.rng = rng or random.Random()
         self.slots = asyncio.Semaphore(concurrency)
+        # A group takes its slots before it opens: one as large as the limit would wait for
+        # every send of the one before (the slowest answer, then its start statement) with
+        # nothing in flight. A quarter keeps the next groups opening meanwhile.
+        self.max_group = max(1, concurrency // 4)
         self.inflight: set[asyncio.Task[None]] = set()
         self.start_s = 0.0  # how long the start statement took lately (moving average)
         self.tier_free_at: list[float] = []  # the tier refused contacts: it frees up then
@@ -91,7 +95,7 @@ class Sender:
         sendable = await self._defer_closed_windows(claimed)
         first = 0
         while first < len(sendable):
-            size = min(group_size(self.rate(), self.start_s), self.concurrency)
+            size = min(group_size(self.rate(), self.start_s), self.max_group)
             if self.halted():
                 self.release(sendable[first:])
                 return True
