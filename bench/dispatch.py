@@ -54,6 +54,7 @@ from _stack import (
     log,
     machine_busy_s,
     machine_load,
+    middle_rate,
     telemetry,
 )
 from sqlalchemy import text
@@ -74,6 +75,7 @@ class Run:
     cpu_s: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, object] = field(default_factory=dict)
     stack_cpu_ms_per_msg: float = 0.0  # workers + simulator + Postgres + Redis, per message
+    steady_msgs_per_s: float = 0.0  # over the middle 90% of the start marks (no ramp, no tail)
 
     @property
     def msgs_per_s(self) -> float:
@@ -172,6 +174,7 @@ def run_ours(
         cpu,
         diagnostics,
         per_msg,
+        middle_rate(stack.send_starts(campaign_id)),
     )
 
 
@@ -295,6 +298,7 @@ def main() -> None:
         {
             "capacity_rate_cap": args.capacity_rate,
             "capacity_seconds": round(capacity.seconds, 1),
+            "capacity_steady_msgs_per_s": round(capacity.steady_msgs_per_s, 1),
             "capacity_first_send_s": round(capacity.first_send_s, 2),
             "capacity_sent": capacity.sent,
             "capacity_stack_cpu_ms_per_msg": capacity.stack_cpu_ms_per_msg,
@@ -313,6 +317,7 @@ def main() -> None:
                 "at_cap_msgs_per_s": round(at_cap.msgs_per_s, 1),
                 "rate_cap": args.rate,
                 "at_cap_pct": round(100 * at_cap.msgs_per_s / args.rate, 2),
+                "at_cap_steady_msgs_per_s": round(at_cap.steady_msgs_per_s, 1),
                 "naive_contacts": naive_contacts,
                 "naive_msgs_per_s": round(naive.msgs_per_s, 1),
                 "ratio": round(headline.msgs_per_s / naive.msgs_per_s, 2),

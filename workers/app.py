@@ -17,6 +17,7 @@ from celery.signals import (
 )
 from kombu import Queue
 
+from campaigns.runtime import collector
 from campaigns.runtime.config import get_settings
 from campaigns.runtime.logs import configure_logging
 from campaigns.runtime.queues import QUEUES
@@ -105,6 +106,7 @@ def _note_dispatch_worker(instance: Any = None, **_: Any) -> None:
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     dispose_after_fork()
+    collector.settle()  # set up: freeze it (runtime.collector)
     if os.environ.get(_DISPATCHER_ENV) == "pool":
         from billiard.process import current_process
 
@@ -115,6 +117,7 @@ def _after_fork(**_: Any) -> None:
 
 @worker_ready.connect
 def _dispatcher_in_main(**_: Any) -> None:
+    collector.settle()  # the main process: a solo or threads pool's tasks run here
     if os.environ.get(_DISPATCHER_ENV) == "main":
         from workers.dispatch import start_dispatcher
 

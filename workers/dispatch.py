@@ -12,7 +12,6 @@ Celery task holds a worker slot while a campaign sends or waits.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import threading
@@ -60,7 +59,6 @@ def start_dispatcher(preferred_slot: int = 0) -> None:
     global _running
     if _running is not None and _running.thread.is_alive():
         return
-    _tune_gc()
     # uvloop: the pure-Python selector loop cost ~50 of the worker's ~600 us per message
     # (py-spy); psycopg's async connection, redis.asyncio and aiohttp all run on it.
     loop = uvloop.new_event_loop()
@@ -79,18 +77,6 @@ def start_dispatcher(preferred_slot: int = 0) -> None:
     thread.start()
     _running = _Running(thread, loop, stop)
     log.info("dispatcher started (preferred slot %d)", preferred_slot)
-
-
-def _tune_gc() -> None:
-    """Sending allocates a few dozen short-lived objects per message, and the cyclic GC's
-    full collections re-walked the process's ~175,000 long-lived objects (Celery, SQLAlchemy,
-    modules) each time: 21% of the worker's CPU at 1,600 msg/s (py-spy, GC callbacks). What is
-    alive once the process is set up is frozen out of collections, and young collections
-    wait for 50,000 net allocations instead of 700 (reference counting frees almost
-    everything a send makes; cycles are still collected)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
 
 
 def stop_dispatcher(timeout_s: float) -> None:

@@ -29,6 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from campaigns.api import metrics
+from campaigns.runtime import collector
 from campaigns.runtime.config import Settings, get_settings
 from campaigns.runtime.stores import resolve
 
@@ -85,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Starts the /metrics listener with the app and stops it with the app."""
     listener = await run_in_threadpool(_start_metrics)
     app.state.metrics_listener = listener
+    collector.settle()  # set up: its objects live as long as the process (runtime.collector)
     try:
         yield
     finally:
