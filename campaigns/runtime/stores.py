@@ -52,6 +52,11 @@ def resolve(*, migrate_embedded: bool = True) -> Runtime:
     return _RUNTIME
 
 
+def resolved() -> Runtime | None:
+    """The runtime :func:`resolve` made, without starting or migrating anything; None before."""
+    return _RUNTIME
+
+
 def reset() -> None:
     """Forget the resolved runtime (tests switch databases)."""
     global _RUNTIME
