@@ -1121,3 +1121,38 @@ def test_the_applier_view_reads_what_the_full_model_reads() -> None:
     for model in (WebhookPayload, WebhookUpdates):
         with pytest.raises(ValidationError):
             model.model_validate(body)
+
+
+def test_inbox_rows_of_every_batch_size_keep_their_order(db: Engine) -> None:
+    """The receiver's INSERT is built once per batch size and reused: each batch, of any
+    size and in any order of sizes, gets ids in the order of its bodies."""
+    from campaigns.storage import webhooks as webhooks_db
+
+    batches = [[f"body {n}-{i}".encode() for i in range(n)] for n in (3, 1, 3, 64, 1, 2)]
+    for batch in batches:
+        with db.begin() as conn:
+            ids = webhooks_db.insert_inbox_many(conn, [(b, "pending", None) for b in batch])
+            stored = dict(
+                conn.execute(
+                    text("SELECT id, body FROM webhook_inbox WHERE id = ANY(:ids)"), {"ids": ids}
+                ).all()
+            )
+        assert ids == sorted(ids) and len(ids) == len(batch)
+        assert [bytes(stored[i]) for i in ids] == batch
+
+
+def test_the_api_takes_the_resolved_runtime_without_a_thread(
+    db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request resolves the runtime dependency: once resolved it is handed over on the
+    event loop, not through the threadpool (a thread hop per webhook POST)."""
+    from campaigns.api import deps
+
+    resolved = runtime.resolve()
+
+    async def no_thread(*args: object) -> object:
+        raise AssertionError("the threadpool was used")
+
+    monkeypatch.setattr(deps, "run_in_threadpool", no_thread)
+    assert asyncio.run(deps.get_runtime()) is resolved
+    assert asyncio.run(deps.get_engine(resolved)) is resolved.engine
