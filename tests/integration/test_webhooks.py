@@ -1132,7 +1132,7 @@ def test_inbox_rows_of_every_batch_size_keep_their_order(db: Engine) -> None:
     for batch in batches:
         with db.begin() as conn:
             ids = webhooks_db.insert_inbox_many(conn, [(b, "pending", None) for b in batch])
-            stored = dict(
+            stored: dict[int, bytes] = dict(
                 conn.execute(
                     text("SELECT id, body FROM webhook_inbox WHERE id = ANY(:ids)"), {"ids": ids}
                 ).all()
