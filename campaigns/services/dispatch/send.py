@@ -72,8 +72,8 @@ class Sender:
         self.slots = asyncio.Semaphore(concurrency)
         # A group takes its slots before it opens: one as large as the limit would wait for
         # every send of the one before (the slowest answer, then its start statement) with
-        # nothing in flight. A quarter keeps the next groups opening meanwhile.
-        self.max_group = max(1, concurrency // 4)
+        # nothing in flight. At most half: the next group gathers its slots meanwhile.
+        self.max_group = max(1, concurrency // 2)
         self.inflight: set[asyncio.Task[None]] = set()
         self.start_s = 0.0  # how long the start statement took lately (moving average)
         self.tier_free_at: list[float] = []  # the tier refused contacts: it frees up then
