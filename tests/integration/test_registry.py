@@ -85,24 +85,38 @@ def read_person(engine: Engine, phone: str) -> Person | None:
     return registry_db.person_of(row) if row is not None else None
 
 
-def test_the_sql_does_what_the_rules_say(db: Engine) -> None:
-    """Every change on every kind of record, in one statement, against ``learn``."""
+Case = tuple[str, Person | None, Learned]
+
+
+def seed_cases(db: Engine, prefix: str) -> list[Case]:
+    """Every kind of record (stored under ``prefix`` numbers) with every change."""
     cases = []
     for n, (start, fact) in enumerate(itertools.product(STARTS, FACTS)):
-        phone = f"+4915199{n:06d}"
+        phone = f"{prefix}{n:06d}"
         if start is not None:
             insert_person(db, replace(start, phone_e164=phone))
         cases.append((phone, start, fact))
+    return cases
+
+
+def stored_after(phone: str, start: Person | None, fact: Learned) -> Person | None:
+    """What the record must be after ``fact``: ``learn``'s answer, except that a change that
+    makes no record leaves an invisible (removed) one untouched (nothing to find)."""
+    before = replace(start, phone_e164=phone) if start is not None else None
+    if before is not None and not before.visible and fact.change not in CREATING:
+        return before
+    return learn(before, phone, fact)
+
+
+def test_the_sql_does_what_the_rules_say(db: Engine) -> None:
+    """Every change on every kind of record, in one statement, against ``learn``."""
+    cases = seed_cases(db, "+4915199")
     with db.begin() as conn:
         applied = registry_db.apply(conn, [(phone, fact) for phone, _, fact in cases])
     for phone, start, fact in cases:
         before = replace(start, phone_e164=phone) if start is not None else None
         expected = learn(before, phone, fact)
-        stored = read_person(db, phone)
-        if before is not None and not before.visible and fact.change not in CREATING:
-            assert stored == before, (phone, start, fact)  # nothing to find: untouched
-        else:
-            assert stored == expected, (phone, start, fact)
+        assert read_person(db, phone) == stored_after(phone, start, fact), (phone, start, fact)
         assert (phone in applied.changed) == (expected != before and expected is not None)
 
 
@@ -110,32 +124,17 @@ def test_a_flush_of_sends_does_what_the_rules_say(db: Engine) -> None:
     """``apply_sends`` (dispatch's flush: accepted sends of people on record by the cheap
     statement, the rest by ``apply``), every change on every kind of record, against
     ``learn``; each number also gets a second send, earlier, which must not move it back."""
-    cases = []
-    for n, (start, fact) in enumerate(itertools.product(STARTS, FACTS)):
-        phone = f"+4915177{n:06d}"
-        if start is not None:
-            insert_person(db, replace(start, phone_e164=phone))
-        cases.append((phone, start, fact))
+    cases = seed_cases(db, "+4915177")
     late = Learned(Change.SENT, T0 - timedelta(days=1))
     with db.begin() as conn:
         registry_db.apply_sends(conn, [(phone, fact) for phone, _, fact in cases])
     for phone, start, fact in cases:
-        before = replace(start, phone_e164=phone) if start is not None else None
-        expected = learn(before, phone, fact)
-        stored = read_person(db, phone)
-        if before is not None and not before.visible and fact.change not in CREATING:
-            assert stored == before, (phone, start, fact)
-        else:
-            assert stored == expected, (phone, start, fact)
+        assert read_person(db, phone) == stored_after(phone, start, fact), (phone, start, fact)
     with db.begin() as conn:
         registry_db.apply_sends(conn, [(phone, late) for phone, _, _ in cases] * 2)
     for phone, start, fact in cases:
-        stored = read_person(db, phone)
-        before = replace(start, phone_e164=phone) if start is not None else None
-        after = learn(before, phone, fact)
-        if before is not None and not before.visible and fact.change not in CREATING:
-            after = before
-        assert stored == learn(after, phone, late), (phone, start, fact)
+        expected = learn(stored_after(phone, start, fact), phone, late)
+        assert read_person(db, phone) == expected, (phone, start, fact)
 
 
 def test_a_wa_id_that_is_no_number_is_left_out(db: Engine) -> None:
