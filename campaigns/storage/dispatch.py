@@ -101,7 +101,7 @@ def claim_due(
     return [
         ClaimedContact(
             id=r.id,
-            from_state=_STATES[r.from_state],
+            from_state=ContactState(r.from_state),
             phone_e164=r.phone_e164,
             variables=_variables(r._mapping, profile) if profile else dict(r.variables or {}),
             attempt_no=r.attempts,
@@ -109,9 +109,6 @@ def claim_due(
         )
         for r in rows
     ]
-
-
-_STATES = {s.value: s for s in ContactState}
 
 
 def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:

@@ -65,7 +65,6 @@ class Sender:
         lost)."""
         self.plan, self.gate, self.transport = plan, gate, transport
         self.ledger, self.recorder = ledger, recorder
-        self.concurrency = concurrency
         self.rate: Callable[[], float] = rate or (lambda: plan.rate_per_s)
         self.stopped: Callable[[], bool] = stopped or (lambda: False)
         self.rng = rng or random.Random()
