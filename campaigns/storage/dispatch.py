@@ -27,7 +27,7 @@ from campaigns.domain.states import (
     contact_transition,
 )
 from campaigns.storage.registry import reason_text, refusal_code
-from campaigns.storage.sql import in_list
+from campaigns.storage.sql import in_list, json_rows, micros, rows_doc
 
 C = ContactState
 # The campaign's opt-in rule, per contact (a start statement may hold several campaigns'
@@ -139,8 +139,7 @@ def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
 # before a group's statement stops its contact, and the check costs no round trip of its own.
 _START = f"""
 WITH g AS (
-    SELECT * FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempt_ids)s AS uuid[]))
-        AS g(id, attempt_id)
+    SELECT * FROM {json_rows("%(attempts)s", ("id bigint", "attempt_id uuid"))} AS g
 ), verdict AS MATERIALIZED (
     SELECT g.id, g.attempt_id, {refusal_code(_REQUIRES_OPT_IN)} AS code
     FROM g JOIN contacts c ON c.id = g.id LEFT JOIN people p ON p.id = c.person_id
@@ -181,7 +180,7 @@ SELECT id, code FROM moved
 
 def _start_params(attempts: Sequence[tuple[int, uuid.UUID]]) -> dict[str, Any]:
     ordered = sorted(attempts)  # lock order: no deadlocks with a record or recovery
-    return {"ids": [i for i, _ in ordered], "attempt_ids": [a for _, a in ordered]}
+    return {"attempts": rows_doc([(i, a.hex) for i, a in ordered])}
 
 
 def _starts(rows: Iterable[Sequence[Any]]) -> Starts:
@@ -243,16 +242,25 @@ class StartStatements:
 
 # One statement per batch. Rows still in progress under this attempt move; a row a status
 # webhook already moved on (it beat this commit) only gets the wamid/wa_id it lacks.
+# The outcomes' columns, in the order ``record_outcomes`` writes each row's values.
+_OUTCOME_COLUMNS = (
+    "id bigint",
+    "attempt_id uuid",
+    "state text",
+    "reason text",
+    "wamid text",
+    "wa_id text",
+    "code integer",
+    "detail text",
+    "retry_after float8",
+    "at micros",
+    "released boolean",
+    "not_before micros",
+    "message_status text",
+)
 _RECORD = f"""
 WITH o AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:attempt_ids AS uuid[]), CAST(:states AS text[]),
-        CAST(:reasons AS text[]), CAST(:wamids AS text[]), CAST(:wa_ids AS text[]),
-        CAST(:codes AS integer[]), CAST(:details AS text[]), CAST(:retry_after AS float8[]),
-        CAST(:ats AS timestamptz[]), CAST(:released AS boolean[]),
-        CAST(:not_before AS timestamptz[]), CAST(:message_statuses AS text[])
-    ) AS o(id, attempt_id, state, reason, wamid, wa_id, code, detail, retry_after, at, released,
-           not_before, message_status)
+    SELECT * FROM {json_rows(":outcomes", _OUTCOME_COLUMNS)} AS o
 ), moved AS (
     UPDATE contacts c SET
         state = coalesce(o.state, c.state),
@@ -301,6 +309,7 @@ WITH o AS (
 )
 SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM late) AS late
 """
+_RECORD_STATEMENT = text(_RECORD)  # built once: text() parses its binds on every call
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tuple[int, int]:
@@ -309,22 +318,27 @@ def record_outcomes(conn: Connection, outcomes: Sequence[RecordedOutcome]) -> tu
         if outcome.state is not None:
             contact_transition(C.IN_PROGRESS, outcome.state)  # refuses what the table refuses
     ordered = sorted(outcomes, key=lambda o: o.contact_id)  # lock order: no deadlocks
-    params: dict[str, Any] = {
-        "ids": [o.contact_id for o in ordered],
-        "attempt_ids": [o.attempt_id for o in ordered],
-        "states": [o.state.value if o.state else None for o in ordered],
-        "reasons": [o.reason for o in ordered],
-        "wamids": [o.wamid for o in ordered],
-        "wa_ids": [o.wa_id for o in ordered],
-        "codes": [o.error_code for o in ordered],
-        "details": [o.error_detail for o in ordered],
-        "retry_after": [o.retry_after_s or 0.0 for o in ordered],
-        "ats": [o.at for o in ordered],
-        "released": [o.released for o in ordered],
-        "not_before": [o.not_before for o in ordered],
-        "message_statuses": [o.message_status for o in ordered],
-    }
-    row = conn.execute(text(_RECORD), params).one()
+    doc = rows_doc(
+        [
+            (
+                o.contact_id,
+                o.attempt_id.hex,
+                o.state,
+                o.reason,
+                o.wamid,
+                o.wa_id,
+                o.error_code,
+                o.error_detail,
+                o.retry_after_s or 0.0,
+                micros(o.at),
+                o.released,
+                micros(o.not_before),
+                o.message_status,
+            )
+            for o in ordered
+        ]
+    )
+    row = conn.execute(_RECORD_STATEMENT, {"outcomes": doc}).one()
     return int(row.moved), int(row.late)
 
 

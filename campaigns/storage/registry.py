@@ -30,6 +30,7 @@ from campaigns.domain.registry import (
     is_e164,
     person_id,
 )
+from campaigns.storage.sql import json_rows, micros, rows_doc
 
 # --------------------------------------------------------------------------- apply
 
@@ -180,13 +181,12 @@ def apply(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> Applied:
 
 
 # Accepted sends of people on record: ``learn``'s SENT for a visible person (last_sent_at,
-# wa_id), without the general statement's JSON input, locking pass and CASE per column. It
-# runs for every accepted send, so it is the cheap one; rows in id order (lock order).
-_SENT = """
+# wa_id), without the general statement's locking pass and CASE per column. It runs for
+# every accepted send, so it is the cheap one; rows in id order (lock order).
+_SENT = f"""
 UPDATE people p SET last_sent_at = greatest(p.last_sent_at, s.at),
                     wa_id = coalesce(s.wa_id, p.wa_id)
-FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(ats)s AS timestamptz[]),
-            CAST(%(wa_ids)s AS text[])) AS s(id, at, wa_id)
+FROM {json_rows("%(sends)s", ("id bigint", "at micros", "wa_id text"))} AS s
 WHERE p.id = s.id AND p.removed_at IS NULL
 RETURNING p.id
 """
@@ -205,14 +205,8 @@ def apply_sends(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> None:
     found: set[str] = set()
     if latest:
         ordered = sorted(latest.items(), key=lambda item: person_id(item[0]))
-        rows = conn.exec_driver_sql(
-            _SENT,
-            {
-                "ids": [person_id(phone) for phone, _ in ordered],
-                "ats": [at for _, (at, _) in ordered],
-                "wa_ids": [wa_id for _, (_, wa_id) in ordered],
-            },
-        )
+        sends = rows_doc([(person_id(phone), micros(at), wa_id) for phone, (at, wa_id) in ordered])
+        rows = conn.exec_driver_sql(_SENT, {"sends": sends})
         ids = {int(r[0]) for r in rows}
         found = {phone for phone, _ in ordered if person_id(phone) in ids}
     rest = [(p, f) for p, f in facts if not (f.change is Change.SENT and p in found)]
