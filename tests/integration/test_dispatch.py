@@ -9,6 +9,8 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, text
@@ -40,6 +42,8 @@ from tests.integration.dispatch_support import (
     states,
     sync_flags,
 )
+
+C = ContactState
 
 
 @pytest.fixture
@@ -227,6 +231,79 @@ def test_recording_is_guarded_by_the_attempt(
     removed = RecordedOutcome(claimed.id, claimed.attempt_id, ContactState.REMOVED)
     with db.begin() as conn, pytest.raises(IllegalTransition):
         dispatch_db.record_outcomes(conn, [removed])
+
+
+# Quotes, backslashes, a newline, non-ASCII and a character outside the BMP.
+ODD_TEXT = 'Zu viele Anfragen \u2013 \u201eGrenze\u201c "quoted" \\ back\\slash\n\u2603 \U0001f600'
+
+
+def record_edge_cases(
+    db: Engine,
+) -> tuple[list[RecordedOutcome], datetime, dict[int, str | None], dict[int, dict[str, Any]]]:
+    """Five started contacts recorded in one batch (given in reverse order): sent (a time in
+    another zone, to the microsecond), a retry without a delay, an error, a release with a
+    due time, an unknown outcome with every optional value absent. Returns the outcomes, the
+    recording transaction's now(), each contact's event detail and its row."""
+    campaign_id = campaign_with_contacts(db, [phone(i) for i in range(5)])
+    admin.start_campaign(db, sync_flags(), campaign_id)
+    with db.begin() as conn:
+        claimed = dispatch_db.claim_due(conn, campaign_id, limit=10, lease_s=60)
+        started = dispatch_db.start_sends(conn, [(c.id, c.attempt_id) for c in claimed])
+        assert started.started == {c.id for c in claimed}
+    at = datetime(2026, 3, 29, 3, 30, 0, 123457, tzinfo=ZoneInfo("Europe/Berlin"))
+    s, r, e, x, u = ((c.id, c.attempt_id) for c in claimed)
+    outcomes = [
+        RecordedOutcome(
+            *s, C.SENT, wamid="wamid.\u00e9\\1", wa_id="491", message_status="held", at=at
+        ),
+        RecordedOutcome(
+            *r, C.RETRY_SCHEDULED, reason=ODD_TEXT, error_code=130429, error_detail=ODD_TEXT
+        ),
+        RecordedOutcome(*e, C.ERROR, reason="error: x", error_code=131000, retry_after_s=12.5),
+        RecordedOutcome(
+            *x,
+            C.INITIAL,
+            reason=ODD_TEXT,
+            released=True,
+            not_before=datetime(2030, 1, 2, 8, 0, 0, 999999, tzinfo=UTC),
+        ),
+        RecordedOutcome(*u, None),
+    ]
+    with db.begin() as conn:
+        assert dispatch_db.record_outcomes(conn, outcomes[::-1]) == (5, 0)
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        events = conn.execute(
+            text("SELECT contact_id, detail FROM contact_events WHERE to_state <> 'in_progress'")
+        ).all()
+    rows = {r["id"]: r for r in contact_rows(db, campaign_id)}
+    return outcomes, now, {int(i): d for i, d in events}, rows
+
+
+def test_recording_stores_every_value_as_given(db: Engine) -> None:
+    outcomes, now, events, rows = record_edge_cases(db)
+    sent, retry, error, released, unknown = (rows[o.contact_id] for o in outcomes)
+    assert (sent["state"], sent["wamid"], sent["wa_id"]) == ("sent", "wamid.\u00e9\\1", "491")
+    assert sent["sent_at"] == outcomes[0].at and sent["message_status"] == "held"
+    assert sent["lease_expires_at"] is None and sent["reason"] is None
+    assert (retry["state"], retry["reason"], retry["error_detail"]) == (
+        "retry_scheduled",
+        ODD_TEXT,
+        ODD_TEXT,
+    )
+    assert retry["error_code"] == 130429 and retry["next_attempt_at"] == now  # no delay: due now
+    assert (error["state"], error["error_detail"], error["finished_at"]) == ("error", None, now)
+    assert (released["state"], released["attempts"], released["reason"]) == ("initial", 0, None)
+    assert released["next_attempt_at"] == outcomes[3].not_before
+    assert released["send_started_at"] is None
+    assert (unknown["state"], unknown["attempts"]) == ("in_progress", 1)
+    assert unknown["lease_expires_at"] == now and unknown["send_started_at"] is not None
+    assert unknown["wamid"] is None and unknown["error_code"] is None
+    assert events == {
+        sent["id"]: None,
+        retry["id"]: ODD_TEXT,
+        error["id"]: "error: x",
+        released["id"]: f"released unsent: {ODD_TEXT}",
+    }
 
 
 def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> None:
