@@ -98,7 +98,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._body: list[bytes] = []
         self._size = 0
-        self._ends_at_close = False  # an answer with neither a length nor chunks
+        self._framed = False  # the answer's headers gave a length or chunks
+        self._ends_at_close = False  # its headers are in and gave neither: it ends at close
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -133,15 +134,14 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
         if lowered == b"content-length" or lowered == b"transfer-encoding":
-            self._ends_at_close = False
+            self._framed = True
 
     def on_message_begin(self) -> None:
-        self._body, self._size, self._ends_at_close = [], 0, True
+        self._body, self._size, self._framed, self._ends_at_close = [], 0, False, False
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if status in (204, 304):
-            self._ends_at_close = False
+        self._ends_at_close = not self._framed and status >= 200 and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -163,7 +163,10 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
         self._timer = loop.call_later(timeout_s, self._timed_out, timeout_s)
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except Exception as exc:  # a transport closing under us; whether bytes left is unknown
+            self._fail(ResponseLost(f"the request could not be written: {exc!r}"))
         return waiter
 
     def _timed_out(self, timeout_s: float) -> None:

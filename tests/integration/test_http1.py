@@ -84,8 +84,9 @@ class Server:
                     break
                 writer.write(answer)
                 await writer.drain()
-                if b"Connection: close" in answer or answer.startswith(b"HTTP/1.0"):
-                    break  # the answer ends the connection
+                ends = b"Connection: close" in answer or answer.startswith(b"HTTP/1.0")
+                if ends or b"\r\n\r\n" not in answer:
+                    break  # the answer ends the connection, or is cut short
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -214,8 +215,9 @@ def test_no_free_connection_in_time_is_not_sent_and_the_busy_one_is_lost(run: Ru
         (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 << 20) + b"x" * (2 << 20), "larger"),
         (b"SMTP ready\r\n\r\n", "malformed"),
         (None, "closed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Ty", "closed"),  # never a 200 with an empty body
     ],
-    ids=["oversized", "not-http", "hang-up"],
+    ids=["oversized", "not-http", "hang-up", "cut-in-the-headers"],
 )
 def test_a_lost_answer_is_after_send(raw: bytes | None, message: str, run: Runner) -> None:
     async def main() -> SendResult:
