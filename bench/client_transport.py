@@ -1,13 +1,15 @@
-"""Requests/s and client CPU per request of the WhatsApp client over three transports.
+"""Requests/s and client CPU per request of the WhatsApp client over four transports.
 
 A trivial aiohttp server answering the Cloud API success JSON runs in a subprocess (its
 own core); this process drives ``WhatsAppClient.send_template`` with CONCURRENCY
 concurrent senders for DURATION_S per transport: httpx's own pool (httpcore), httpx over
-the aiohttp transport (``httpx_aiohttp``), and the client's production path, a bare
-``aiohttp.ClientSession``. Prints one JSON line: {"httpx_default_rps", "httpx_aiohttp_rps",
-"aiohttp_rps", "ratio" (httpx over aiohttp / httpx default), "aiohttp_vs_httpx_aiohttp",
-"*_cpu_us_per_req" (this process's CPU per request, payload building and parsing included),
-...}.
+the aiohttp transport (``httpx_aiohttp``), a bare ``aiohttp.ClientSession`` (the production
+path until 2026-12-03, kept here as the baseline) and the client's production path, the lean
+HTTP/1.1 pool (``campaigns.clients.http1``). Prints one JSON line: {"httpx_default_rps",
+"httpx_aiohttp_rps", "aiohttp_rps", "http1_rps", "ratio" (httpx over aiohttp / httpx
+default), "aiohttp_vs_httpx_aiohttp", "http1_vs_aiohttp" (CPU per request, aiohttp over
+http1), "*_cpu_us_per_req" (this process's CPU per request, payload building and parsing
+included), ...}.
 
     .venv/bin/python bench/client_transport.py [--duration 5] [--concurrency 200]
 """
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,6 +58,28 @@ async def _serve() -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     print(port, flush=True)
     await asyncio.Event().wait()
+
+
+class _AiohttpSessionClient(WhatsAppClient):
+    """The former production path: the same client over a bare ``aiohttp.ClientSession``."""
+
+    def __init__(self, max_connections: int) -> None:
+        super().__init__(max_connections=max_connections)
+        self._limit = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _post(self, url: str, body: bytes, token: str) -> tuple[int, bytes]:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0)
+            self._session = aiohttp.ClientSession(connector=connector)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with self._session.post(url, data=body, headers=headers) as r:
+            return r.status, await r.read()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        await super().aclose()
 
 
 async def _measure(
@@ -105,7 +130,8 @@ async def _run(port: int, concurrency: int, duration_s: float) -> dict[str, floa
             max_connections=concurrency, transport=httpx.AsyncHTTPTransport(limits=limits)
         ),
         "httpx_aiohttp": WhatsAppClient(transport=default_transport(concurrency)),
-        "aiohttp": WhatsAppClient(max_connections=concurrency),  # the production path
+        "aiohttp": _AiohttpSessionClient(concurrency),
+        "http1": WhatsAppClient(max_connections=concurrency),  # the production path
     }
     out: dict[str, float | int] = {}
     for name, client in clients.items():
@@ -120,6 +146,9 @@ async def _run(port: int, concurrency: int, duration_s: float) -> dict[str, floa
         "ratio": round(float(out["httpx_aiohttp_rps"]) / float(out["httpx_default_rps"]), 2),
         "aiohttp_vs_httpx_aiohttp": round(
             float(out["aiohttp_rps"]) / float(out["httpx_aiohttp_rps"]), 2
+        ),
+        "http1_vs_aiohttp": round(
+            float(out["aiohttp_cpu_us_per_req"]) / float(out["http1_cpu_us_per_req"]), 2
         ),
         "concurrency": concurrency,
         "duration_s": duration_s,

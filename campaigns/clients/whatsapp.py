@@ -1,15 +1,14 @@
 """WhatsApp Cloud API client: one template send in, one ``SendResult`` out.
 
-Transport choice (``bench/client_transport.py``: 200 concurrent sends, 200 connections,
+Transport choice (``bench/client_transport.py``: 200 concurrent sends, 200 connections, a
 local server in its own process, on a shared 2-core machine): httpx's own pool (httpcore
-1.0) did 20-50 requests/s, httpx over ``httpx_aiohttp.AiohttpTransport`` 900-1,100, and a
-bare ``aiohttp.ClientSession`` more again for about half the client CPU per send (figures
-in BENCHMARKS.md). httpcore rescans every connection for every queued request on each
-request event (quadratic in the pool size we need for >= 1,000 messages/s); aiohttp's
-connector does not, and without httpx's request/response objects on top of it a send costs
-~0.4 ms of CPU instead of ~0.8. So production sends go through a bare aiohttp session;
-the httpx API stays for an injected ``transport`` (``httpx.MockTransport`` in tests, or any
-other httpx transport), with the same results and the same failure mapping.
+1.0) did 20-50 requests/s (it rescans every connection for every queued request: quadratic
+in the pool size we need), httpx over ``httpx_aiohttp.AiohttpTransport`` 900-1,100, a bare
+``aiohttp.ClientSession`` about half the client CPU per send of that, and the lean HTTP/1.1
+client of :mod:`campaigns.clients.http1` less again (figures in BENCHMARKS.md). So
+production sends go through ``http1``: the request head is built once per sender, a send is
+its body's bytes; the httpx API stays for an injected ``transport`` (``httpx.MockTransport``
+in tests, or any other httpx transport), with the same results and failure mapping.
 
 Never raises for platform or network errors: they are data for ``campaigns.domain.outcomes``.
 The only exceptions are invalid arguments (a programming or data error, nothing was sent)
@@ -30,6 +29,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from campaigns.clients.http1 import Http1Pool, Origin, RequestNotSent, ResponseLost, request_head
 from campaigns.domain.dispatch import SendJob
 from campaigns.domain.outcomes import SendResult, TransportFailure
 from campaigns.domain.parameters import clean_parameter
@@ -211,10 +211,15 @@ _AIOHTTP_BEFORE_SEND: tuple[type[Exception], ...] = (
 def transport_failure_of(exc: BaseException) -> TransportFailure:
     """CONNECT only when the request provably never left; anything else is AFTER_SEND.
 
-    httpx_aiohttp maps every ``aiohttp.ClientConnectionError`` - including a server
-    disconnect or reset *after* the request was written - to ``httpx.ConnectTimeout``, so
-    the aiohttp cause (``__cause__``) decides when there is one.
+    The lean client says which with its two exceptions. httpx_aiohttp maps every
+    ``aiohttp.ClientConnectionError`` - including a server disconnect or reset *after* the
+    request was written - to ``httpx.ConnectTimeout``, so the aiohttp cause (``__cause__``)
+    decides when there is one.
     """
+    if isinstance(exc, RequestNotSent):
+        return TransportFailure.CONNECT
+    if isinstance(exc, ResponseLost):
+        return TransportFailure.AFTER_SEND
     cause = exc.__cause__
     if isinstance(cause, aiohttp.ClientError):
         before = isinstance(cause, _AIOHTTP_BEFORE_SEND)
@@ -245,9 +250,9 @@ _USER_AGENT = "wa-campaigns/0.1"
 class WhatsAppClient:
     """Async Cloud API client. One per worker process and event loop (it owns a pool).
 
-    Without ``transport`` it sends with a bare ``aiohttp.ClientSession`` (opened on the
-    first send, inside the running loop); with an httpx ``transport`` it sends through
-    ``httpx.AsyncClient`` on that transport. Both give the same ``SendResult``s.
+    Without ``transport`` it sends with the lean HTTP/1.1 pool of :mod:`~.http1`; with an
+    httpx ``transport`` it sends through ``httpx.AsyncClient`` on that transport. Both give
+    the same ``SendResult``s.
     """
 
     def __init__(
@@ -258,9 +263,9 @@ class WhatsAppClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeout_s = timeout_s
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
         self._http: httpx.AsyncClient | None = None
+        self._pool: Http1Pool | None = None
+        self._heads: dict[tuple[str, str], tuple[Origin, bytes]] = {}  # (url, token): head
         if transport is not None:
             self._http = httpx.AsyncClient(
                 transport=transport,
@@ -268,14 +273,16 @@ class WhatsAppClient:
                 headers={"User-Agent": _USER_AGENT},
                 follow_redirects=False,  # never carry the bearer token to another host
             )
-        # connect covers waiting for a pool slot too (as httpx's pool timeout does): a
-        # timeout there is ConnectionTimeoutError, i.e. provably before sending.
-        self._aio_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
-        )
+        else:
+            # No redirects either (a 3xx is an answer like any other), and never a retry.
+            self._pool = Http1Pool(
+                max_connections=max_connections,
+                keepalive_s=KEEPALIVE_EXPIRY_S,
+                timeout_s=timeout_s,
+            )
 
     def __repr__(self) -> str:
-        backend = "httpx" if self._http is not None else "aiohttp"
+        backend = "httpx" if self._http is not None else "http1"
         return f"{type(self).__name__}(backend={backend}, timeout_s={self._timeout_s!r})"
 
     async def __aenter__(self) -> Self:
@@ -289,28 +296,25 @@ class WhatsAppClient:
     ) -> None:
         await self.aclose()
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_EXPIRY_S,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._aio_timeout,
-            headers={"User-Agent": _USER_AGENT},
-        )
-        return self._session
+    def _head(self, url: str, token: str) -> tuple[Origin, bytes]:
+        head = self._heads.get((url, token))
+        if head is None:
+            headers = {
+                "User-Agent": _USER_AGENT,
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+            }
+            head = self._heads[(url, token)] = request_head(url, headers)
+        return head
 
     async def _post(self, url: str, body: bytes, token: str) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        if self._http is not None:
+        if self._pool is None:
+            assert self._http is not None
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
             response = await self._http.post(url, content=body, headers=headers)
             return response.status_code, response.content
-        session = self._session or self._open_session()
-        # POST is never retried by aiohttp (not idempotent); no redirects (token).
-        async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
-            return r.status, await r.read()
+        origin, head = self._head(url, token)
+        return await self._pool.post(origin, b"%s%d\r\n\r\n%s" % (head, len(body), body))
 
     async def send_template(
         self,
@@ -339,9 +343,15 @@ class WhatsAppClient:
             status, content = await self._post(
                 endpoint.messages_url, encode_payload(payload), endpoint.token
             )
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
-            # OSError (TimeoutError included)/ClientError: raw errors of aiohttp, or ones
-            # httpx_aiohttp does not map.
+        except (
+            httpx.TransportError,
+            aiohttp.ClientError,
+            OSError,
+            RequestNotSent,
+            ResponseLost,
+        ) as exc:
+            # OSError (TimeoutError included)/ClientError: raw errors of an injected
+            # transport, or ones httpx_aiohttp does not map.
             failure = transport_failure_of(exc)
             log.debug("send to %s: %s %s", _mask(to_e164), failure, type(exc).__name__)
             return SendResult(
@@ -354,9 +364,8 @@ class WhatsAppClient:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            await self._pool.aclose()
 
 
 class CloudApiTransport:

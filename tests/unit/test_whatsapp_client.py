@@ -443,71 +443,7 @@ def test_aiohttp_causes(exc: Exception, expected: str) -> None:
     assert transport_failure_of(exc) == expected
 
 
-def test_real_aiohttp_transport_connection_refused_is_connect() -> None:
-    async def main() -> SendResult:
-        # Bind then close: nothing listens on that port any more.
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        server.close()
-        await server.wait_closed()
-        client = WhatsAppClient(timeout_s=2.0)
-        endpoint = WhatsAppEndpoint(f"http://127.0.0.1:{port}", "v21.0", "1", TOKEN)
-        try:
-            return await client.send_template(
-                endpoint, to_e164="+1555", template="t", language="en",
-                body_params=[], callback_data="a",
-            )  # fmt: skip
-        finally:
-            await client.aclose()
-
-    assert run(main()).transport is TransportFailure.CONNECT
-
-
-def test_real_aiohttp_transport_disconnect_after_request_is_after_send() -> None:
-    async def main() -> SendResult:
-        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")  # the request reached the server...
-            writer.close()  # ...which hangs up without answering
-
-        server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = WhatsAppClient(timeout_s=2.0)
-        endpoint = WhatsAppEndpoint(f"http://127.0.0.1:{port}", "v21.0", "1", TOKEN)
-        try:
-            return await client.send_template(
-                endpoint, to_e164="+1555", template="t", language="en",
-                body_params=[], callback_data="a",
-            )  # fmt: skip
-        finally:
-            await client.aclose()
-            server.close()
-            await server.wait_closed()
-
-    assert run(main()).transport is TransportFailure.AFTER_SEND
-
-
-def test_real_aiohttp_transport_read_timeout_is_after_send() -> None:
-    async def main() -> SendResult:
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            await reader.read()  # never answers; returns when the client gives up
-            writer.close()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        client = WhatsAppClient(timeout_s=0.2)
-        endpoint = WhatsAppEndpoint(f"http://127.0.0.1:{port}", "v21.0", "1", TOKEN)
-        try:
-            return await client.send_template(
-                endpoint, to_e164="+1555", template="t", language="en",
-                body_params=[], callback_data="a",
-            )  # fmt: skip
-        finally:
-            await client.aclose()
-            server.close()
-            await server.wait_closed()
-
-    assert run(main()).transport is TransportFailure.AFTER_SEND
+# The lean client on real sockets: tests/integration/test_http1.py.
 
 
 # --- secrets -------------------------------------------------------------------------
