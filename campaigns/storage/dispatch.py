@@ -240,8 +240,6 @@ class StartStatements:
                 await conn.close()
 
 
-# One statement per batch. Rows still in progress under this attempt move; a row a status
-# webhook already moved on (it beat this commit) only gets the wamid/wa_id it lacks.
 # The outcomes' columns, in the order ``record_outcomes`` writes each row's values.
 _OUTCOME_COLUMNS = (
     "id bigint",
@@ -258,6 +256,8 @@ _OUTCOME_COLUMNS = (
     "not_before micros",
     "message_status text",
 )
+# One statement per batch. Rows still in progress under this attempt move; a row a status
+# webhook already moved on (it beat this commit) only gets the wamid/wa_id it lacks.
 _RECORD = f"""
 WITH o AS (
     SELECT * FROM {json_rows(":outcomes", _OUTCOME_COLUMNS)} AS o
