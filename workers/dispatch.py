@@ -60,7 +60,7 @@ def start_dispatcher(preferred_slot: int = 0) -> None:
     if _running is not None and _running.thread.is_alive():
         return
     # uvloop: the pure-Python selector loop cost ~50 of the worker's ~600 us per message
-    # (py-spy); psycopg's async connection, redis.asyncio and aiohttp all run on it.
+    # (py-spy); psycopg's async connection, redis.asyncio and the http1 client all run on it.
     loop = uvloop.new_event_loop()
     stop = asyncio.Event()  # bound to the loop that first waits on it (the thread's)
 
