@@ -3,7 +3,7 @@ messaging tier), pause flags for admin commands, the keys that keep one chain pe
 alive, and the wake-up channel of the dispatchers.
 
 What may leave is decided in Postgres (the send ledger's start statement, see
-``campaigns.storage.dispatch.start_sends``); Redis holds nothing recovery needs. Losing Redis
+``campaigns.storage.dispatch.start_attempts``); Redis holds nothing recovery needs. Losing Redis
 may slow a campaign, never give up a contact.
 
 Messages pass the gate in groups of ~50 ms of sending (``campaigns.domain.dispatch.group_size``):

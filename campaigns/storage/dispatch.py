@@ -194,13 +194,16 @@ def _starts(rows: Iterable[Sequence[Any]]) -> Starts:
     return Starts(frozenset(started), refused)
 
 
-def start_sends(conn: Connection, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
-    """Starts (contact id, attempt id) pairs, or refuses them for the registry (``Starts``).
-    The caller commits at once; the commit is synchronous whatever the server's default."""
+async def start_attempts(
+    conn: psycopg.AsyncConnection[Any], attempts: Sequence[tuple[int, uuid.UUID]]
+) -> Starts:
+    """Starts (contact id, attempt id) pairs, or refuses them for the registry (``Starts``),
+    in the caller's transaction on ``conn``: :class:`StartStatements` commits it at once,
+    synchronously."""
     if not attempts:
         return Starts()
-    conn.execute(text("SET LOCAL synchronous_commit = on"))
-    return _starts(conn.exec_driver_sql(_START, _start_params(attempts)))
+    cursor = await conn.execute(_START, _start_params(attempts))
+    return _starts(await cursor.fetchall())
 
 
 class StartStatements:
@@ -213,18 +216,16 @@ class StartStatements:
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def start(self, attempts: Sequence[tuple[int, uuid.UUID]]) -> Starts:
-        """As ``start_sends``, committed; raises if it could not tell (nothing may go)."""
+        """:func:`start_attempts`, committed; raises if it could not tell (nothing may go)."""
         if not attempts:
             return Starts()
         conn = await self._connect()
         try:
             async with conn.transaction():
-                cursor = await conn.execute(_START, _start_params(attempts))
-                rows = await cursor.fetchall()
+                return await start_attempts(conn, attempts)
         except BaseException:
             await self.close()
             raise
-        return _starts(rows)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

@@ -16,7 +16,7 @@ from campaigns.clients.ratelimit import PauseFlags, RateLimiter
 from campaigns.clients.send_gate import RedisSendGate, SyncPauseFlags
 from campaigns.clients.whatsapp import CloudApiTransport, WhatsAppClient
 from campaigns.dev.simulator.runner import RunningSimulator
-from campaigns.domain.dispatch import CHAIN_S, CampaignPlan, ClaimedContact
+from campaigns.domain.dispatch import CHAIN_S, CampaignPlan, ClaimedContact, Starts
 from campaigns.runtime.stores import resolve
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import uploads
@@ -25,6 +25,7 @@ from campaigns.services.dispatch.chain import run_chain
 from campaigns.services.dispatch.ledger import StartLedger
 from campaigns.services.dispatch.recorder import Recorder
 from campaigns.services.dispatch.send import Sender
+from campaigns.storage import dispatch as dispatch_db
 from schemas.api import CampaignCreate
 
 T = TypeVar("T")
@@ -108,6 +109,20 @@ def contact_rows(engine: Engine, campaign_id: int) -> list[dict[str, Any]]:
             text("SELECT * FROM contacts WHERE campaign_id = :c ORDER BY id"), {"c": campaign_id}
         ).mappings()
         return [dict(r) for r in rows]
+
+
+def start_committed(engine: Engine, claimed: Sequence[ClaimedContact]) -> Starts:
+    """The send ledger's start statement for these claims, as dispatch runs it (its own
+    connection, committed synchronously)."""
+
+    async def start() -> Starts:
+        statements = dispatch_db.StartStatements(engine)
+        try:
+            return await statements.start([(c.id, c.attempt_id) for c in claimed])
+        finally:
+            await statements.close()
+
+    return asyncio.run(start())
 
 
 def sync_flags() -> SyncPauseFlags:

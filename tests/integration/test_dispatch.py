@@ -39,6 +39,7 @@ from tests.integration.dispatch_support import (
     phone,
     send_claimed,
     send_ports,
+    start_committed,
     states,
     sync_flags,
 )
@@ -248,8 +249,7 @@ def record_edge_cases(
     admin.start_campaign(db, sync_flags(), campaign_id)
     with db.begin() as conn:
         claimed = dispatch_db.claim_due(conn, campaign_id, limit=10, lease_s=60)
-        started = dispatch_db.start_sends(conn, [(c.id, c.attempt_id) for c in claimed])
-        assert started.started == {c.id for c in claimed}
+    assert start_committed(db, claimed).started == {c.id for c in claimed}
     at = datetime(2026, 3, 29, 3, 30, 0, 123457, tzinfo=ZoneInfo("Europe/Berlin"))
     s, r, e, x, u = ((c.id, c.attempt_id) for c in claimed)
     outcomes = [
@@ -326,13 +326,9 @@ def test_expired_leases_are_released_or_become_outcome_unknown(db: Engine) -> No
             ),
             {"i": started_new.id},
         )
-    with db.begin() as conn:  # two of them passed the start statement
-        assert (
-            dispatch_db.start_sends(
-                conn, [(c.id, c.attempt_id) for c in (started_old, started_new)]
-            )
-            == Starts()
-        )  # their leases ran out already: the ledger refuses to start them
+    # Their leases ran out already: the ledger refuses to start them.
+    assert start_committed(db, [started_old, started_new]) == Starts()
+    with db.begin() as conn:  # two of them passed the start statement (marked by hand)
         conn.execute(
             text("UPDATE contacts SET send_started_at = now() WHERE id = ANY(:ids)"),
             {"ids": [started_old.id, started_new.id]},

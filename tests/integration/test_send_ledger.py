@@ -4,12 +4,13 @@ campaign whose answers all say it is wrong pauses itself."""
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from campaigns.dev.simulator.outcomes import OutcomeKind
 from campaigns.dev.simulator.runner import RunningSimulator
@@ -33,6 +34,7 @@ from tests.integration.dispatch_support import (
     counts,
     phone,
     send_ports,
+    start_committed,
     sync_flags,
 )
 
@@ -51,28 +53,33 @@ def claim_one(db: Engine, lease_s: float) -> tuple[int, ClaimedContact]:
     return campaign_id, claimed
 
 
-def recover_in_thread(db: Engine) -> tuple[threading.Thread, list[RecoveryReport]]:
-    out: list[RecoveryReport] = []
-    thread = threading.Thread(target=lambda: out.append(recover_expired_leases(db, grace_s=600)))
-    thread.start()
-    return thread, out
+async def start_connection(db: Engine) -> psycopg.AsyncConnection[Any]:
+    """A connection for the start statement whose transaction the test keeps open (not
+    autocommit: it begins at the first statement and ends at ``commit``)."""
+    dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return await psycopg.AsyncConnection.connect(dsn)
 
 
 def test_a_start_that_holds_the_row_wins_over_a_release(db: Engine) -> None:
     """The start statement ran while the lease was valid and holds its row lock; recovery
     (lease expired by its clock) waits for it, re-checks the row and does not release."""
     campaign_id, claimed = claim_one(db, lease_s=1.0)
-    with db.connect() as conn:
-        start = conn.begin()
-        started = dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
-        assert started.started == {claimed.id} and not started.refused
-        time.sleep(1.3)  # the lease runs out while the start is not yet committed
-        thread, reports = recover_in_thread(db)
-        thread.join(0.5)
-        assert thread.is_alive(), "recovery must wait for the start statement's row lock"
-        start.commit()
-    thread.join(10)
-    (report,) = reports
+
+    async def start_then_recover() -> RecoveryReport:
+        async with await start_connection(db) as conn:
+            attempt = [(claimed.id, claimed.attempt_id)]
+            started = await dispatch_db.start_attempts(conn, attempt)
+            assert started.started == {claimed.id} and not started.refused
+            await asyncio.sleep(1.3)  # the lease runs out while the start is not yet committed
+            recovery = asyncio.create_task(
+                asyncio.to_thread(recover_expired_leases, db, grace_s=600)
+            )
+            await asyncio.sleep(0.5)
+            assert not recovery.done(), "recovery must wait for the start statement's row lock"
+            await conn.commit()
+            return await asyncio.wait_for(recovery, 10)
+
+    report = asyncio.run(start_then_recover())
     assert report.released == 0
     (row,) = contact_rows(db, campaign_id)
     assert row["state"] == "in_progress" and row["send_started_at"] is not None
@@ -84,36 +91,39 @@ def test_a_start_that_holds_the_row_wins_over_a_release(db: Engine) -> None:
     assert row["state"] == "error" and row["reason"] == rules.OUTCOME_UNKNOWN
 
 
+def release(db: Engine, claimed: ClaimedContact) -> Connection:
+    """Recovery's release of the claim, in a transaction left open (the caller commits)."""
+    other = db.connect()
+    other.begin()
+    leases = dispatch_db.expired_leases(other)
+    assert [lease.id for lease in leases] == [claimed.id]
+    verdict = rules.decide_expired_lease(leases[0], now=leases[0].lease_expires_at, grace_s=0)
+    assert verdict is not None
+    assert dispatch_db.settle_leases(other, [(leases[0], *verdict)]) == 1
+    return other
+
+
 def test_a_release_that_holds_the_row_wins_over_a_start(db: Engine) -> None:
     """Recovery released the contact and holds its row; a start statement whose transaction
     began while the lease was valid waits, re-checks the row and starts nothing."""
     campaign_id, claimed = claim_one(db, lease_s=1.0)
-    with db.connect() as conn:
-        start = conn.begin()
-        conn.execute(text("SELECT 1"))  # the start's transaction clock: lease still valid
-        time.sleep(1.3)
-        with db.connect() as other:
-            release = other.begin()
-            leases = dispatch_db.expired_leases(other)
-            assert [lease.id for lease in leases] == [claimed.id]
-            verdict = rules.decide_expired_lease(
-                leases[0], now=leases[0].lease_expires_at, grace_s=0
-            )
-            assert verdict is not None
-            assert dispatch_db.settle_leases(other, [(leases[0], *verdict)]) == 1
-            result: list[Starts] = []
-            thread = threading.Thread(
-                target=lambda: result.append(
-                    dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
+
+    async def release_then_start() -> Starts:
+        async with await start_connection(db) as conn:
+            await conn.execute("SELECT 1")  # the start's transaction clock: lease still valid
+            await asyncio.sleep(1.3)
+            with release(db, claimed) as other:
+                start = asyncio.create_task(
+                    dispatch_db.start_attempts(conn, [(claimed.id, claimed.attempt_id)])
                 )
-            )
-            thread.start()
-            thread.join(0.5)
-            assert thread.is_alive(), "the start statement must wait for recovery's row lock"
-            release.commit()
-        thread.join(10)
-        start.commit()
-    assert result == [Starts()]
+                await asyncio.sleep(0.5)
+                assert not start.done(), "the start statement must wait for recovery's row lock"
+                other.commit()
+            started = await asyncio.wait_for(start, 10)
+            await conn.commit()
+            return started
+
+    assert asyncio.run(release_then_start()) == Starts()
     (row,) = contact_rows(db, campaign_id)
     assert row["state"] == "initial" and row["send_started_at"] is None
     assert row["attempts"] == 0
@@ -122,12 +132,9 @@ def test_a_release_that_holds_the_row_wins_over_a_start(db: Engine) -> None:
 def test_the_start_statement_refuses_a_paused_campaign(db: Engine) -> None:
     campaign_id, claimed = claim_one(db, lease_s=60)
     admin.pause_campaign(db, sync_flags(), campaign_id)
-    with db.begin() as conn:
-        assert dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)]) == Starts()
+    assert start_committed(db, [claimed]) == Starts()
     admin.resume_campaign(db, sync_flags(), campaign_id)
-    with db.begin() as conn:
-        started = dispatch_db.start_sends(conn, [(claimed.id, claimed.attempt_id)])
-    assert started == Starts(frozenset({claimed.id}))
+    assert start_committed(db, [claimed]) == Starts(frozenset({claimed.id}))
 
 
 class Held:
