@@ -220,8 +220,8 @@ class Http1Pool:
             timeout_s,
         )
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
-        self._open: set[_Connection] = set()  # connected or connecting, idle or busy
-        self._connecting = 0
+        self._open: set[_Connection] = set()  # connected, idle or busy
+        self._connecting = 0  # connections being opened: they count against the bound too
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._tls: ssl.SSLContext | None = None
 
@@ -321,9 +321,9 @@ class Http1Pool:
         connection.idle_since = now
         idle = self._idle.setdefault(connection.origin, collections.deque())
         idle.append(connection)
-        # The least recently used sit at the left: close those past their keep-alive, so an
-        # idle socket never outlives the expiry (a server closing it as we write would turn
-        # a send into "outcome unknown").
+        # The least recently used sit at the left: close those past their keep-alive, so they
+        # do not pile up. None is ever used past it (``_take_idle``): a server closing an idle
+        # connection as we write would turn a send into "outcome unknown".
         while idle and now - idle[0].idle_since >= self.keepalive_s:
             idle.popleft().close()
         self._wake_one()
