@@ -73,12 +73,9 @@ def request_head(url: str, headers: dict[str, str]) -> tuple[Origin, bytes]:
     origin, target = _origin_and_target(url)
     if any(ch in target for ch in " \r\n") or not target.isascii():
         raise ValueError("the URL path must be ASCII without spaces")
-    default_port = 443 if origin.tls else 80
-    host = origin.host if origin.port == default_port else f"{origin.host}:{origin.port}"
-    if ":" in origin.host:  # an IPv6 literal
-        host = (
-            f"[{origin.host}]" if origin.port == default_port else f"[{origin.host}]:{origin.port}"
-        )
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host  # an IPv6 literal
+    if origin.port != (443 if origin.tls else 80):
+        host = f"{host}:{origin.port}"
     lines = [f"POST {target} HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {_header_value(name, value)}" for name, value in headers.items()]
     lines.append("Content-Length: ")

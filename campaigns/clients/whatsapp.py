@@ -247,6 +247,10 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
 _USER_AGENT = "wa-campaigns/0.1"
 
 
+def _send_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
 class WhatsAppClient:
     """Async Cloud API client. One per worker process and event loop (it owns a pool).
 
@@ -299,19 +303,14 @@ class WhatsAppClient:
     def _head(self, url: str, token: str) -> tuple[Origin, bytes]:
         head = self._heads.get((url, token))
         if head is None:
-            headers = {
-                "User-Agent": _USER_AGENT,
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-            }
+            headers = {"User-Agent": _USER_AGENT, **_send_headers(token)}
             head = self._heads[(url, token)] = request_head(url, headers)
         return head
 
     async def _post(self, url: str, body: bytes, token: str) -> tuple[int, bytes]:
         if self._pool is None:
             assert self._http is not None
-            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            response = await self._http.post(url, content=body, headers=headers)
+            response = await self._http.post(url, content=body, headers=_send_headers(token))
             return response.status_code, response.content
         origin, head = self._head(url, token)
         return await self._pool.post(origin, b"%s%d\r\n\r\n%s" % (head, len(body), body))
