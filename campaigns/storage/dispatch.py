@@ -113,8 +113,6 @@ def claim_due(
 
 def _variables(row: RowMapping, profile: Sequence[FieldDef]) -> dict[str, str]:
     variables = dict(row["variables"] or {})
-    if not profile:
-        return variables
     people = PeopleValues(
         opted_in=bool(row["opted_in"]),
         opted_in_at=row["opted_in_at"],
@@ -200,8 +198,6 @@ async def start_attempts(
     """Starts (contact id, attempt id) pairs, or refuses them for the registry (``Starts``),
     in the caller's transaction on ``conn``: :class:`StartStatements` commits it at once,
     synchronously."""
-    if not attempts:
-        return Starts()
     cursor = await conn.execute(_START, _start_params(attempts))
     return _starts(await cursor.fetchall())
 

@@ -204,11 +204,13 @@ def apply_sends(conn: Connection, facts: Sequence[tuple[str, Learned]]) -> None:
             latest[phone] = (max(at, fact.at), fact.wa_id or wa_id)
     found: set[str] = set()
     if latest:
-        ordered = sorted(latest.items(), key=lambda item: person_id(item[0]))
-        sends = rows_doc([(person_id(phone), micros(at), wa_id) for phone, (at, wa_id) in ordered])
-        rows = conn.exec_driver_sql(_SENT, {"sends": sends})
-        ids = {int(r[0]) for r in rows}
-        found = {phone for phone, _ in ordered if person_id(phone) in ids}
+        # In person id order (lock order); one person per number, so ids never tie.
+        ordered = sorted(
+            (person_id(phone), phone, at, wa_id) for phone, (at, wa_id) in latest.items()
+        )
+        sends = rows_doc([(pid, micros(at), wa_id) for pid, _, at, wa_id in ordered])
+        ids = {int(r[0]) for r in conn.exec_driver_sql(_SENT, {"sends": sends})}
+        found = {phone for pid, phone, _, _ in ordered if pid in ids}
     rest = [(p, f) for p, f in facts if not (f.change is Change.SENT and p in found)]
     if rest:
         apply(conn, rest)
